@@ -1,0 +1,208 @@
+"""The one bridge between the ring cache and a Hugging Face model's own forward.
+
+The model is driven through its public extension points only: a
+`transformers.Cache` subclass receives each layer's new keys/values, our
+boolean 4D mask is passed as `attention_mask` (transformers returns a 4D mask
+as-is), and attention runs through a registered attention function. No
+forward is copied or patched.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import AttentionInterface, Cache
+
+from .layout import CacheLayout, LayoutError
+from .ring import ForwardPlan, KVShape, SinkMode, StreamCache
+
+ATTENTION_NAME = "streamd_sdpa"
+
+# Model families whose attention is plain rotary (RoPE applied to q and k with
+# the rotate-half convention, positions from position_ids).
+SUPPORTED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "smollm"})
+# RoPE variants whose inverse frequencies do not depend on the sequence length;
+# "dynamic" and "longrope" change them with the context, so a stored key's
+# rotation would no longer match a query's.
+SUPPORTED_ROPE_TYPES = frozenset({"default", "linear", "llama3", "yarn"})
+
+
+class UnsupportedModel(ValueError):
+    """A model whose positions streamd cannot shift; the message says why."""
+
+
+def streamd_sdpa(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **_: Any,
+) -> tuple[torch.Tensor, None]:
+    """SDPA over all cache slots with the ring mask; GQA without repeating K/V.
+
+    query: [1, heads, n, D]; key/value: [1, kv_heads, slots, D];
+    attention_mask: [1, 1, n, slots] bool. Returns [1, n, heads, D].
+    """
+    out = F.scaled_dot_product_attention(
+        query,
+        key,
+        value,
+        attn_mask=attention_mask,
+        dropout_p=dropout,
+        scale=scaling,
+        enable_gqa=query.shape[1] != key.shape[1],
+    )
+    return out.transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register(ATTENTION_NAME, streamd_sdpa)
+
+
+def rope_type(config: Any) -> str:
+    params = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None)
+    if not params:
+        return "default"
+    return str(params.get("rope_type", params.get("type", "default")))
+
+
+def check_supported(config: Any) -> None:
+    """Refuse, with the reason, models whose positions are not plain rotary."""
+    model_type = getattr(config, "model_type", "?")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise UnsupportedModel(
+            f"model type {model_type!r} is not supported: streamd re-places cached keys by "
+            "rotating them, which needs plain rotary positions (RoPE on q and k). Supported: "
+            f"{', '.join(sorted(SUPPORTED_MODEL_TYPES))}. ALiBi, M-RoPE, MLA and NoPE layers "
+            "are refused until supported."
+        )
+    kind = rope_type(config)
+    if kind not in SUPPORTED_ROPE_TYPES:
+        raise UnsupportedModel(
+            f"RoPE type {kind!r} is not supported: its frequencies change with the context "
+            "length, so a key rotated once would not match later queries. Supported: "
+            f"{', '.join(sorted(SUPPORTED_ROPE_TYPES))}."
+        )
+
+
+def kv_shape(config: Any) -> KVShape:
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    return KVShape(layers=config.num_hidden_layers, kv_heads=kv_heads, head_dim=head_dim)
+
+
+def rope_inv_freq(model: torch.nn.Module) -> torch.Tensor:
+    """The model's own inverse frequencies, [D/2] (already scaled for linear/llama3/yarn)."""
+    inner = getattr(model, "model", model)
+    rotary = getattr(inner, "rotary_emb", None)
+    if rotary is None or not hasattr(rotary, "inv_freq"):
+        raise UnsupportedModel(f"{type(model).__name__} has no rotary_emb.inv_freq to rotate with")
+    return rotary.inv_freq.detach().to(torch.float32)
+
+
+def max_positions(config: Any) -> int:
+    return int(config.max_position_embeddings)
+
+
+class HFRingCache(Cache):
+    """A transformers Cache whose storage is a StreamCache."""
+
+    is_compileable = False
+
+    def __init__(self, ring: StreamCache) -> None:
+        super().__init__(layers=[])
+        self.ring = ring
+
+    def update(
+        self,
+        key_states: torch.Tensor,
+        value_states: torch.Tensor,
+        layer_idx: int,
+        *args: Any,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.ring.write(layer_idx, key_states, value_states)
+
+    def get_seq_length(self, layer_idx: int | None = 0) -> int:
+        return self.ring.head - self.ring.origin
+
+    def get_max_cache_shape(self, layer_idx: int = 0) -> int:
+        return self.ring.layout.slots
+
+
+def cache_kwarg_name(model: torch.nn.Module) -> str:
+    """transformers 5.2x renamed forward(past_key_values=) to forward(cache=)."""
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def build_ring_cache(
+    model: torch.nn.Module,
+    layout: CacheLayout,
+    *,
+    origin: int = 0,
+    rebase_threshold: int = 2**15,
+    sink_mode: SinkMode = SinkMode.REROTATE,
+    check_positions: bool = True,
+) -> StreamCache:
+    config = model.config
+    check_supported(config)
+    if check_positions:
+        layout.check_positions(max_positions(config))
+    param = next(model.parameters())
+    return StreamCache(
+        layout,
+        kv_shape(config),
+        inv_freq=rope_inv_freq(model),
+        dtype=param.dtype,
+        device=param.device,
+        origin=origin,
+        rebase_threshold=rebase_threshold,
+        sink_mode=sink_mode,
+    )
+
+
+class RingModel:
+    """A Hugging Face causal LM driven over a StreamCache, one planned forward at a time."""
+
+    def __init__(self, model: Any, ring: StreamCache) -> None:
+        check_supported(model.config)
+        self.model = model
+        self.ring = ring
+        self.hf_cache = HFRingCache(ring)
+        self._cache_kwarg = cache_kwarg_name(model)
+        model.set_attn_implementation(ATTENTION_NAME)
+
+    @torch.inference_mode()
+    def run(
+        self, plan: ForwardPlan, input_ids: torch.Tensor, logits_to_keep: int = 1
+    ) -> torch.Tensor:
+        """input_ids: [1, count] -> logits [1, logits_to_keep or count, vocab]; commits the plan."""
+        if input_ids.shape != (1, plan.count):
+            raise LayoutError(
+                f"input_ids of shape {tuple(input_ids.shape)} for a {plan.count}-plan"
+            )
+        out = self.model(
+            input_ids=input_ids,
+            position_ids=plan.position_ids,
+            attention_mask=plan.mask,
+            use_cache=True,
+            logits_to_keep=logits_to_keep,
+            **{self._cache_kwarg: self.hf_cache},
+        )
+        self.ring.finish()
+        return out.logits
+
+    def prefix(self, input_ids: torch.Tensor, logits_to_keep: int = 1) -> torch.Tensor:
+        return self.run(self.ring.plan_prefix(input_ids.shape[1]), input_ids, logits_to_keep)
+
+    def stream(self, input_ids: torch.Tensor, logits_to_keep: int = 1) -> torch.Tensor:
+        return self.run(self.ring.plan_stream(input_ids.shape[1]), input_ids, logits_to_keep)
+
+    def scratch(self, input_ids: torch.Tensor, logits_to_keep: int = 1) -> torch.Tensor:
+        return self.run(self.ring.plan_scratch(input_ids.shape[1]), input_ids, logits_to_keep)

@@ -1,0 +1,148 @@
+"""Slot and position arithmetic of the sink + window cache. Pure Python, no torch.
+
+The cache holds, per layer, `slots = P + R + S` key/value slots:
+
+    [ pinned 0..P-1 | ring P..P+R-1 | scratch P+R..P+R+S-1 ]
+
+- pinned: the first P tokens of the session (the attention sinks);
+- ring: stream token at absolute position t lives in slot P + (t mod R);
+- scratch: a summary's instruction and generated tokens, slot P+R+k for the
+  k-th summary token, so a summary never touches a stream slot.
+
+Worked example, P=4, W=8, C=4, R=12: the stream starts at position 4 (after
+the pinned prefix 0..3). A chunk of positions 100..103 writes ring slots
+4 + (100..103 mod 12) = 8..11, which held positions 88..91. The chunk's
+earliest query, 100, sees 93..100 (t - W < p <= t): 88..91 are older, so
+nothing a query still needs was overwritten. In general a chunk starting at
+t0 overwrites t0-R .. t0-R+n-1 < t0-W+1 as long as R >= W + C.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+
+class LayoutError(ValueError):
+    """A cache shape that cannot work; the message names the value and the fix."""
+
+
+@dataclass(frozen=True)
+class CacheLayout:
+    pinned: int  # P: attention-sink slots, the session's first tokens
+    window: int  # W: stream tokens a query can see
+    chunk: int  # C: most stream tokens one forward pass writes
+    scratch: int  # S: summary slots (instruction + generated tokens)
+    ring: int  # R: ring slots allocated, >= W + C
+
+    @classmethod
+    def build(cls, *, pinned: int, window: int, chunk: int, scratch: int) -> CacheLayout:
+        layout = cls(
+            pinned=pinned, window=window, chunk=chunk, scratch=scratch, ring=window + chunk
+        )
+        layout.check_shape()
+        return layout
+
+    @property
+    def max_capacity(self) -> int:
+        """Tokens any query can see: pinned + window (the user-facing knob)."""
+        return self.pinned + self.window
+
+    @property
+    def slots(self) -> int:
+        return self.pinned + self.ring + self.scratch
+
+    @property
+    def ring_start(self) -> int:
+        return self.pinned
+
+    @property
+    def scratch_start(self) -> int:
+        return self.pinned + self.ring
+
+    def check_shape(self) -> None:
+        if self.pinned < 0:
+            raise LayoutError(f"pinned = {self.pinned}: must be >= 0")
+        if self.window < 1:
+            raise LayoutError(f"window = {self.window}: must be >= 1 (raise max_capacity)")
+        if self.chunk < 1:
+            raise LayoutError(f"chunk = {self.chunk}: must be >= 1")
+        if self.scratch < 0:
+            raise LayoutError(f"scratch = {self.scratch}: must be >= 0")
+        if self.ring < self.window + self.chunk:
+            raise LayoutError(
+                f"ring = {self.ring}: must be >= window + chunk = {self.window + self.chunk}, "
+                "or a chunk would overwrite tokens its own queries still see"
+            )
+
+    def longest_distance(self) -> int:
+        """Largest query-to-key distance any forward can produce (see DESIGN.md, Positions)."""
+        return self.pinned + self.window + max(self.chunk, self.scratch)
+
+    def check_positions(self, max_positions: int) -> None:
+        """P + W + max(C, S) must stay inside the model's trained context."""
+        need = self.longest_distance()
+        if need > max_positions:
+            raise LayoutError(
+                f"pinned {self.pinned} + window {self.window} + max(chunk {self.chunk}, "
+                f"summary slots {self.scratch}) = {need} exceeds the model's trained context "
+                f"of {max_positions} positions: lower max_capacity to at most "
+                f"{max_positions - max(self.chunk, self.scratch)} or use a smaller chunk"
+            )
+
+    def with_window(self, window: int) -> CacheLayout:
+        """The layout after a live resize: same ring when it still fits, else a new ring."""
+        ring = self.ring if window + self.chunk <= self.ring else window + self.chunk
+        layout = replace(self, window=window, ring=ring)
+        layout.check_shape()
+        return layout
+
+    def ring_slot(self, position: int) -> int:
+        return self.pinned + position % self.ring
+
+    def scratch_slot(self, index: int) -> int:
+        if not 0 <= index < self.scratch:
+            raise LayoutError(f"summary token {index} past the {self.scratch} summary slots")
+        return self.scratch_start + index
+
+
+def sink_anchor(layout: CacheLayout, stream_start: int, first_query: int) -> int:
+    """Position of the oldest window token that `first_query` sees.
+
+    The pinned keys are placed just before it (pinned i at anchor - P + i), so
+    the distance to the sinks never grows with the stream. At the start of a
+    stream the anchor is `stream_start` and the sinks sit at their true
+    positions.
+    """
+    return max(stream_start, first_query - layout.window + 1)
+
+
+def pinned_positions(layout: CacheLayout, stream_start: int, first_query: int) -> list[int]:
+    anchor = sink_anchor(layout, stream_start, first_query)
+    return [anchor - layout.pinned + i for i in range(layout.pinned)]
+
+
+def visible_ring_positions(layout: CacheLayout, kept_from: int, query: int) -> range:
+    """Stream positions a query at `query` sees: t - W < p <= t, and not before `kept_from`."""
+    return range(max(kept_from, query - layout.window + 1), query + 1)
+
+
+@dataclass(frozen=True)
+class StreamCounters:
+    """Host-side counters of one stream, derived from positions alone."""
+
+    stream_start: int  # absolute position of the first stream token (after the pinned prefix)
+    head: int  # absolute position the next stream token will take
+    kept_from: int  # oldest stream position still physically held (after a resize copy)
+
+    @property
+    def seen(self) -> int:
+        return self.head - self.stream_start
+
+    def window_start(self, layout: CacheLayout) -> int:
+        return max(self.stream_start, self.head - layout.window, self.kept_from)
+
+    def visible(self, layout: CacheLayout) -> int:
+        return self.head - self.window_start(layout)
+
+    def evicted(self, layout: CacheLayout) -> int:
+        return self.window_start(layout) - self.stream_start

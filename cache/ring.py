@@ -1,0 +1,355 @@
+"""The pinned + ring KV cache: tensors allocated once, written in place.
+
+One forward pass is planned (`plan_prefix` / `plan_stream` / `plan_scratch`),
+then the model writes each layer's new keys and values through `write`, then
+`finish` commits the plan. The plan carries the position ids and the boolean
+attention mask built on the device from the per-slot position tensor, so the
+model's own forward runs unchanged.
+
+Positions are kept relative to `base` (see DESIGN.md, Positions): RoPE angles
+of raw positions near 10^8 lose all precision in fp32.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import torch
+
+from .layout import CacheLayout, LayoutError, StreamCounters, sink_anchor
+from .rope import rotate, rotation_tables
+
+EMPTY = -(2**62)  # slot position of an empty slot: fails every `p > t - W` test
+
+
+class SinkMode(enum.Enum):
+    REROTATE = "rerotate"  # streamd: sinks placed just before the visible window
+    FIXED = "fixed"  # sinks left at their original positions (the known failure)
+
+
+class PlanKind(enum.Enum):
+    PREFIX = "prefix"
+    STREAM = "stream"
+    SCRATCH = "scratch"
+
+
+@dataclass(frozen=True)
+class KVShape:
+    layers: int
+    kv_heads: int
+    head_dim: int
+
+
+@dataclass(frozen=True)
+class ForwardPlan:
+    """Inputs for one forward pass over `count` new tokens starting at `first`."""
+
+    kind: PlanKind
+    first: int  # absolute position of the first new token
+    count: int
+    position_ids: torch.Tensor  # [1, count] int64, relative to the cache base
+    mask: torch.Tensor  # [1, 1, count, slots] bool, True = may attend
+    write_slots: torch.Tensor  # [count] int64, slot of each new token
+
+
+class StreamCache:
+    """Sink + window KV cache over all layers of one model."""
+
+    def __init__(
+        self,
+        layout: CacheLayout,
+        shape: KVShape,
+        *,
+        inv_freq: torch.Tensor,
+        dtype: torch.dtype,
+        device: torch.device | str,
+        origin: int = 0,
+        rebase_threshold: int = 2**15,
+        sink_mode: SinkMode = SinkMode.REROTATE,
+    ) -> None:
+        if rebase_threshold < 1:
+            raise LayoutError(f"rebase_threshold = {rebase_threshold}: must be >= 1")
+        self.layout = layout
+        self.shape = shape
+        self.dtype = dtype
+        self.device = torch.device(device)
+        self.inv_freq = inv_freq.to(device=self.device, dtype=torch.float32)
+        self.sink_mode = sink_mode
+        self.rebase_threshold = rebase_threshold
+        self.origin = origin
+        self.base = origin  # positions handed to the model are `position - base`
+        self.head = origin  # absolute position of the next token
+        self.kept_from = origin + layout.pinned
+        self.scratch_used = 0
+        self.fence: int | None = None  # set during a summary: the stream head it sees
+        self._pinned_anchor: int | None = None  # where the pinned keys sit now
+        self._stream_anchor: int | None = None  # where the last stream chunk put them
+        self._plan: ForwardPlan | None = None
+        self._allocate(layout)
+
+    # ---------------------------------------------------------------- allocation
+
+    def _allocate(self, layout: CacheLayout) -> None:
+        s, dev = self.shape, self.device
+        kv = (s.layers, 1, s.kv_heads, layout.slots, s.head_dim)
+        self.keys = torch.zeros(kv, dtype=self.dtype, device=dev)
+        self.values = torch.zeros(kv, dtype=self.dtype, device=dev)
+        self.slot_pos = torch.full((layout.slots,), EMPTY, dtype=torch.int64, device=dev)
+        self.always_visible = torch.zeros(layout.slots, dtype=torch.bool, device=dev)
+        if self.pinned_done:
+            self.always_visible[: layout.pinned] = True
+        pinned = (s.layers, 1, s.kv_heads, layout.pinned, s.head_dim)
+        if not hasattr(self, "pristine"):
+            self.pristine = torch.zeros(pinned, dtype=torch.float32, device=dev)
+        most = max(layout.pinned, layout.chunk, layout.scratch, 1)
+        self._arange = torch.arange(most, dtype=torch.int64, device=dev)
+        self._positions = torch.empty(most, dtype=torch.int64, device=dev)
+        self._slots = torch.empty(most, dtype=torch.int64, device=dev)
+        self._lower = torch.empty(most, dtype=torch.int64, device=dev)
+        self._mask = torch.empty((most, layout.slots), dtype=torch.bool, device=dev)
+        self._mask_tmp = torch.empty((most, layout.slots), dtype=torch.bool, device=dev)
+
+    @property
+    def pinned_done(self) -> bool:
+        return self.head > self.origin or self.layout.pinned == 0
+
+    @property
+    def stream_start(self) -> int:
+        return self.origin + self.layout.pinned
+
+    def counters(self) -> StreamCounters:
+        return StreamCounters(self.stream_start, self.head, self.kept_from)
+
+    def nbytes(self) -> int:
+        return self.keys.numel() * self.keys.element_size() * 2
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Every tensor of the cache state (for snapshots, rollback and no-reallocation checks)."""
+        return {
+            "keys": self.keys,
+            "values": self.values,
+            "slot_pos": self.slot_pos,
+            "always_visible": self.always_visible,
+            "pristine": self.pristine,
+        }
+
+    # -------------------------------------------------------------- planning
+
+    def plan_prefix(self, count: int) -> ForwardPlan:
+        """The session's first tokens, which become the pinned slots."""
+        if self.pinned_done:
+            raise RuntimeError("the pinned prefix is already filled")
+        if count != self.layout.pinned:
+            raise LayoutError(f"prefix of {count} tokens for {self.layout.pinned} pinned slots")
+        positions = self._fill_positions(self.origin, count)
+        slots = self._slots[:count]
+        slots.copy_(self._arange[:count])
+        return self._finish_plan(PlanKind.PREFIX, self.origin, count, positions, slots)
+
+    def plan_stream(self, count: int) -> ForwardPlan:
+        """`count` <= C stream tokens at the head, into the ring."""
+        if not self.pinned_done:
+            raise RuntimeError("prefill the pinned prefix first")
+        if not 1 <= count <= self.layout.chunk:
+            raise LayoutError(f"stream chunk of {count} tokens: must be 1..{self.layout.chunk}")
+        if self.fence is not None:
+            raise RuntimeError("a summary is in progress: end_scratch() first")
+        self._maybe_rebase(self.head, self.head + count)
+        positions = self._fill_positions(self.head, count)
+        slots = self._slots[:count]
+        torch.remainder(positions, self.layout.ring, out=slots)
+        slots.add_(self.layout.ring_start)
+        anchor = self._anchor_for(self.head)
+        self._place_pinned(anchor)
+        self._stream_anchor = anchor
+        return self._finish_plan(PlanKind.STREAM, self.head, count, positions, slots)
+
+    def begin_scratch(self) -> None:
+        """Start a summary: its tokens go after the stream head, into scratch slots."""
+        if not self.pinned_done:
+            raise RuntimeError("prefill the pinned prefix first")
+        self.fence = self.head
+        self.scratch_used = 0
+
+    def plan_scratch(self, count: int) -> ForwardPlan:
+        if self.fence is None:
+            raise RuntimeError("begin_scratch() first")
+        if not 1 <= count <= self.layout.scratch - self.scratch_used:
+            raise LayoutError(
+                f"summary step of {count} tokens with {self.layout.scratch - self.scratch_used} "
+                f"of {self.layout.scratch} summary slots left"
+            )
+        first = self.fence + self.scratch_used
+        positions = self._fill_positions(first, count)
+        slots = self._slots[:count]
+        torch.add(self._arange[:count], self.layout.scratch_start + self.scratch_used, out=slots)
+        self._place_pinned(self._anchor_for(self.fence))
+        return self._finish_plan(PlanKind.SCRATCH, first, count, positions, slots)
+
+    def end_scratch(self) -> None:
+        """Forget the summary: the cache returns bit-identical to before begin_scratch()."""
+        start = self.layout.scratch_start
+        self.slot_pos[start:].fill_(EMPTY)
+        self.keys[:, :, :, start:].zero_()
+        self.values[:, :, :, start:].zero_()
+        if self._stream_anchor is not None:
+            self._place_pinned(self._stream_anchor)
+        else:
+            self._place_pinned(self.stream_start)
+        self.fence = None
+        self.scratch_used = 0
+        self._plan = None
+
+    def _fill_positions(self, first: int, count: int) -> torch.Tensor:
+        positions = self._positions[:count]
+        torch.add(self._arange[:count], first, out=positions)
+        return positions
+
+    def _finish_plan(
+        self,
+        kind: PlanKind,
+        first: int,
+        count: int,
+        positions: torch.Tensor,
+        slots: torch.Tensor,
+    ) -> ForwardPlan:
+        # New tokens' positions go in before the mask: a chunk sees itself causally.
+        self.slot_pos.index_copy_(0, slots, positions)
+        mask = self._build_mask(positions)
+        plan = ForwardPlan(
+            kind=kind,
+            first=first,
+            count=count,
+            position_ids=(positions - self.base).unsqueeze(0),
+            mask=mask.view(1, 1, count, self.layout.slots),
+            write_slots=slots,
+        )
+        self._plan = plan
+        return plan
+
+    def _build_mask(self, positions: torch.Tensor) -> torch.Tensor:
+        """mask[q, s] = slot s holds p <= t_q and (s is pinned or p > min(t_q, fence) - W)."""
+        count = positions.shape[0]
+        lower = self._lower[:count]
+        if self.fence is None:
+            lower.copy_(positions)
+        else:
+            torch.clamp(positions, max=self.fence, out=lower)
+        lower.sub_(self.layout.window)
+        slot_pos = self.slot_pos.unsqueeze(0)
+        mask, recent = self._mask[:count], self._mask_tmp[:count]
+        torch.le(slot_pos, positions.unsqueeze(1), out=mask)
+        torch.gt(slot_pos, lower.unsqueeze(1), out=recent)
+        recent.logical_or_(self.always_visible.unsqueeze(0))
+        mask.logical_and_(recent)
+        return mask
+
+    # ------------------------------------------------------------ pinned keys
+
+    def _anchor_for(self, first_query: int) -> int:
+        if self.sink_mode is SinkMode.FIXED:
+            return self.stream_start
+        return sink_anchor(self.layout, self.stream_start, first_query)
+
+    def _place_pinned(self, anchor: int) -> None:
+        """Rotate the pristine pinned keys to sit at anchor - P .. anchor - 1."""
+        pinned = self.layout.pinned
+        if pinned == 0 or anchor == self._pinned_anchor:
+            return
+        virtual = self._arange[:pinned] + (anchor - pinned)
+        cos, sin = rotation_tables(virtual - self.base, self.inv_freq)
+        self.keys[:, :, :, :pinned] = rotate(self.pristine, cos, sin).to(self.dtype)
+        self.slot_pos[:pinned] = virtual
+        self._pinned_anchor = anchor
+
+    # -------------------------------------------------------------- rebasing
+
+    def _maybe_rebase(self, first: int, end: int) -> None:
+        """Shift the base to `first` once positions run past the threshold.
+
+        Every ring key is rotated by -shift once; pinned keys are re-placed from
+        the pristine copy, so they never accumulate rounding.
+        """
+        if end - self.base <= self.rebase_threshold:
+            return
+        shift = first - self.base
+        cos, sin = rotation_tables(
+            torch.full((1,), -shift, dtype=torch.int64, device=self.device), self.inv_freq
+        )
+        ring = slice(self.layout.ring_start, self.layout.scratch_start)
+        for layer in range(self.shape.layers):  # one layer at a time bounds the fp32 temporary
+            keys = self.keys[layer, :, :, ring]
+            keys.copy_(rotate(keys, cos, sin))
+        self.base = first
+        self._pinned_anchor = None
+
+    # --------------------------------------------------------------- writing
+
+    def write(
+        self, layer: int, keys: torch.Tensor, values: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store one layer's new keys/values in the planned slots.
+
+        keys, values: [1, kv_heads, count, head_dim], keys already rotated by the model
+        returns this layer's whole cache: [1, kv_heads, slots, head_dim] each
+        """
+        plan = self._plan
+        if plan is None:
+            raise RuntimeError("write() outside a planned forward")
+        layer_keys, layer_values = self.keys[layer], self.values[layer]
+        layer_keys.index_copy_(2, plan.write_slots, keys.to(self.dtype))
+        layer_values.index_copy_(2, plan.write_slots, values.to(self.dtype))
+        if plan.kind is PlanKind.PREFIX:
+            self._keep_pristine(layer, keys, plan)
+        return layer_keys, layer_values
+
+    def _keep_pristine(self, layer: int, keys: torch.Tensor, plan: ForwardPlan) -> None:
+        # Undo the model's rotation once, in fp32: later placements rotate from here.
+        cos, sin = rotation_tables(-plan.position_ids[0], self.inv_freq)
+        self.pristine[layer] = rotate(keys, cos, sin)
+
+    def finish(self) -> None:
+        """Commit the planned forward: the head (or the summary) moves on."""
+        plan = self._plan
+        if plan is None:
+            raise RuntimeError("finish() without a planned forward")
+        if plan.kind is PlanKind.PREFIX:
+            self.always_visible[: self.layout.pinned] = True
+            self.head = self.origin + plan.count
+            self._pinned_anchor = self.stream_start
+            self._stream_anchor = self.stream_start
+        elif plan.kind is PlanKind.STREAM:
+            self.head += plan.count
+        else:
+            self.scratch_used += plan.count
+        self._plan = None
+
+    # --------------------------------------------------------------- resizing
+
+    def set_window(self, window: int) -> None:
+        """Live resize between two forwards: a mask change, or one reallocation + copy."""
+        if self._plan is not None or self.fence is not None:
+            raise RuntimeError("resize between forwards, not during one")
+        new = self.layout.with_window(window)
+        if new.ring == self.layout.ring:
+            self.layout = new
+            return
+        self._reallocate(new)
+
+    def _reallocate(self, new: CacheLayout) -> None:
+        old_layout, counters = self.layout, self.counters()
+        live = torch.arange(counters.window_start(old_layout), self.head, device=self.device)
+        old_slots = live % old_layout.ring + old_layout.ring_start
+        new_slots = live % new.ring + new.ring_start
+        pinned = slice(0, old_layout.pinned)
+        old_keys, old_values, old_pos = self.keys, self.values, self.slot_pos
+        self._allocate(new)
+        self.keys[:, :, :, pinned] = old_keys[:, :, :, pinned]
+        self.values[:, :, :, pinned] = old_values[:, :, :, pinned]
+        self.slot_pos[pinned] = old_pos[pinned]
+        self.keys[:, :, :, new_slots] = old_keys[:, :, :, old_slots]
+        self.values[:, :, :, new_slots] = old_values[:, :, :, old_slots]
+        self.slot_pos[new_slots] = old_pos[old_slots]
+        self.kept_from = counters.window_start(old_layout)
+        self.layout = new

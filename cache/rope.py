@@ -1,0 +1,40 @@
+"""Rotary position arithmetic for keys that are already stored rotated.
+
+Hugging Face Llama-family models rotate with the "rotate half" convention:
+x' = x * cos(p * f) + rotate_half(x) * sin(p * f), with cos/sin of width D
+made of the D/2 frequencies f repeated twice. Rotating a stored key by `delta`
+moves it from position p to p + delta; only relative distances enter the
+attention score, so that is all a position shift needs.
+
+The rotation here never carries the attention factor of scaled RoPE variants
+(YaRN): it is applied once by the model; a shift must preserve key norms.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def rotation_tables(
+    positions: torch.Tensor, inv_freq: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin for rotating by `positions`.
+
+    positions: [n] (int or float, relative to the cache's base, so small)
+    inv_freq: [D/2] fp32
+    returns cos, sin: [n, D] fp32
+    """
+    angles = positions.to(torch.float32)[:, None] * inv_freq.to(torch.float32)[None, :]
+    angles = torch.cat((angles, angles), dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x [..., n, D] by per-row tables cos/sin [n, D]; computed in fp32."""
+    x32 = x.to(torch.float32)
+    return x32 * cos + rotate_half(x32) * sin
