@@ -48,6 +48,8 @@ def streamd_sdpa(
 
     query: [1, heads, n, D]; key/value: [1, kv_heads, slots, D];
     attention_mask: [1, 1, n, slots] bool. Returns [1, n, heads, D].
+    Called without a mask (a plain forward of the same model, no ring cache),
+    it is ordinary causal attention.
     """
     out = F.scaled_dot_product_attention(
         query,
@@ -55,6 +57,7 @@ def streamd_sdpa(
         value,
         attn_mask=attention_mask,
         dropout_p=dropout,
+        is_causal=attention_mask is None and query.shape[2] > 1,
         scale=scaling,
         enable_gqa=query.shape[1] != key.shape[1],
     )

@@ -1,0 +1,44 @@
+"""Validation helpers for the connectors' frozen config dataclasses.
+
+Configs are checked once, at the edge (in `__post_init__`), so a bad value
+stops the daemon at start with a message that names the setting, the value
+and the fix, instead of failing later inside a socket call.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ZMQ_SCHEMES = ("tcp://", "ipc://", "inproc://")
+
+
+class ConfigError(ValueError):
+    """A connector setting has a value we cannot use; the message says which and how to fix it."""
+
+
+def require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def check_positive(name: str, value: float) -> None:
+    require(value > 0, f"{name} = {value!r}: must be greater than 0")
+
+
+def check_port(name: str, value: int) -> None:
+    require(0 < value < 65536, f"{name} = {value!r}: a TCP port is 1..65535")
+
+
+def check_zmq_address(name: str, value: str) -> None:
+    require(
+        value.startswith(ZMQ_SCHEMES) and len(value) > len("tcp://"),
+        f"{name} = {value!r}: a ZeroMQ address looks like tcp://127.0.0.1:5555 "
+        f"or ipc:///run/streamd/in.sock ({', '.join(ZMQ_SCHEMES)})",
+    )
+
+
+def check_readable_file(name: str, value: str | None) -> None:
+    if value is not None:
+        require(
+            Path(value).is_file(), f"{name} = {value!r}: no such file; give the path of a PEM file"
+        )

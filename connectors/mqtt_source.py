@@ -1,0 +1,100 @@
+"""MQTT source: subscribe (MQTT v5, QoS 1, persistent session) and reconnect forever.
+
+Use:
+
+    async with MqttSource(MqttSourceConfig(topics=("logs/#",))) as source:
+        await source.run(deliver)          # until cancelled
+
+The reconnect loop (`MqttLink`) is ours: on any connection error it logs,
+waits a capped, doubling delay and connects again with the same client
+object, so messages received but not yet delivered are not lost.
+
+Because the session is persistent (fixed client id, clean_start=False, a
+session expiry interval), the broker keeps our subscriptions and queues QoS 1
+messages while the daemon is away (restart, network loss) and delivers them
+when it is back. Brokers bound that queue (Mosquitto: max_queued_messages,
+1000 by default). We subscribe again on every connect; retain handling 1
+means a retained message is sent only for a subscription that did not exist
+yet, so reconnecting does not ingest the same retained message again.
+
+Payload size is not checked here: `decode_message` rejects messages over
+max_message_bytes (counted as too_large) like any other source's. The broker's
+own limit (Mosquitto: message_size_limit) bounds what can reach us at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import aiomqtt
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from .checks import check_positive, require
+from .lifecycle import OpenClose
+from .messages import Deliver, RawMessage
+from .mqtt_broker import MqttBrokerConfig, MqttLink, check_topic_filter, tls_context
+
+# A day: covers a reboot or a long maintenance; after longer the broker may
+# drop the queue, and the stream's context would be stale anyway.
+DEFAULT_SESSION_EXPIRY_S = 24 * 3600
+
+
+@dataclass(frozen=True)
+class MqttSourceConfig:
+    broker: MqttBrokerConfig = field(default_factory=MqttBrokerConfig)
+    topics: tuple[str, ...] = ("streamd/in/#",)
+    qos: int = 1  # at least once: a message survives our disconnects
+    session_expiry_s: int = DEFAULT_SESSION_EXPIRY_S
+    name: str = "mqtt"  # the source name in counters and logs
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "topics", tuple(self.topics))  # lists from config files
+        require(
+            len(self.topics) > 0, "mqtt topics = []: give at least one topic filter, e.g. logs/#"
+        )
+        for topic in self.topics:
+            check_topic_filter("mqtt topics", topic)
+        require(self.qos in (0, 1, 2), f"mqtt qos = {self.qos!r}: use 0, 1 or 2 (1 is the default)")
+        check_positive("mqtt session_expiry_s", self.session_expiry_s)
+        require(bool(self.name.strip()), f"mqtt source name = {self.name!r}: give a short name")
+
+
+class MqttSource(OpenClose):
+    """open()/close() do nothing: run() connects, and disconnects when cancelled."""
+
+    def __init__(self, config: MqttSourceConfig) -> None:
+        self.config = config
+        self.name = config.name
+        broker = config.broker
+        # TLS files are read now, so that a bad certificate stops the daemon at start.
+        self.link = MqttLink(
+            broker,
+            broker.client_id,
+            label=f"mqtt source {config.name}",
+            session_expiry_s=config.session_expiry_s,
+            tls=tls_context(broker),
+        )
+
+    @property
+    def connected(self) -> bool:
+        """Connected and subscribed."""
+        return self.link.connected
+
+    async def run(self, deliver: Deliver) -> None:
+        """Receive and deliver messages until cancelled, reconnecting whenever the link fails."""
+
+        async def receive(client: aiomqtt.Client) -> None:
+            await self._receive(client, deliver)
+
+        await self.link.run(receive, prepare=self._subscribe)
+
+    async def _subscribe(self, client: aiomqtt.Client) -> None:
+        options = SubscribeOptions(qos=self.config.qos, retainHandling=1)
+        await client.subscribe([(topic, options) for topic in self.config.topics])
+
+    async def _receive(self, client: aiomqtt.Client, deliver: Deliver) -> None:
+        async for message in client.messages:
+            payload = message.payload
+            if not isinstance(payload, bytes):  # paho gives bytes; the type allows more
+                payload = b"" if payload is None else str(payload).encode()
+            await deliver(RawMessage(self.name, payload, topic=message.topic.value))

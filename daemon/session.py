@@ -1,0 +1,260 @@
+"""One continuous model session over an unbounded stream: model + tokenizer + ring cache.
+
+The session is single-threaded by contract: the daemon's engine thread owns it.
+ingest() tokenizes and prefills in chunks of up to C tokens; summarize() decodes
+after the stream head in scratch slots and leaves the stream cache
+bit-identical; set_max_capacity() resizes live.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+from streamd.cache.hf import RingModel, build_ring_cache
+from streamd.cache.layout import CacheLayout, LayoutError
+
+from .model_loading import DEFAULT_MODEL, LoadedModel, load_model
+from .prompts import DEFAULT_SYSTEM_PROMPT, build_framing
+from .session_api import SessionStats, Summary
+
+MIN_PINNED = 4  # StreamingLLM: 4 sink tokens are enough, fewer and window attention collapses
+
+
+class SessionConfigError(ValueError):
+    """A session setting that cannot work; the message names it and the fix."""
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    model: str = DEFAULT_MODEL
+    device: str = "auto"
+    dtype: str = "auto"
+    max_capacity: int = 1024  # P + W: tokens any query sees (pinned prefix included)
+    chunk: int = 256  # C: stream tokens per forward pass
+    summary_max_tokens: int = 128
+    # >1 discourages tokens already generated; small models loop without it.
+    repetition_penalty: float = 1.2
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    rebase_threshold: int = 2**15
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("max_capacity", self.max_capacity, 2 * MIN_PINNED),
+            ("chunk", self.chunk, 1),
+            ("summary_max_tokens", self.summary_max_tokens, 1),
+            ("rebase_threshold", self.rebase_threshold, 1),
+        ]
+        if not 1.0 <= self.repetition_penalty <= 2.0:
+            raise SessionConfigError(
+                f"repetition_penalty = {self.repetition_penalty!r}: must be between 1.0 and 2.0"
+            )
+        for name, value, lowest in checks:
+            if not isinstance(value, int) or value < lowest:
+                raise SessionConfigError(f"{name} = {value!r}: must be an integer >= {lowest}")
+
+
+@dataclass
+class _Timings:
+    last_chunk_s: float = 0.0
+    last_chunk_tokens: int = 0
+    prefill_s_total: float = 0.0
+    last_summary_ttft_s: float = 0.0
+    last_summary_tpot_s: float = 0.0
+
+
+class Session:
+    def __init__(self, config: SessionConfig, loaded: LoadedModel | None = None) -> None:
+        self.config = config
+        self.loaded = loaded or load_model(config.model, config.device, config.dtype)
+        self.model_name = self.loaded.name
+        self.tokenizer = self.loaded.tokenizer
+        framing = build_framing(self.tokenizer, config.system_prompt)
+        self._prefix_ids = self._encode(framing.prefix, allow_special=True)
+        self._request_ids = self._encode(framing.summary_request, allow_special=True)
+        self._stop_ids = self._stop_token_ids()
+        layout = self._layout(config)
+        self.ring = build_ring_cache(
+            self.loaded.model, layout, rebase_threshold=config.rebase_threshold
+        )
+        self.runner = RingModel(self.loaded.model, self.ring)
+        self.summaries = 0
+        self.timings = _Timings()
+        self.runner.prefix(self._tensor(self._prefix_ids))
+
+    # ------------------------------------------------------------------ setup
+
+    def _layout(self, config: SessionConfig) -> CacheLayout:
+        pinned = len(self._prefix_ids)
+        if pinned < MIN_PINNED:
+            raise SessionConfigError(
+                f"the pinned prefix has {pinned} tokens; it needs >= {MIN_PINNED}: "
+                "use a longer system prompt"
+            )
+        window = config.max_capacity - pinned
+        if window < 1:
+            raise SessionConfigError(
+                f"max_capacity = {config.max_capacity}: must exceed the pinned prefix of "
+                f"{pinned} tokens (the system prompt); try {pinned + 512} or more"
+            )
+        scratch = len(self._request_ids) + config.summary_max_tokens
+        try:
+            return CacheLayout.build(
+                pinned=pinned, window=window, chunk=config.chunk, scratch=scratch
+            )
+        except LayoutError as error:
+            raise SessionConfigError(str(error)) from None
+
+    def _encode(self, text: str, *, allow_special: bool) -> list[int]:
+        # Stream text splits special tokens: "<|im_start|>" in a log line stays text.
+        ids = self.tokenizer(
+            text, add_special_tokens=False, split_special_tokens=not allow_special
+        ).input_ids
+        return list(ids)
+
+    def _stop_token_ids(self) -> set[int]:
+        stops = {self.tokenizer.eos_token_id}
+        eos = getattr(self.loaded.model.generation_config, "eos_token_id", None)
+        stops.update(eos if isinstance(eos, list) else [eos])
+        return {s for s in stops if s is not None}
+
+    def _tensor(self, ids: list[int]) -> torch.Tensor:
+        return torch.tensor([ids], dtype=torch.long, device=self.loaded.device)
+
+    # ----------------------------------------------------------------- stream
+
+    def tokenize_stream(self, text: str) -> list[int]:
+        """One message = one or more lines; every line ends in a newline token."""
+        lines = [line for line in text.splitlines() if line.strip()]
+        if not lines:
+            return []
+        return self._encode("\n".join(lines) + "\n", allow_special=False)
+
+    def ingest(self, text: str) -> int:
+        """Tokenize and prefill `text`; returns the number of stream tokens ingested."""
+        ids = self.tokenize_stream(text)
+        self.ingest_ids(ids)
+        return len(ids)
+
+    def ingest_ids(self, ids: list[int]) -> None:
+        chunk = self.ring.layout.chunk
+        for start in range(0, len(ids), chunk):
+            piece = ids[start : start + chunk]
+            began = time.perf_counter()
+            self.runner.stream(self._tensor(piece))
+            self._record_chunk(len(piece), time.perf_counter() - began)
+
+    def _record_chunk(self, tokens: int, seconds: float) -> None:
+        self.timings.last_chunk_s = seconds
+        self.timings.last_chunk_tokens = tokens
+        self.timings.prefill_s_total += seconds
+
+    # ---------------------------------------------------------------- summary
+
+    @contextmanager
+    def _scratch(self) -> Iterator[None]:
+        self.ring.begin_scratch()
+        try:
+            yield
+        finally:
+            self.ring.end_scratch()
+
+    def summarize(self, max_new_tokens: int | None = None) -> Summary:
+        """Greedy summary after the stream head; the stream cache is left bit-identical."""
+        budget = self.config.summary_max_tokens
+        limit = budget if max_new_tokens is None else max(1, min(max_new_tokens, budget))
+        counters = self.ring.counters()
+        began = time.perf_counter()
+        with self._scratch():
+            generated, first_token_s = self._decode(limit, began)
+        latency = time.perf_counter() - began
+        tpot = (latency - first_token_s) / max(1, len(generated) - 1)
+        self.summaries += 1
+        self.timings.last_summary_ttft_s = first_token_s
+        self.timings.last_summary_tpot_s = tpot
+        return Summary(
+            text=self.tokenizer.decode(generated, skip_special_tokens=True).strip(),
+            stream_tokens=counters.seen,
+            window_first=counters.window_start(self.ring.layout),
+            window_last=counters.head - 1 if counters.seen else -1,
+            generated_tokens=len(generated),
+            ttft_s=first_token_s,
+            tpot_s=tpot,
+            latency_s=latency,
+            model=self.model_name,
+        )
+
+    def _decode(self, limit: int, began: float) -> tuple[list[int], float]:
+        logits = self.runner.scratch(self._tensor(self._request_ids))
+        token = self._pick(logits[0, -1], [])
+        first_token_s = time.perf_counter() - began
+        generated: list[int] = []
+        while token not in self._stop_ids:
+            generated.append(token)
+            if len(generated) >= limit:
+                break
+            logits = self.runner.scratch(self._tensor([token]))
+            token = self._pick(logits[0, -1], generated)
+        return generated, first_token_s
+
+    def _pick(self, logits: torch.Tensor, generated: list[int]) -> int:
+        """Greedy, with the CTRL-style repetition penalty on tokens already generated.
+
+        logits: [vocab]
+        """
+        penalty = self.config.repetition_penalty
+        if penalty != 1.0 and generated:
+            seen = torch.tensor(sorted(set(generated)), device=logits.device)
+            picked = logits[seen]
+            logits = logits.clone()
+            logits[seen] = torch.where(picked > 0, picked / penalty, picked * penalty)
+        return int(logits.argmax())
+
+    # ------------------------------------------------------------ control
+
+    def set_max_capacity(self, n: int) -> tuple[int, int]:
+        """Resize live; returns (old, new). Refuses values the model or layout cannot take."""
+        layout = self.ring.layout
+        old = layout.max_capacity
+        if not isinstance(n, int) or n <= layout.pinned:
+            raise SessionConfigError(
+                f"max_capacity = {n!r}: must be an integer above the pinned prefix of "
+                f"{layout.pinned} tokens"
+            )
+        limit = int(self.loaded.model.config.max_position_embeddings)
+        try:
+            layout.with_window(n - layout.pinned).check_positions(limit)
+        except LayoutError as error:
+            raise SessionConfigError(f"max_capacity = {n}: {error}") from None
+        self.ring.set_window(n - layout.pinned)
+        return old, n
+
+    def stats(self) -> SessionStats:
+        layout, counters = self.ring.layout, self.ring.counters()
+        t = self.timings
+        return SessionStats(
+            model=self.model_name,
+            device=str(self.loaded.device),
+            dtype=str(self.loaded.dtype).removeprefix("torch."),
+            pinned=layout.pinned,
+            window=layout.window,
+            max_capacity=layout.max_capacity,
+            chunk=layout.chunk,
+            used=layout.pinned + counters.visible(layout),
+            cache_bytes=self.ring.nbytes(),
+            tokens_ingested=counters.seen,
+            tokens_evicted=counters.evicted(layout),
+            position=counters.head,
+            summaries=self.summaries,
+            timings={
+                "last_chunk_s": t.last_chunk_s,
+                "last_chunk_tokens": float(t.last_chunk_tokens),
+                "prefill_s_total": t.prefill_s_total,
+                "last_summary_ttft_s": t.last_summary_ttft_s,
+                "last_summary_tpot_s": t.last_summary_tpot_s,
+            },
+        )
