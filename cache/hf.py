@@ -10,6 +10,7 @@ forward is copied or patched.
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -17,7 +18,7 @@ import torch.nn.functional as F
 from transformers import AttentionInterface, Cache
 
 from .layout import CacheLayout, LayoutError
-from .ring import ForwardPlan, KVShape, SinkMode, StreamCache
+from .ring import ForwardPlan, KVShape, PlanKind, SinkMode, StreamCache
 
 ATTENTION_NAME = "streamd_sdpa"
 
@@ -44,13 +45,15 @@ def streamd_sdpa(
     scaling: float | None = None,
     **_: Any,
 ) -> tuple[torch.Tensor, None]:
-    """SDPA over all cache slots with the ring mask; GQA without repeating K/V.
+    """Attention over all cache slots with the ring mask; GQA without repeating K/V.
 
     query: [1, heads, n, D]; key/value: [1, kv_heads, slots, D];
     attention_mask: [1, 1, n, slots] bool. Returns [1, n, heads, D].
     Called without a mask (a plain forward of the same model, no ring cache),
     it is ordinary causal attention.
     """
+    if query.shape[2] == 1 and attention_mask is not None:
+        return _single_query_attention(query, key, value, attention_mask, scaling), None
     out = F.scaled_dot_product_attention(
         query,
         key,
@@ -62,6 +65,29 @@ def streamd_sdpa(
         enable_gqa=query.shape[1] != key.shape[1],
     )
     return out.transpose(1, 2).contiguous(), None
+
+
+def _single_query_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: torch.Tensor,
+    scaling: float | None,
+) -> torch.Tensor:
+    """One decode query: a few small kernels, K/V read once per KV head (no repeat).
+
+    SDPA's masked path for a single query launches many more kernels, and a
+    decode step of a small model is launch-bound. Returns [1, 1, heads, D].
+    """
+    _, heads, _, dim = query.shape
+    kv_heads = key.shape[1]
+    scale = scaling if scaling is not None else dim**-0.5
+    grouped = query.view(kv_heads, heads // kv_heads, dim)  # [kv, group, D]
+    scores = torch.matmul(grouped, key[0].transpose(1, 2)).float() * scale  # [kv, group, slots]
+    scores = scores.masked_fill(~mask[0], float("-inf"))
+    weights = torch.softmax(scores, dim=-1).to(value.dtype)
+    out = torch.matmul(weights, value[0])  # [kv, group, D]
+    return out.reshape(1, 1, heads, dim)
 
 
 AttentionInterface.register(ATTENTION_NAME, streamd_sdpa)
@@ -170,22 +196,101 @@ def build_ring_cache(
     )
 
 
-class RingModel:
-    """A Hugging Face causal LM driven over a StreamCache, one planned forward at a time."""
+_CAPTURE_STREAMS: dict[torch.device, torch.cuda.Stream] = {}
 
-    def __init__(self, model: Any, ring: StreamCache) -> None:
+
+def capture_stream(device: torch.device) -> torch.cuda.Stream:
+    """One side stream per device for every warm-up before a capture.
+
+    cuBLAS keeps a workspace per stream: a fresh stream per capture would
+    leave one more workspace allocated each time.
+    """
+    if device not in _CAPTURE_STREAMS:
+        _CAPTURE_STREAMS[device] = torch.cuda.Stream(device=device)
+    return _CAPTURE_STREAMS[device]
+
+
+@dataclass
+class _Captured:
+    graph: torch.cuda.CUDAGraph
+    logits: torch.Tensor  # the graph's static output, [1, 1, vocab]
+    generation: int  # the ring's tensors it was captured over
+
+
+class RingModel:
+    """A Hugging Face causal LM driven over a StreamCache, one planned forward at a time.
+
+    With `cuda_graphs`, full-size stream chunks and summary instructions are
+    captured once per size and replayed: the plan already lives in static
+    buffers, so a replay only copies the token ids in. A small model's eager
+    forward is bound by Python launching ~1000 kernels, not by the GPU.
+    """
+
+    def __init__(self, model: Any, ring: StreamCache, *, cuda_graphs: bool = False) -> None:
         check_supported(model.config)
         self.model = model
         self.ring = ring
         self.hf_cache = HFRingCache(ring)
         self._cache_kwarg = cache_kwarg_name(model)
         model.set_attn_implementation(ATTENTION_NAME)
+        self.cuda_graphs = cuda_graphs and ring.device.type == "cuda"
+        self._graphs: dict[tuple[PlanKind, int], _Captured] = {}
+        layout = ring.layout
+        most = max(layout.chunk, layout.scratch, layout.pinned, 1)
+        self._ids = torch.zeros((1, most), dtype=torch.int64, device=ring.device)
 
     @torch.inference_mode()
     def run(
         self, plan: ForwardPlan, input_ids: torch.Tensor, logits_to_keep: int = 1
     ) -> torch.Tensor:
         """input_ids: [1, count] -> logits [1, logits_to_keep or count, vocab]; commits the plan."""
+        logits = self.forward(plan, input_ids, logits_to_keep)
+        self.ring.finish()
+        return logits
+
+    def forward(
+        self, plan: ForwardPlan, input_ids: torch.Tensor, logits_to_keep: int = 1
+    ) -> torch.Tensor:
+        """The model's forward over a plan, uncommitted (decode steps replayed as a graph)."""
+        if self._graphable(plan, logits_to_keep):
+            return self._replay(plan, input_ids)
+        return self._eager(plan, input_ids, logits_to_keep)
+
+    def _graphable(self, plan: ForwardPlan, logits_to_keep: int) -> bool:
+        if not self.cuda_graphs or logits_to_keep != 1 or plan.first < 0:
+            return False
+        if plan.kind is PlanKind.STREAM:
+            return plan.count == self.ring.layout.chunk
+        return plan.count > 1  # the pinned prefix, or a summary instruction
+
+    def _replay(self, plan: ForwardPlan, input_ids: torch.Tensor) -> torch.Tensor:
+        ids = self._ids[:, : plan.count]
+        ids.copy_(input_ids)
+        entry = self._graphs.get((plan.kind, plan.count))
+        if entry is None or entry.generation != self.ring.generation:
+            entry = self._capture(plan, ids)
+        entry.graph.replay()
+        return entry.logits
+
+    def _capture(self, plan: ForwardPlan, ids: torch.Tensor) -> _Captured:
+        # The warm-up is this very forward; the capture records it; the replay
+        # that follows recomputes the same keys and values into the same slots.
+        device = self.ring.device
+        side = capture_stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            self._eager(plan, ids, 1)
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            logits = self._eager(plan, ids, 1)
+        entry = _Captured(graph, logits, self.ring.generation)
+        self._graphs[(plan.kind, plan.count)] = entry
+        return entry
+
+    def _eager(
+        self, plan: ForwardPlan, input_ids: torch.Tensor, logits_to_keep: int
+    ) -> torch.Tensor:
         if input_ids.shape != (1, plan.count):
             raise LayoutError(
                 f"input_ids of shape {tuple(input_ids.shape)} for a {plan.count}-plan"
@@ -198,7 +303,6 @@ class RingModel:
             logits_to_keep=logits_to_keep,
             **{self._cache_kwarg: self.hf_cache},
         )
-        self.ring.finish()
         return out.logits
 
     def prefix(self, input_ids: torch.Tensor, logits_to_keep: int = 1) -> torch.Tensor:

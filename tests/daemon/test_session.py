@@ -108,3 +108,21 @@ def test_config_checks_the_trained_context_at_start(tiny_loaded: LoadedModel) ->
 def test_bad_settings_name_the_field(field: str, value: int) -> None:
     with pytest.raises(SessionConfigError, match=field):
         SessionConfig(**{field: value})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("penalty", [1.0, 1.2])
+def test_static_decode_gives_the_plain_path_tokens(
+    tiny_loaded: LoadedModel, penalty: float
+) -> None:
+    """Device-side decode steps (what the GPU replays as a CUDA graph) change no result."""
+    texts = []
+    for decode in ("plain", "static"):
+        session = _session(
+            tiny_loaded, decode=decode, summary_max_tokens=24, repetition_penalty=penalty
+        )
+        session.ingest(LOG)
+        first = session.summarize()
+        session.ingest(LOG[:300])
+        texts.append((first.text, first.generated_tokens, session.summarize().text))
+    assert texts[0] == texts[1]
+    assert texts[0][1] == 24  # a random model never says stop: the whole budget was decoded

@@ -1,0 +1,149 @@
+"""Summary decoding with static shapes: no host sync inside a step, CUDA-graph ready.
+
+Every decode step attends over all P + R + S slots with a mask, reads its
+token, position and slot from static device buffers and advances them on the
+device, so one captured step can be replayed for every token. The host looks
+at the generated tokens only once per `block` steps to check stop tokens.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from .hf import RingModel, capture_stream
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    stop_ids: frozenset[int]
+    repetition_penalty: float = 1.0  # CTRL-style, on tokens already generated
+    temperature: float = 0.0  # 0 = greedy
+    block: int = 16  # steps between host checks for a stop token
+    cuda_graph: bool = True  # capture one step and replay it (CUDA only)
+    # Fuse the step's elementwise kernels with torch.compile before capturing it:
+    # a small model's step is launch-bound (~40 kernels a layer unfused).
+    compile: bool = False
+
+
+def pick_token(
+    logits: torch.Tensor, seen: torch.Tensor, penalty: float, temperature: float
+) -> torch.Tensor:
+    """Next token on the device. logits: [vocab]; seen: [vocab] bool. Returns [1] int64."""
+    scores = logits.float()
+    if penalty != 1.0:
+        damped = torch.where(scores > 0, scores / penalty, scores * penalty)
+        scores = torch.where(seen, damped, scores)
+    if temperature > 0.0:
+        probs = torch.softmax(scores / temperature, dim=-1)
+        # argmax(p / E) with E ~ Exp(1) samples from p without a host sync
+        noise = torch.empty_like(probs).exponential_(1)
+        return torch.argmax(probs / noise).view(1)
+    return torch.argmax(scores).view(1)
+
+
+class StaticDecoder:
+    """Decodes a summary in the ring's scratch slots after its instruction was prefilled."""
+
+    def __init__(self, runner: RingModel, vocab: int, options: DecodeOptions) -> None:
+        self.runner = runner
+        self.ring = runner.ring
+        self.options = options
+        device = self.ring.device
+        self._token = torch.zeros((1, 1), dtype=torch.int64, device=device)
+        self._generated = torch.zeros(
+            self.ring.layout.scratch + 1, dtype=torch.int64, device=device
+        )
+        self._step_index = torch.zeros(1, dtype=torch.int64, device=device)
+        self._seen = torch.zeros(vocab, dtype=torch.bool, device=device)
+        self._graph: torch.cuda.CUDAGraph | None = None
+        self._graph_generation = -1
+        self.use_graph = options.cuda_graph and device.type == "cuda"
+        self.first_token_at = 0.0  # perf_counter() when the first token reached the host
+        self._step_fn = self._step
+        if self.use_graph and options.compile:
+            self._step_fn = torch.compile(self._step, dynamic=False)
+
+    # ----------------------------------------------------------------- a step
+
+    def _record(self, token: torch.Tensor) -> None:
+        """token: [1] int64 on the device."""
+        self._generated.index_copy_(0, self._step_index, token)
+        self._seen.index_fill_(0, token, True)
+        self._token.copy_(token.view(1, 1))
+        self._step_index.add_(1)
+
+    def _step(self) -> None:
+        """One token: device-only, so it can be captured and replayed."""
+        self.ring.refresh_decode()
+        plan = self.ring._decode_plan
+        logits = self.runner.forward(plan, self._token)[0, -1]
+        o = self.options
+        self._record(pick_token(logits, self._seen, o.repetition_penalty, o.temperature))
+        self.ring.advance_decode()
+
+    # ---------------------------------------------------------------- graphs
+
+    def _ensure_graph(self) -> None:
+        if self._graph is not None and self._graph_generation == self.ring.generation:
+            return
+        # Warm up on a side stream (cuBLAS handles, allocator), then capture one step.
+        # Both run inside the caller's scratch bracket, whose end restores the cache.
+        stream = capture_stream(self.ring.device)
+        stream.wait_stream(torch.cuda.current_stream(self.ring.device))
+        with torch.cuda.stream(stream), torch.inference_mode():
+            for _ in range(3):
+                self.ring.arm_decode()
+                self._step_fn()
+        torch.cuda.current_stream(self.ring.device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        self.ring.arm_decode()
+        with torch.cuda.graph(graph), torch.inference_mode():
+            self._step_fn()
+        self._graph, self._graph_generation = graph, self.ring.generation
+
+    def _run_steps(self, count: int) -> None:
+        for _ in range(count):
+            if self._graph is not None:
+                self._graph.replay()
+            else:
+                self._step()
+
+    # -------------------------------------------------------------- generate
+
+    @torch.inference_mode()
+    def generate(self, first_logits: torch.Tensor, max_new_tokens: int) -> list[int]:
+        """Tokens after the instruction, stop token excluded.
+
+        first_logits: [vocab], the instruction prefill's last position. Must be
+        called inside ring.begin_scratch() / end_scratch(), after the prefill.
+        """
+        if self.use_graph:
+            self._ensure_graph()
+        limit = min(max_new_tokens, self.ring.decode_steps_left() + 1)
+        self._seen.zero_()
+        self._step_index.zero_()
+        o = self.options
+        self._record(pick_token(first_logits, self._seen, o.repetition_penalty, o.temperature))
+        self.ring.arm_decode()
+        done = 1
+        tokens = self._generated[:1].tolist()  # the first token: one sync, for TTFT
+        self.first_token_at = time.perf_counter()
+        while not self._stopped(tokens) and done < limit:
+            steps = min(o.block, limit - done)
+            self._run_steps(steps)
+            done += steps
+            tokens = self._generated[:done].tolist()
+        self.ring.finish_decode(done - 1)
+        return self._cut_at_stop(tokens)[:limit]
+
+    def _stopped(self, tokens: list[int]) -> bool:
+        return any(t in self.options.stop_ids for t in tokens)
+
+    def _cut_at_stop(self, tokens: list[int]) -> list[int]:
+        for index, token in enumerate(tokens):
+            if token in self.options.stop_ids:
+                return tokens[:index]
+        return tokens
