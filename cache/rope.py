@@ -16,8 +16,12 @@ import torch
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """[x1, x2] -> [-x2, x1] along the last dim, written into one new tensor."""
     half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    out = torch.empty_like(x)
+    torch.neg(x[..., half:], out=out[..., :half])
+    out[..., half:] = x[..., :half]
+    return out
 
 
 def rotation_tables(
@@ -30,7 +34,7 @@ def rotation_tables(
     returns cos, sin: [n, D] fp32
     """
     angles = positions.to(torch.float32)[:, None] * inv_freq.to(torch.float32)[None, :]
-    angles = torch.cat((angles, angles), dim=-1)
+    angles = angles.repeat(1, 2)  # the D/2 frequencies twice, as the model lays them out
     return angles.cos(), angles.sin()
 
 

@@ -272,9 +272,15 @@ def render_table(report: EvalReport) -> str:
         f"sinks {report.sinks} | chunk {report.chunk} | {report.samples} sampled targets | "
         f"trained length {report.trained_length}"
     )
-    rows = [head, "", f"{'policy':<12} {'ppl':>10} {'ppl_sampled':>12} {'seconds':>8}  note"]
+    rows = [
+        head,
+        "",
+        f"{'policy':<12} {'ppl':>10} {'ppl_sampled':>12} {'targets':>8} {'seconds':>8}  note",
+    ]
     for name, r in report.policies.items():
         ppl = f"{r.ppl:.2f}" if r.ppl is not None else "-"
         sampled = f"{r.ppl_sampled:.2f}" if r.ppl_sampled is not None else "-"
-        rows.append(f"{name:<12} {ppl:>10} {sampled:>12} {r.seconds:>8.1f}  {r.note}")
+        rows.append(
+            f"{name:<12} {ppl:>10} {sampled:>12} {r.samples_scored:>8} {r.seconds:>8.1f}  {r.note}"
+        )
     return "\n".join(rows)
