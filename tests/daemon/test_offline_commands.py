@@ -1,0 +1,120 @@
+"""`streamd eval`, `streamd bench` and `streamd demo` as a user runs them, on a tiny model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+STREAMD = [sys.executable, "-m", "streamd.daemon.cli"]
+
+
+def _run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*STREAMD, *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def test_eval_json_keeps_the_documented_shape(tiny_model_dir: Path, tmp_path: Path) -> None:
+    text = tmp_path / "text.txt"
+    text.write_text("The quick brown fox jumps over the lazy dog.\n" * 200)
+    result = _run(
+        "eval",
+        "--model",
+        str(tiny_model_dir),
+        "--device",
+        "cpu",
+        "--text",
+        str(text),
+        "--tokens",
+        "600",
+        "--max-capacity",
+        "64",
+        "--chunk",
+        "16",
+        "--samples",
+        "20",
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert {"model", "tokens", "max_capacity", "sinks", "samples", "policies"} <= report.keys()
+    assert report["tokens"] == 600 and report["max_capacity"] == 64 and report["samples"] == 20
+    assert set(report["policies"]) == {"dense", "window", "sinks", "sinks-fixed", "recompute"}
+    for name, policy in report["policies"].items():
+        assert isinstance(policy["ppl_sampled"], float), name
+        assert policy["ppl"] is None or policy["ppl"] > 1.0
+    assert report["policies"]["recompute"]["ppl"] is None
+    assert "tokens" in result.stderr  # progress went to stderr, not into the JSON
+
+
+def test_eval_refuses_bad_options_in_words(tiny_model_dir: Path) -> None:
+    result = _run("eval", "--model", str(tiny_model_dir), "--sinks", "300", "--max-capacity", "256")
+    assert result.returncode == 2
+    assert "sinks = 300" in result.stderr and "below max_capacity" in result.stderr
+
+
+def test_bench_smoke_on_cpu(tmp_path: Path) -> None:
+    result = _run(
+        "bench",
+        "--shape",
+        "tiny",
+        "--device",
+        "cpu",
+        "--scaling",
+        "2000,4000",
+        "--prompt-tokens",
+        "128",
+        "--new-tokens",
+        "8",
+        "--max-capacity",
+        "64",
+        "--chunk",
+        "64",
+        "--stream-capacity",
+        "128",
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert {"device", "decode_floor_ms", "rows", "scaling", "summary_ttft_s"} <= report.keys()
+    assert set(report["rows"]) == {"ppl", "memory_mb", "throughput_tok_s", "ttft_s", "tpot_ms"}
+    assert [row["tokens"] for row in report["scaling"]] == [2000, 4000]
+    assert report["scaling"][1]["streamd"]["ingest_tok_s"] > 0
+    assert report["decode_equal"] is True
+    assert "TPOT (ms)" in result.stderr  # the table for people
+
+
+def test_bench_needs_a_shape_or_a_model() -> None:
+    result = _run("bench")
+    assert result.returncode == 2 and "exactly one of --shape" in result.stderr
+
+
+@pytest.mark.parametrize("lines", ["6"])
+def test_demo_streams_prints_summaries_and_a_table(tiny_model_dir: Path, lines: str) -> None:
+    result = _run(
+        "demo",
+        "--model",
+        str(tiny_model_dir),
+        "--device",
+        "cpu",
+        "--lines",
+        lines,
+        "--rate",
+        "100",
+        "--max-capacity",
+        "128",
+        "--chunk",
+        "32",
+        "--summary-every-tokens",
+        "100",
+        "--summary-max-tokens",
+        "4",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("[stats] lines") >= 1
+    assert "=== summary" in result.stdout
+    assert "stream tokens" in result.stdout and "cache memory" in result.stdout
