@@ -93,9 +93,11 @@ class StreamCache:
 
     def _allocate(self, layout: CacheLayout) -> None:
         s, dev = self.shape, self.device
-        kv = (s.layers, 1, s.kv_heads, layout.slots, s.head_dim)
-        self.keys = torch.zeros(kv, dtype=self.dtype, device=dev)
-        self.values = torch.zeros(kv, dtype=self.dtype, device=dev)
+        # One tensor per layer, not views of one: a compiled decode step that
+        # writes a view of a shared tensor copies the whole shared tensor back.
+        kv = (1, s.kv_heads, layout.slots, s.head_dim)
+        self.keys = [torch.zeros(kv, dtype=self.dtype, device=dev) for _ in range(s.layers)]
+        self.values = [torch.zeros(kv, dtype=self.dtype, device=dev) for _ in range(s.layers)]
         self.slot_pos = torch.full((layout.slots,), EMPTY, dtype=torch.int64, device=dev)
         self.always_visible = torch.zeros(layout.slots, dtype=torch.bool, device=dev)
         if self.pinned_done:
@@ -145,13 +147,13 @@ class StreamCache:
         return StreamCounters(self.stream_start, self.head, self.kept_from)
 
     def nbytes(self) -> int:
-        return self.keys.numel() * self.keys.element_size() * 2
+        return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values))
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """Every tensor of the cache state (for snapshots, rollback and no-reallocation checks)."""
         return {
-            "keys": self.keys,
-            "values": self.values,
+            **{f"keys.{layer}": t for layer, t in enumerate(self.keys)},
+            **{f"values.{layer}": t for layer, t in enumerate(self.values)},
             "slot_pos": self.slot_pos,
             "always_visible": self.always_visible,
             "pristine": self.pristine,
@@ -251,8 +253,8 @@ class StreamCache:
         """Forget the summary: the cache returns bit-identical to before begin_scratch()."""
         start = self.layout.scratch_start
         self.slot_pos[start:].fill_(EMPTY)
-        self.keys[:, :, :, start:].zero_()
-        self.values[:, :, :, start:].zero_()
+        for tensor in (*self.keys, *self.values):
+            tensor[:, :, start:].zero_()
         if self._stream_anchor is not None:
             self._place_pinned(self._stream_anchor)
         else:
@@ -334,7 +336,9 @@ class StreamCache:
             return
         virtual = self._arange[:pinned] + (anchor - pinned)
         cos, sin = rotation_tables(virtual - self.base, self.inv_freq)
-        self.keys[:, :, :, :pinned] = rotate(self.pristine, cos, sin).to(self.dtype)
+        placed = rotate(self.pristine, cos, sin).to(self.dtype)  # [layers, 1, kv, P, D]
+        for layer, keys in enumerate(self.keys):
+            keys[:, :, :pinned] = placed[layer]
         self.slot_pos[:pinned] = virtual
         self._pinned_anchor = anchor
 
@@ -354,7 +358,7 @@ class StreamCache:
         )
         ring = slice(self.layout.ring_start, self.layout.scratch_start)
         for layer in range(self.shape.layers):  # one layer at a time bounds the fp32 temporary
-            keys = self.keys[layer, :, :, ring]
+            keys = self.keys[layer][:, :, ring]
             keys.copy_(rotate(keys, cos, sin))
         self.base = first
         self._pinned_anchor = None
@@ -406,8 +410,8 @@ class StreamCache:
             raise RuntimeError("reset between forwards, not during one")
         self.slot_pos.fill_(EMPTY)
         self.always_visible.zero_()
-        self.keys.zero_()
-        self.values.zero_()
+        for tensor in (*self.keys, *self.values):
+            tensor.zero_()
         self.pristine.zero_()
         self.base = self.head = self.origin
         self.kept_from = self.stream_start
@@ -433,11 +437,11 @@ class StreamCache:
         pinned = slice(0, old_layout.pinned)
         old_keys, old_values, old_pos = self.keys, self.values, self.slot_pos
         self._allocate(new)
-        self.keys[:, :, :, pinned] = old_keys[:, :, :, pinned]
-        self.values[:, :, :, pinned] = old_values[:, :, :, pinned]
+        for new_tensors, old_tensors in ((self.keys, old_keys), (self.values, old_values)):
+            for new_t, old_t in zip(new_tensors, old_tensors, strict=True):
+                new_t[:, :, pinned] = old_t[:, :, pinned]
+                new_t[:, :, new_slots] = old_t[:, :, old_slots]
         self.slot_pos[pinned] = old_pos[pinned]
-        self.keys[:, :, :, new_slots] = old_keys[:, :, :, old_slots]
-        self.values[:, :, :, new_slots] = old_values[:, :, :, old_slots]
         self.slot_pos[new_slots] = old_pos[old_slots]
         self.kept_from = counters.window_start(old_layout)
         self.layout = new

@@ -40,20 +40,20 @@ def test_shrink_then_grow_live_matches_reference(tiny_model: torch.nn.Module) ->
 
     ring.set_window(6)  # shrink: a mask change, same tensors
     reference.window = 6
-    pointer = ring.keys.data_ptr()
+    pointer = ring.keys[0].data_ptr()
     errors.append(_feed(runner, reference, _tokens(40, 2), ring.head))
-    assert ring.keys.data_ptr() == pointer
+    assert ring.keys[0].data_ptr() == pointer
 
     ring.set_window(12)  # grow within the ring allocated for 16: still the same tensors
     reference.window = 12
     errors.append(_feed(runner, reference, _tokens(40, 3), ring.head))
-    assert ring.keys.data_ptr() == pointer
+    assert ring.keys[0].data_ptr() == pointer
 
     kept_from = ring.head - 12
     ring.set_window(40)  # beyond the ring: reallocated once, the live window copied
     reference.window = 40
     reference.kept_from = kept_from
-    assert ring.keys.data_ptr() != pointer
+    assert ring.keys[0].data_ptr() != pointer
     assert ring.counters().visible(ring.layout) == 12
     errors.append(_feed(runner, reference, _tokens(80, 4), ring.head))
     assert max(errors) < 1e-4, errors
