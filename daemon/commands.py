@@ -1,0 +1,165 @@
+"""The bodies of the client commands: send, status, tune, summarize, summaries.
+
+Each returns the exit code; cli.py only declares options. Exit codes:
+0 done (status: the daemon is ready), 1 the daemon is unreachable or refused
+(the reason on stderr), 2 a usage or setting error, 3 the daemon answers but
+is not ready (starting or stopping), 130 interrupted (Ctrl-C).
+This module stays light (no torch): every CLI call imports it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .config import find_control_socket
+from .control import ControlClient, ControlError, DaemonUnreachable
+from .status import READY, render_status_table
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_READY, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+STOPPING_REPLY = "streamd is stopping"
+
+
+def _fail(message: str, code: int = EXIT_ERROR) -> int:
+    click.echo(f"streamd: {message}", err=True)
+    return code
+
+
+@contextmanager
+def _client(socket: Path | None, timeout_s: float) -> Iterator[ControlClient]:
+    with ControlClient(find_control_socket(socket), timeout_s) as client:
+        yield client
+
+
+def _request(
+    socket: Path | None, cmd: str, args: dict[str, Any] | None = None, timeout_s: float = 5.0
+) -> dict[str, Any]:
+    with _client(socket, timeout_s) as client:
+        return client.request(cmd, args)
+
+
+# --- status ---------------------------------------------------------------------------------
+
+
+def status(socket: Path | None, as_json: bool) -> int:
+    try:
+        doc = _request(socket, "status")
+    except ControlError as error:  # DaemonUnreachable included
+        return _fail(str(error))
+    click.echo(json.dumps(doc, indent=2) if as_json else render_status_table(doc))
+    if doc.get("state") != READY:
+        return _fail(f"the daemon is {doc.get('state')}, not ready", EXIT_NOT_READY)
+    return EXIT_OK
+
+
+# --- tune -----------------------------------------------------------------------------------
+
+
+def tune(socket: Path | None, as_json: bool, changes: dict[str, Any], timeout_s: float) -> int:
+    if not changes:
+        message = "give at least one of --max-capacity, --summary-every-tokens, "
+        return _fail(message + "--summary-every-seconds (see streamd tune --help)", EXIT_USAGE)
+    try:
+        result = _request(socket, "tune", changes, timeout_s)
+    except ControlError as error:
+        return _fail(str(error))
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return EXIT_OK
+    for name, (old, new) in result.get("changed", {}).items():
+        click.echo(f"{name}: {old} -> {new}")
+    return EXIT_OK
+
+
+# --- summaries ------------------------------------------------------------------------------
+
+
+def render_summary(record: dict[str, Any]) -> str:
+    """A summary for people: one header line, then the text."""
+    ttft = record.get("ttft_s")
+    header = (
+        f"#{record.get('seq')} {record.get('time')} [{record.get('trigger')}] "
+        f"{record.get('stream_tokens')} stream tokens, window "
+        f"{record.get('window_first')}..{record.get('window_last')}"
+        + (f", TTFT {ttft * 1000:.0f} ms" if isinstance(ttft, int | float) else "")
+    )
+    return f"{header}\n{record.get('text') or '(empty)'}\n"
+
+
+def _echo_summary(record: dict[str, Any], as_json: bool) -> None:
+    click.echo(json.dumps(record, ensure_ascii=False) if as_json else render_summary(record))
+
+
+def summarize(socket: Path | None, as_json: bool, timeout_s: float) -> int:
+    try:
+        record = _request(socket, "summarize", timeout_s=timeout_s)
+    except ControlError as error:
+        return _fail(str(error))
+    _echo_summary(record, as_json)
+    return EXIT_OK
+
+
+def summaries(socket: Path | None, as_json: bool, follow: bool, last: int | None) -> int:
+    try:
+        if follow:
+            return _follow(socket, as_json, last or 0)
+        page = _request(socket, "summaries", {"limit": 10 if last is None else last})
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except ControlError as error:
+        return _fail(str(error))
+    for record in page["summaries"]:
+        _echo_summary(record, as_json)
+    return EXIT_OK
+
+
+def _follow(socket: Path | None, as_json: bool, last: int) -> int:
+    with _client(socket, 5.0) as client:
+        try:
+            for record in client.follow(recent=last):
+                _echo_summary(record, as_json)
+        except ControlError as error:
+            if isinstance(error, DaemonUnreachable) or STOPPING_REPLY not in str(error):
+                raise
+            click.echo("streamd: the daemon stopped", err=True)  # a clean end of the feed
+        finally:
+            if client.missed:
+                click.echo(f"streamd: {client.missed} summaries were missed", err=True)
+    return EXIT_OK
+
+
+# --- send -----------------------------------------------------------------------------------
+
+
+def send(connect: str | None, topic: str | None, broker: dict[str, Any], timeout_s: float) -> int:
+    """Each stdin line to the daemon's PULL socket (default), or to an MQTT topic when
+    broker["host"] is set (broker: MqttBrokerConfig's fields)."""
+    from streamd.connectors import ConfigError, SendReport, send_lines_mqtt, send_lines_zmq
+    from streamd.connectors.mqtt_broker import MqttBrokerConfig
+    from streamd.connectors.zmq_sources import DEFAULT_PULL_BIND
+
+    if broker.get("host") is None and topic is not None:
+        return _fail("--mqtt-topic needs --mqtt-host (the broker to publish on)", EXIT_USAGE)
+    if broker.get("host") is not None and (connect is not None or topic is None):
+        why = "--connect is for ZeroMQ" if connect else "--mqtt-topic is missing"
+        return _fail(f"give either --connect, or --mqtt-host with --mqtt-topic ({why})", EXIT_USAGE)
+    lines = sys.stdin.buffer  # bytes: the daemon's decoder deals with bad UTF-8
+    try:
+        report: SendReport
+        if topic is not None:
+            report = send_lines_mqtt(lines, MqttBrokerConfig(**broker), topic, timeout_s)
+        else:
+            report = send_lines_zmq(lines, connect or DEFAULT_PULL_BIND, timeout_s)
+    except ConfigError as error:
+        return _fail(str(error), EXIT_USAGE)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    if not report.ok:
+        return _fail(f"send: {report.describe()}")
+    return EXIT_OK

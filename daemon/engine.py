@@ -1,0 +1,273 @@
+"""The engine, as the event loop sees it: batching, summary triggers, summary records.
+
+Everything that touches the session runs on the engine thread (EngineThread +
+SessionWorker); this side only decides what to run and when, and keeps plain
+data (the latest SessionStats) for `status`:
+
+- the ingest loop takes batches of queued lines, about BATCH_CHUNKS prefill
+  chunks of text at a time, so a burst of short messages costs a few
+  forward passes rather than one each;
+- summaries are triggered every N stream tokens (summary.every_tokens), at
+  most every T seconds and only if new text arrived (summary.every_seconds),
+  on request (`streamd summarize`) and at shutdown;
+- each summary becomes a record (the dict the outputs write) handed to
+  `on_summary` on the loop.
+
+A failure in one batch or one summary is logged with its context, counted
+(streamd_engine_errors_total{stage}) and survived: the next batch runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import structlog
+
+from .config import Config
+from .engine_thread import EngineThread
+from .ingest import IngestQueue, Lines, joined_text
+from .metrics import StreamdMetrics
+from .session_api import SessionStats, Summary
+from .session_worker import SessionWorker
+
+log = structlog.get_logger(__name__)
+
+# The loop has no tokenizer; English log text runs about 4 characters per token.
+CHARS_PER_TOKEN = 4
+BATCH_CHUNKS = 2  # text per engine call: about this many prefill chunks
+RATE_WINDOW_S = 60.0  # `status` shows the ingest rate over the last minute
+TIMER_TICK_S = 1.0  # longest sleep of the seconds trigger: a `tune` is seen within this
+PREVIEW_CHARS = 120  # of the first line of a failed batch, in the log
+
+T = TypeVar("T")
+SummaryHandler = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class EngineError(RuntimeError):
+    """A summary or resize failed inside the session; the message says what happened."""
+
+
+@dataclass
+class Triggers:
+    """When to summarize; `tune` changes these live (0 turns a trigger off)."""
+
+    every_tokens: int
+    every_seconds: float
+
+
+class RateWindow:
+    """Tokens per second over the last window_s seconds."""
+
+    def __init__(self, window_s: float = RATE_WINDOW_S) -> None:
+        self.window_s = window_s
+        self._since = time.monotonic()
+        self._events: deque[tuple[float, int]] = deque()
+
+    def add(self, tokens: int) -> None:
+        self._events.append((time.monotonic(), tokens))
+
+    def per_second(self) -> float:
+        now = time.monotonic()
+        while self._events and self._events[0][0] < now - self.window_s:
+            self._events.popleft()
+        # In the first minute, divide by the time that has passed, not a whole minute.
+        span = min(self.window_s, max(now - self._since, 1e-3))
+        return sum(tokens for _, tokens in self._events) / span
+
+
+def utc_timestamp(epoch_s: float) -> str:
+    """ISO 8601 in UTC with milliseconds: 2025-01-31T12:00:00.123Z."""
+    moment = datetime.fromtimestamp(epoch_s, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def summary_record(seq: int, summary: Summary, trigger: str, epoch_s: float) -> dict[str, Any]:
+    """The JSON object every output writes for one summary."""
+    return {
+        "seq": seq,
+        "time": utc_timestamp(epoch_s),
+        "stream_tokens": summary.stream_tokens,
+        "window_first": summary.window_first,
+        "window_last": summary.window_last,
+        "text": summary.text,
+        "latency_s": round(summary.latency_s, 6),
+        "ttft_s": round(summary.ttft_s, 6),
+        "tpot_s": round(summary.tpot_s, 6),
+        "generated_tokens": summary.generated_tokens,
+        "model": summary.model,
+        "trigger": trigger,
+    }
+
+
+class Engine:
+    def __init__(
+        self,
+        config: Config,
+        metrics: StreamdMetrics,
+        on_summary: SummaryHandler,
+        worker: SessionWorker | None = None,  # tests pass one that fails on purpose
+    ) -> None:
+        self.config = config
+        self.triggers = Triggers(config.summary.every_tokens, config.summary.every_seconds)
+        self.stats: SessionStats | None = None  # the session after the last engine call
+        self.rate = RateWindow()
+        self.summaries_emitted = 0
+        self.batches_taken = 0  # from the queue, this run
+        self._batches_summarized = 0  # batches_taken when the latest summary was asked for
+        self.last_summary_epoch_s: float | None = None
+        self._metrics = metrics
+        self.errors = metrics.registry.counter(
+            "streamd_engine_errors_total",
+            "Engine calls that failed and were skipped, by stage (ingest, summary, tune).",
+            ["stage"],
+        )
+        self._on_summary = on_summary
+        self._thread = EngineThread()
+        self._worker = worker or SessionWorker(metrics)
+        self._summary_lock = asyncio.Lock()
+        self._summarized_upto = 0  # stream_tokens of the latest summary
+        self._period_start = time.monotonic()  # of the every_seconds period
+
+    # ----------------------------------------------------------------- life
+
+    async def load(self) -> SessionStats:
+        """Start the engine thread and load the model there; raises what loading raised."""
+        self._thread.start()
+        stats = await self._thread.call(self._worker.load, self.config)
+        self.stats = stats
+        self._period_start = time.monotonic()
+        return stats
+
+    async def run_on_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Any other call that must run where the session lives (it may import torch)."""
+        return await self._thread.call(fn, *args)
+
+    def stop(self, timeout_s: float) -> bool:
+        """End the engine thread after the calls already submitted; False if still busy."""
+        return self._thread.stop(timeout_s)
+
+    @property
+    def has_unsummarized_text(self) -> bool:
+        """Text was taken since the latest summary was asked for (in flight included:
+        a batch is submitted to the engine thread as soon as it is taken)."""
+        return self.batches_taken > self._batches_summarized
+
+    @property
+    def unsummarized_tokens(self) -> int:
+        """Stream tokens ingested since the latest summary."""
+        ingested = self.stats.tokens_ingested if self.stats else 0
+        return ingested - self._summarized_upto
+
+    # --------------------------------------------------------------- ingest
+
+    async def run_ingest(self, queue: IngestQueue) -> None:
+        """Take batches from the queue and ingest them, until cancelled."""
+        while True:
+            batch = await queue.take(self._batch_chars())
+            self.batches_taken += 1
+            self._metrics.queue_depth.set(queue.depth)
+            await self._ingest(batch)
+            if self._tokens_due():
+                await self._summarize_if(self._tokens_due, "tokens")
+
+    def _tokens_due(self) -> bool:
+        every = self.triggers.every_tokens
+        return bool(every) and self.unsummarized_tokens >= every
+
+    def _batch_chars(self) -> int:
+        chunk = self.stats.chunk if self.stats else self.config.cache.chunk
+        return BATCH_CHUNKS * chunk * CHARS_PER_TOKEN
+
+    async def _ingest(self, batch: list[Lines]) -> None:
+        text = joined_text(batch)
+        try:
+            result = await self._thread.call(self._worker.ingest, text)
+        except Exception:
+            self.errors.inc(stage="ingest")
+            log.exception("ingest failed; the batch is skipped", **_batch_context(batch))
+            return
+        self.stats = result.stats
+        self.rate.add(result.tokens)
+
+    # ------------------------------------------------------------ summaries
+
+    async def run_timer(self) -> None:
+        """The every_seconds trigger, until cancelled: at each tick, summarize if new
+        text arrived; any summary starts the period again."""
+        while True:
+            every = self.triggers.every_seconds  # read each time round: `tune` changes it
+            wait = self._period_start + every - time.monotonic()
+            if not every or wait > 0:
+                await asyncio.sleep(min(wait, TIMER_TICK_S) if every else TIMER_TICK_S)
+                continue
+            self._period_start = time.monotonic()
+            await self._summarize_if(lambda: self.unsummarized_tokens > 0, "seconds")
+
+    async def _summarize_if(self, still_due: Callable[[], bool], trigger: str) -> None:
+        """A triggered summary; skipped if another one made it moot meanwhile, and a
+        failure is logged and counted, not raised (the stream goes on)."""
+        async with self._summary_lock:
+            if not still_due():
+                return
+            with contextlib.suppress(EngineError):  # logged and counted where it happened
+                await self._summarize_locked(trigger)
+
+    async def summarize(self, trigger: str) -> dict[str, Any]:
+        """A summary now (request, shutdown); raises EngineError if the session failed."""
+        async with self._summary_lock:
+            return await self._summarize_locked(trigger)
+
+    async def _summarize_locked(self, trigger: str) -> dict[str, Any]:
+        # The engine thread runs calls in order: every batch taken so far is in the summary.
+        covered = self.batches_taken
+        try:
+            summary, self.stats = await self._thread.call(self._worker.summarize)
+        except Exception as error:
+            self.errors.inc(stage="summary")
+            log.exception("summary failed", trigger=trigger)
+            raise EngineError(f"the summary failed: {type(error).__name__}: {error}") from error
+        self._summarized_upto = summary.stream_tokens
+        self._batches_summarized = covered
+        self._period_start = time.monotonic()
+        self.summaries_emitted += 1
+        self.last_summary_epoch_s = time.time()
+        record = summary_record(self.summaries_emitted, summary, trigger, self.last_summary_epoch_s)
+        self._metrics.summaries.inc(trigger=trigger)
+        self._metrics.last_summary_time.set(self.last_summary_epoch_s)
+        await self._on_summary(record)
+        return record
+
+    # --------------------------------------------------------------- tuning
+
+    async def set_max_capacity(self, n: int) -> tuple[int, int]:
+        """Resize the cache live. A ValueError (SessionConfigError) says why a value
+        cannot work; anything else is an EngineError."""
+        try:
+            resized = await self._thread.call(self._worker.set_max_capacity, n)
+        except ValueError:
+            raise
+        except Exception as error:
+            self.errors.inc(stage="tune")
+            log.exception("resizing the cache failed", max_capacity=n)
+            raise EngineError(f"resizing failed: {type(error).__name__}: {error}") from error
+        self.stats = resized.stats
+        return resized.old, resized.new
+
+
+def _batch_context(batch: list[Lines]) -> dict[str, Any]:
+    """What the log says about a failed batch: where it came from and how big it was."""
+    first = batch[0].lines[0] if batch and batch[0].lines else ""
+    return {
+        "sources": sorted({item.source for item in batch}),
+        "messages": len(batch),
+        "lines": sum(len(item.lines) for item in batch),
+        "chars": sum(item.chars for item in batch),
+        "first_line": first[:PREVIEW_CHARS],
+    }

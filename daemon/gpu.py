@@ -1,0 +1,59 @@
+"""GPU memory and utilisation from NVML for `streamd status`; "no GPU" where there is none.
+
+NVML sees physical GPUs and ignores CUDA_VISIBLE_DEVICES (streamd@N sets it),
+so the GPU is found by the UUID torch reports for the session's device, not
+by its index. NVML calls can block on a wedged driver: the service makes them
+off the event loop.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+NO_GPU = "no GPU"
+
+
+def cuda_uuid(device: str) -> str | None:
+    """NVML's UUID ("GPU-...") of a torch device such as "cuda:0"; None for the CPU.
+    Imports torch: call it on the engine thread."""
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    uuid = str(torch.cuda.get_device_properties(torch.device(device)).uuid)
+    return uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
+
+
+@functools.cache
+def _nvml() -> Any:
+    """The initialised pynvml module; raises ImportError or pynvml.NVMLError."""
+    import pynvml
+
+    pynvml.nvmlInit()
+    return pynvml
+
+
+def gpu_status(uuid: str | None) -> dict[str, Any]:
+    """{"available": True, "name", "memory_used_bytes", "memory_total_bytes",
+    "utilization_perc"}, or {"available": False, "reason": ...}."""
+    if uuid is None:
+        return {"available": False, "reason": NO_GPU}
+    try:
+        nvml = _nvml()
+        handle = nvml.nvmlDeviceGetHandleByUUID(uuid)
+        memory = nvml.nvmlDeviceGetMemoryInfo(handle)
+        utilization = nvml.nvmlDeviceGetUtilizationRates(handle)
+        name = nvml.nvmlDeviceGetName(handle)
+    except ImportError:
+        return {"available": False, "reason": "NVML unavailable: pip install nvidia-ml-py"}
+    except Exception as error:  # pynvml.NVMLError and its many subclasses
+        return {"available": False, "reason": f"NVML unavailable: {error}"}
+    return {
+        "available": True,
+        "name": name.decode() if isinstance(name, bytes) else str(name),
+        "uuid": uuid,
+        "memory_used_bytes": int(memory.used),
+        "memory_total_bytes": int(memory.total),
+        "utilization_perc": int(utilization.gpu),
+    }

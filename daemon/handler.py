@@ -1,0 +1,99 @@
+"""The daemon's answers to control requests: status, tune, summarize, summaries.
+
+ControlServer (control.py) parses and replies; this decides. Everything here
+runs on the event loop: the session is reached only through the Engine,
+which runs the work on the engine thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from .config import ConfigError
+from .control import TUNE_KEYS, ControlError, check_args
+from .engine import EngineError
+from .gpu import gpu_status
+from .status import READY, STARTING, status_document
+
+if TYPE_CHECKING:
+    from .service import Service
+
+
+class ControlHandler:
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    async def handle(self, cmd: str, args: dict[str, Any]) -> dict[str, Any]:
+        if cmd == "status":
+            check_args(cmd, args, ())
+            return await self.status()
+        if cmd == "tune":
+            check_args(cmd, args, TUNE_KEYS)
+            return await self.tune(args)
+        if cmd == "summarize":
+            check_args(cmd, args, ())
+            return await self.summarize()
+        if cmd == "summaries":
+            return await self.service.feed.handle(args)
+        raise ControlError(f"{cmd}: not a command this daemon handles")
+
+    async def status(self) -> dict[str, Any]:
+        s = self.service
+        gpu = await asyncio.to_thread(gpu_status, s.gpu_uuid)  # NVML may block: off the loop
+        return status_document(
+            state=s.state,
+            uptime_s=s.uptime_s,
+            engine=s.engine,
+            queue=s.queue,
+            metrics=s.metrics,
+            sources=s.source_links(),
+            outputs=s.outputs,
+            gpu=gpu,
+        )
+
+    def _require_ready(self, cmd: str) -> None:
+        state = self.service.state
+        if state == STARTING:
+            raise ControlError(
+                f"{cmd}: streamd is starting (loading the model); retry when `streamd status` "
+                "says ready"
+            )
+        if state != READY:
+            raise ControlError(f"{cmd}: streamd is {state}")
+
+    async def summarize(self) -> dict[str, Any]:
+        self._require_ready("summarize")
+        try:
+            return await self.service.engine.summarize("request")
+        except EngineError as error:
+            raise ControlError(f"summarize: {error}; see the daemon's log") from error
+
+    async def tune(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Check the new values like a config load, resize the cache, then switch."""
+        if not args:
+            raise ControlError(f"tune: give at least one of {', '.join(TUNE_KEYS)}")
+        self._require_ready("tune")
+        s = self.service
+        try:
+            new = s.config.with_overrides({TUNE_KEYS[name]: value for name, value in args.items()})
+        except ConfigError as error:
+            raise ControlError(f"tune: {error}") from None
+        old_triggers = (s.engine.triggers.every_tokens, s.engine.triggers.every_seconds)
+        changed: dict[str, list[Any]] = {}
+        if "max_capacity" in args:
+            changed["max_capacity"] = list(await self._resize(new.cache.max_capacity))
+        s.apply_config(new)
+        if "summary_every_tokens" in args:
+            changed["summary_every_tokens"] = [old_triggers[0], new.summary.every_tokens]
+        if "summary_every_seconds" in args:
+            changed["summary_every_seconds"] = [old_triggers[1], new.summary.every_seconds]
+        return {"changed": changed}
+
+    async def _resize(self, max_capacity: int) -> tuple[int, int]:
+        try:
+            return await self.service.engine.set_max_capacity(max_capacity)
+        except ValueError as error:  # the session's reason: the prefix, the trained context
+            raise ControlError(f"tune: {error}") from None
+        except EngineError as error:
+            raise ControlError(f"tune: {error}; see the daemon's log") from error

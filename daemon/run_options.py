@@ -1,0 +1,171 @@
+"""`streamd run`'s options: one per config key, turned into load_config's overrides.
+
+The table below is the only place an option meets its key. click parses no
+values itself (everything is text, flags aside): load_config checks each the
+way it checks the TOML file and the environment, so one set of rules and
+messages covers all three, and an error names the option that was given.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from .config import Config, ConfigError, config_keys, env_var_for, load_config
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+COMMAND_LINE = "(from the command line)"  # how load_config names our overrides
+
+
+@dataclass(frozen=True)
+class RunOption:
+    flags: str  # "--max-capacity", or "--stdout/--no-stdout" for a boolean key
+    key: str  # the config key it overrides
+    help: str
+    metavar: str | None = None
+    multiple: bool = False  # repeatable; a list key
+
+    @property
+    def param(self) -> str:
+        """click's parameter name: the key, as an identifier."""
+        return self.key.replace(".", "_")
+
+    @property
+    def flag(self) -> str:
+        return self.flags.split("/")[0]
+
+
+RUN_OPTIONS = (
+    RunOption("--model", "model.name", "'default' (SmolLM2-135M-Instruct, shipped with streamd), a "
+              "local model directory, or a Hugging Face id in the local cache.", "NAME"),
+    RunOption("--device", "model.device", "auto, cpu, cuda or cuda:N.", "DEVICE"),
+    RunOption("--dtype", "model.dtype", "auto (bfloat16 on a GPU, float32 on the CPU), float32, "
+              "float16 or bfloat16.", "DTYPE"),
+    RunOption("--max-capacity", "cache.max_capacity", "Tokens the model sees at once: the pinned "
+              "prefix plus the sliding window. It fixes the cache's memory; `streamd tune "
+              "--max-capacity` changes it live.", "N"),
+    RunOption("--chunk", "cache.chunk", "Largest prefill chunk, in tokens per forward pass.", "N"),
+    RunOption("--system-prompt", "cache.system_prompt", "The session's instructions, pinned at "
+              "the start of the cache. Empty: the built-in prompt.", "TEXT"),
+    RunOption("--summary-every-tokens", "summary.every_tokens", "Summarize after this many new "
+              "stream tokens (0: never).", "N"),
+    RunOption("--summary-every-seconds", "summary.every_seconds", "Summarize every S seconds, if "
+              "new text arrived (0: never).", "S"),
+    RunOption("--summary-max-tokens", "summary.max_tokens", "Longest summary, in tokens.", "N"),
+    RunOption("--zmq-bind", "sources.zmq_pull", "Bind a ZeroMQ PULL socket here for `streamd "
+              "send` (repeatable; replaces the default).", "ADDR", multiple=True),
+    RunOption("--zmq-sub", "sources.zmq_sub", "Connect a ZeroMQ SUB socket to this publisher "
+              "(repeatable).", "ADDR", multiple=True),
+    RunOption("--mqtt-host", "sources.mqtt.host", "MQTT broker: subscribe to --mqtt-topic, "
+              "publish to --mqtt-summary-topic.", "HOST"),
+    RunOption("--mqtt-port", "sources.mqtt.port", "MQTT broker port (8883 is the usual TLS "
+              "port).", "PORT"),
+    RunOption("--mqtt-topic", "sources.mqtt.topics", "MQTT topic filter to read text from, e.g. "
+              "logs/# (repeatable).", "FILTER", multiple=True),
+    RunOption("--mqtt-client-id", "sources.mqtt.client_id", "Fixed and unique per daemon: the "
+              "broker keeps what is published while streamd is away under this id.", "ID"),
+    RunOption("--mqtt-username", "sources.mqtt.username", "MQTT user name.", "USER"),
+    RunOption("--mqtt-password", "sources.mqtt.password", "MQTT password. Other users see "
+              "command lines (ps): prefer the environment variable.", "PASSWORD"),
+    RunOption("--mqtt-tls/--no-mqtt-tls", "sources.mqtt.tls", "TLS to the broker, checked "
+              "against the system CAs (implied by --mqtt-tls-ca and --mqtt-tls-cert)."),
+    RunOption("--mqtt-tls-ca", "sources.mqtt.tls_ca", "Trust this CA (PEM) for the broker.",
+              "PATH"),
+    RunOption("--mqtt-tls-cert", "sources.mqtt.tls_cert", "Client certificate (PEM) for "
+              "brokers that ask for one.", "PATH"),
+    RunOption("--mqtt-tls-key", "sources.mqtt.tls_key", "Its key, if not inside the "
+              "certificate file.", "PATH"),
+    RunOption("--mqtt-qos", "sources.mqtt.qos", "Subscription QoS: 0, 1 or 2.", "N"),
+    RunOption("--stdout/--no-stdout", "outputs.stdout", "Write each summary as a JSON line on "
+              "stdout."),
+    RunOption("--jsonl", "outputs.jsonl", "Append each summary to this JSONL file, fsynced.",
+              "PATH"),
+    RunOption("--zmq-pub", "outputs.zmq_pub", "Bind a ZeroMQ PUB socket here and publish each "
+              "summary.", "ADDR"),
+    RunOption("--mqtt-summary-topic", "outputs.mqtt_topic", "Publish each summary to this MQTT "
+              "topic on --mqtt-host (QoS 1, the latest retained).", "TOPIC"),
+    RunOption("--control-socket", "control.socket", "The socket that `streamd status`, `tune`, "
+              "`summarize` and `summaries` talk to.", "PATH"),
+    RunOption("--metrics-host", "metrics.host", "Prometheus endpoint address.", "HOST"),
+    RunOption("--metrics-port", "metrics.port", "Prometheus endpoint port, "
+              "http://HOST:PORT/metrics (0: off).", "PORT"),
+    RunOption("--log-level", "log.level", "debug, info, warning or error.", "LEVEL"),
+    RunOption("--log-format", "log.format", "auto (JSON lines unless stdout is a terminal), json "
+              "or console.", "FORMAT"),
+    RunOption("--state-dir", "state_dir", "Where streamd keeps its state.", "PATH"),
+)  # fmt: skip
+
+
+def _flat_defaults(section: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for name, value in section.items():
+        if isinstance(value, Mapping):
+            flat.update(_flat_defaults(value, f"{prefix}{name}."))
+        else:
+            flat[prefix + name] = value
+    return flat
+
+
+def _shown_default(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ", ".join(value) or "none"
+    return "unset" if value in (None, "") else str(value)
+
+
+def _help(option: RunOption, defaults: Mapping[str, Any]) -> str:
+    default = _shown_default(defaults[option.key])
+    return f"{option.help} [default: {default}; {option.key}; ${env_var_for(option.key)}]"
+
+
+def run_options(command: F) -> F:
+    """Decorate `command` with every RUN_OPTIONS entry; none has a default of its own
+    (None: not given, so the file and the environment decide)."""
+    defaults = _flat_defaults(Config().as_dict())
+    for option in reversed(RUN_OPTIONS):
+        command = click.option(
+            *option.flags.split(" "),
+            option.param,
+            default=None,
+            multiple=option.multiple,
+            metavar=option.metavar,
+            help=_help(option, defaults),
+        )(command)
+    return command
+
+
+def overrides_from(options: Mapping[str, Any]) -> dict[str, Any]:
+    """click's values -> {config key: value}, the options not given left out."""
+    given = {o.key: options.get(o.param) for o in RUN_OPTIONS}
+    return {key: value for key, value in given.items() if value not in (None, ())}
+
+
+@functools.cache
+def _flag_for_key() -> dict[str, str]:
+    return {option.key: option.flag for option in RUN_OPTIONS}
+
+
+def load_run_config(config_path: Path | None, options: Mapping[str, Any]) -> Config:
+    """load_config with the options as overrides; a ConfigError names the option given."""
+    overrides = overrides_from(options)
+    try:
+        return load_config(config_path, overrides=overrides)
+    except ConfigError as error:
+        flag = _flag_for_key().get(error.key or "")
+        if flag and error.key in overrides and str(error).endswith(COMMAND_LINE):
+            message = str(error).removesuffix(COMMAND_LINE) + f"(from {flag})"
+            raise ConfigError(message, error.key) from None
+        raise
+
+
+def missing_keys() -> list[str]:
+    """Config keys no option covers (a test keeps this empty)."""
+    covered = {option.key for option in RUN_OPTIONS}
+    return [key for key in config_keys() if key not in covered]

@@ -1,0 +1,416 @@
+"""`streamd run`: the service, in uvicorn's shape: startup(), main_loop(), shutdown().
+
+startup   logging; the control socket first, so that `streamd status` answers
+          "starting" while the model loads; metrics endpoint; outputs; sources
+          bound; the model loaded on the engine thread (EXTEND_TIMEOUT_USEC to
+          systemd meanwhile); the ingest and timer tasks; READY=1.
+main_loop waits for a signal (or a task that must not end, ending), and keeps
+          systemd's STATUS= line current. WATCHDOG=1 runs from the loop all along.
+shutdown  STOPPING=1; sources closed (no new text); what is queued is ingested
+          if that takes under DRAIN_S, else dropped and counted; a final
+          summary to every output; outputs, metrics and control closed.
+          Exit 0, well inside the unit's TimeoutStopSec=60.
+
+Signal handlers only set flags. The first SIGTERM/SIGINT asks for the graceful
+shutdown; a second one abandons whatever step is running and exits 1. The
+handlers that were installed before are put back at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Coroutine, Sequence
+from contextlib import AsyncExitStack
+from typing import Any
+
+import structlog
+import zmq
+
+from streamd.connectors import ConfigError as ConnectorConfigError
+
+from . import sdnotify
+from .config import Config, unknown_environment
+from .control import ControlError, ControlServer, SummaryFeed
+from .engine import Engine
+from .gpu import cuda_uuid
+from .handler import ControlHandler
+from .ingest import SHUTDOWN, IngestQueue, Intake
+from .logsetup import configure_logging
+from .metrics import MetricsServer, StreamdMetrics
+from .status import READY, STARTING, STOPPING
+from .wiring import Outputs, SourceSpec, build_sinks, build_sources
+
+log = structlog.get_logger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILURE = 1  # a forced exit, a task that died, a start that failed at run time
+EXIT_CONFIG = 2  # a setting that cannot work (the message names it)
+
+EXTEND_EVERY_S = 10.0  # while the model loads, ask systemd for more start time this often...
+EXTEND_BY_USEC = 30_000_000  # ...this much each time: a load that hangs is still caught
+STATUS_EVERY_S = 10.0  # STATUS= refresh
+DRAIN_S = 5.0  # at shutdown, queued text is ingested if it takes less than this
+FINAL_SUMMARY_S = 30.0  # a 7B model's summary on a slow GPU; TimeoutStopSec is 60
+ENGINE_JOIN_S = 2.0
+FORCED_CLOSE_S = 1.0  # after a second signal, what closing may still take
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class StartupError(Exception):
+    """The service cannot start; the message says why and what to change."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Service:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.state = STARTING
+        self.metrics = StreamdMetrics()
+        self.feed = SummaryFeed()
+        self.queue = IngestQueue()
+        self.intake = Intake(self.queue, self.metrics)
+        self.engine = Engine(config, self.metrics, self._publish)
+        self.outputs = Outputs([], self.metrics)
+        self.sources: list[SourceSpec] = []
+        self.gpu_uuid: str | None = None
+        self.should_exit = asyncio.Event()  # set by the first signal
+        self.force_exit = asyncio.Event()  # set by the second
+        self.failed = False  # a task that must not end, ended
+        self._started = time.monotonic()
+        self._resources = AsyncExitStack()  # control, metrics, outputs: closed last
+        self._intake = AsyncExitStack()  # sources: closed first
+        self._tasks: list[asyncio.Task[None]] = []  # ingest, timer, sources
+        self._helpers: list[asyncio.Task[None]] = []  # watchdog
+        self._old_handlers: dict[int, Any] = {}
+
+    # ------------------------------------------------------------- running
+
+    def run(self) -> int:
+        """Configure logging and serve until stopped; returns the exit code."""
+        configure_logging(self.config.log.level, self.config.log.format)
+        code = asyncio.run(self.serve())
+        if self.force_exit.is_set():
+            # The engine thread may be inside a forward pass: interpreter teardown could
+            # wait for it, or crash under it. A forced exit is what the second signal asked.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        return code
+
+    async def serve(self) -> int:
+        """Raises StartupError when it cannot start (after closing what it opened)."""
+        self._install_signal_handlers()
+        try:
+            try:
+                await self.startup()
+            except StartupError as error:
+                log.error("cannot start", error=str(error))
+                await self._close_everything()
+                raise
+            if not self.should_exit.is_set():
+                await self.main_loop()
+            return await self.shutdown()
+        finally:
+            self._restore_signal_handlers()
+
+    @property
+    def uptime_s(self) -> float:
+        return time.monotonic() - self._started
+
+    def handle_exit(self, signum: int) -> None:
+        """Signal handler: flags only."""
+        if self.should_exit.is_set():
+            log.warning("second signal: exiting now", signal=signal.Signals(signum).name)
+            self.force_exit.set()
+        else:
+            log.info("signal received: shutting down", signal=signal.Signals(signum).name)
+        self.should_exit.set()
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signals reach the main thread only (an embedding application's loop)
+        loop = asyncio.get_running_loop()
+        for signum in SIGNALS:
+            self._old_handlers[signum] = signal.getsignal(signum)
+            loop.add_signal_handler(signum, self.handle_exit, signum)
+
+    def _restore_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum, old in self._old_handlers.items():
+            loop.remove_signal_handler(signum)
+            signal.signal(signum, old)
+        self._old_handlers.clear()
+
+    # ------------------------------------------------------------- startup
+
+    async def startup(self) -> None:
+        log.info("starting", config=self.config.as_dict())
+        for name in unknown_environment():
+            log.warning("unknown STREAMD_ variable ignored (a typo?)", variable=name)
+        sdnotify.status(f"starting: loading {self.config.model.name}")
+        self._start_watchdog()
+        await self._start_control()
+        await self._start_metrics()
+        await self._open_outputs()
+        await self._open_sources()
+        if not await self._until_exit(self._load_model()):
+            return  # a signal came while the model loaded: straight to shutdown
+        self._start_tasks()
+        self.state = READY
+        sdnotify.ready(self.one_line_status())
+        log.info("ready", **self._ready_fields())
+
+    def _start_watchdog(self) -> None:
+        interval = sdnotify.watchdog_interval_s()
+        if interval is not None:
+            self._helpers.append(asyncio.create_task(sdnotify.watchdog_loop(interval)))
+
+    async def _start_control(self) -> None:
+        server = ControlServer(self.config.control.socket, ControlHandler(self).handle)
+        try:
+            await server.start()
+        except ControlError as error:
+            raise StartupError(f"control.socket: {error}") from None
+        self._resources.push_async_callback(server.close)
+
+    async def _start_metrics(self) -> None:
+        metrics = self.config.metrics
+        if not metrics.enabled:
+            return
+        server = MetricsServer(self.metrics.registry, metrics.host, metrics.port)
+        try:
+            await server.start()
+        except OSError as error:
+            raise StartupError(
+                f"metrics.port = {metrics.port}: cannot listen on {metrics.host}:{metrics.port} "
+                f"({error.strerror}); pick a free port, or 0 to turn the endpoint off"
+            ) from None
+        self._resources.push_async_callback(server.close)
+
+    async def _open_outputs(self) -> None:
+        try:
+            sinks = build_sinks(self.config)
+        except ConnectorConfigError as error:
+            raise StartupError(str(error), EXIT_CONFIG) from None
+        self._resources.push_async_callback(self.outputs.close)
+        for sink, key in sinks:
+            await _opened(sink.open(), key)
+            self.outputs.sinks.append(sink)
+
+    async def _open_sources(self) -> None:
+        try:
+            specs = build_sources(self.config)
+        except ConnectorConfigError as error:
+            raise StartupError(str(error), EXIT_CONFIG) from None
+        for spec in specs:
+            await _opened(spec.source.open(), spec.key)
+            self._intake.push_async_callback(spec.source.close)
+            self.sources.append(spec)
+
+    async def _load_model(self) -> None:
+        extend = asyncio.create_task(_extend_start_timeout())
+        try:
+            stats = await self.engine.load()
+            self.gpu_uuid = await self.engine.run_on_thread(cuda_uuid, stats.device)
+        except ValueError as error:  # the model or a setting cannot work: say which
+            why = f"cannot use model {self.config.model.name!r}: {error}"
+            raise StartupError(why, EXIT_CONFIG) from None
+        except Exception as error:
+            raise StartupError(f"cannot load model {self.config.model.name!r}: {error}") from None
+        finally:
+            extend.cancel()
+
+    def _start_tasks(self) -> None:
+        self._spawn(self.engine.run_ingest(self.queue), "ingest")
+        self._spawn(self.engine.run_timer(), "summary timer")
+        for spec in self.sources:
+            self._spawn(self._run_source(spec), f"source {spec.source.name}")
+
+    async def _run_source(self, spec: SourceSpec) -> None:
+        async def deliver(message: Any) -> None:
+            await self.intake.deliver(message, wait_when_full=spec.wait_when_full)
+
+        await spec.source.run(deliver)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._on_task_done)
+        self._tasks.append(task)
+
+    def _on_task_done(self, task: asyncio.Task[None]) -> None:
+        """These tasks run until shutdown cancels them; one that ends early leaves the
+        daemon deaf or mute, so it exits non-zero and systemd restarts it."""
+        if task.cancelled() or self.state == STOPPING:
+            return
+        self.failed = True
+        error = task.exception()
+        log.error("a daemon task ended; shutting down", task=task.get_name(), exc_info=error)
+        self.should_exit.set()
+
+    # ----------------------------------------------------------- main loop
+
+    async def main_loop(self) -> None:
+        while not self.should_exit.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.should_exit.wait(), STATUS_EVERY_S)
+            sdnotify.status(self.one_line_status())
+            self._count_reconnects()
+
+    def _count_reconnects(self) -> None:
+        """Copy the MQTT links' failure counts into streamd_source_reconnects_total."""
+        for spec in self.sources:
+            link = getattr(spec.source, "link", None)
+            if link is None:
+                continue
+            name = spec.source.name
+            counted = self.metrics.source_reconnects.value(source=name)
+            if link.connection_errors > counted:
+                self.metrics.source_reconnects.inc(link.connection_errors - counted, source=name)
+
+    def one_line_status(self) -> str:
+        stats = self.engine.stats
+        if stats is None:
+            return f"{self.state}: loading {self.config.model.name}"
+        return (
+            f"{self.state}: {stats.tokens_ingested} tokens in, "
+            f"{self.engine.rate.per_second():.0f} tok/s, cache {stats.used}/{stats.max_capacity}, "
+            f"{self.engine.summaries_emitted} summaries, queue {self.queue.depth}"
+        )
+
+    # ------------------------------------------------------------ shutdown
+
+    async def shutdown(self) -> int:
+        self.state = STOPPING
+        sdnotify.stopping(self.one_line_status())
+        log.info("stopping", status=self.one_line_status())
+        await self._close_sources()
+        await self._until_forced(self._finish_stream())
+        await self._close_everything()
+        code = EXIT_FAILURE if self.force_exit.is_set() or self.failed else EXIT_OK
+        log.info("stopped", exit_code=code)
+        return code
+
+    async def _close_sources(self) -> None:
+        """Stop intake: no source task runs, no socket takes text after this."""
+        source_tasks = [t for t in self._tasks if t.get_name().startswith("source ")]
+        await _cancel(source_tasks)
+        await self._intake.aclose()
+
+    async def _finish_stream(self) -> None:
+        """Ingest what is queued (if quick), then the final summary to every output."""
+        await _cancel([t for t in self._tasks if t.get_name() == "summary timer"])
+        if self.queue.depth:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.queue.wait_empty(), DRAIN_S)
+        await _cancel(self._tasks)  # the batch in flight still finishes on the engine thread
+        dropped = self.intake.drop_queued(SHUTDOWN)
+        if dropped:
+            log.warning("queued messages dropped at shutdown", messages=dropped, drain_s=DRAIN_S)
+        if self.engine.has_unsummarized_text:
+            await self._final_summary()
+        else:
+            log.info("no final summary: no text since the last one")
+
+    async def _final_summary(self) -> None:
+        try:
+            await asyncio.wait_for(self.engine.summarize("shutdown"), FINAL_SUMMARY_S)
+        except TimeoutError:
+            log.warning("no final summary: it took longer than allowed", limit_s=FINAL_SUMMARY_S)
+        except Exception:
+            log.exception("no final summary")
+
+    async def _close_everything(self) -> None:
+        """Sources, then outputs, metrics and control; the engine thread; the watchdog."""
+        limit = FORCED_CLOSE_S if self.force_exit.is_set() else None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._close_all_resources(), limit)
+        join_s = 0.0 if self.force_exit.is_set() else ENGINE_JOIN_S
+        if not await asyncio.to_thread(self.engine.stop, join_s):
+            log.warning("the engine thread is still busy; exiting without it")
+        await _cancel(self._helpers + self._tasks)
+
+    async def _close_all_resources(self) -> None:
+        await self._intake.aclose()
+        await self._resources.aclose()
+
+    # --------------------------------------------------------------- flags
+
+    async def _until_exit(self, work: Awaitable[None]) -> bool:
+        """Run `work` unless a signal comes first; True if it completed."""
+        return await _race(work, self.should_exit)
+
+    async def _until_forced(self, work: Awaitable[None]) -> bool:
+        return await _race(work, self.force_exit)
+
+    # ---------------------------------------------------------------- misc
+
+    async def _publish(self, record: dict[str, Any]) -> None:
+        """Where each summary goes: the outputs, then `streamd summaries` followers."""
+        await self.outputs.emit(record)
+        self.feed.publish(record)
+
+    def apply_config(self, config: Config) -> None:
+        """A config changed live by `tune` (already applied to the session)."""
+        self.config = config
+        self.engine.config = config
+        self.engine.triggers.every_tokens = config.summary.every_tokens
+        self.engine.triggers.every_seconds = config.summary.every_seconds
+
+    def source_links(self) -> dict[str, bool | None]:
+        """Source names for status, with whether each broker link is up (None: no link)."""
+        return {spec.source.name: getattr(spec.source, "connected", None) for spec in self.sources}
+
+    def _ready_fields(self) -> dict[str, Any]:
+        stats = self.engine.stats
+        return {
+            "model": stats.model if stats else None,
+            "device": stats.device if stats else None,
+            "max_capacity": stats.max_capacity if stats else None,
+            "sources": [spec.source.name for spec in self.sources],
+            "outputs": self.outputs.names,
+            "control": str(self.config.control.socket),
+            "startup_s": round(self.uptime_s, 3),
+        }
+
+
+async def _opened(opening: Awaitable[None], key: str) -> None:
+    """Open a source or output; a busy address or unwritable file names its config key."""
+    try:
+        await opening
+    except (OSError, zmq.ZMQError) as error:
+        raise StartupError(f"{key}: cannot open: {error}") from None
+
+
+async def _extend_start_timeout() -> None:
+    while True:
+        sdnotify.extend_timeout(EXTEND_BY_USEC)
+        await asyncio.sleep(EXTEND_EVERY_S)
+
+
+async def _race(work: Awaitable[None], event: asyncio.Event) -> bool:
+    """Await `work` unless `event` is set first (then `work` is cancelled); True if it ran
+    to the end. Its exception, if it raised, is raised here."""
+    task = asyncio.ensure_future(work)
+    waiter = asyncio.create_task(event.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    await _cancel([waiter])
+    if not task.done():
+        await _cancel([task])
+        return False
+    task.result()
+    return True
+
+
+async def _cancel(tasks: Sequence[asyncio.Future[Any]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

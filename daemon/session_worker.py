@@ -1,0 +1,115 @@
+"""The session and everything that touches it. Every method runs on the engine thread.
+
+The worker returns plain data (SessionStats, Summary, ints) that the event
+loop may hold; the Session, its tensors and the model never leave this side.
+It also updates the metrics the session's work produces (the metrics take
+their own locks, so the loop may render them meanwhile).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .config import Config
+from .logsetup import route_transformers_logging
+from .metrics import StreamdMetrics
+from .prompts import DEFAULT_SYSTEM_PROMPT
+from .session_api import SessionStats, Summary
+
+if TYPE_CHECKING:  # the import pulls torch in: only the engine thread pays for it, at load
+    from .session import Session, SessionConfig
+
+
+def session_config(config: Config) -> SessionConfig:
+    """The session's settings from the daemon's (on the engine thread: it imports torch)."""
+    from .session import SessionConfig
+
+    return SessionConfig(
+        model=config.model.name,
+        device=config.model.device,
+        dtype=config.model.dtype,
+        max_capacity=config.cache.max_capacity,
+        chunk=config.cache.chunk,
+        summary_max_tokens=config.summary.max_tokens,
+        system_prompt=config.cache.system_prompt or DEFAULT_SYSTEM_PROMPT,
+    )
+
+
+@dataclass(frozen=True)
+class Ingested:
+    tokens: int  # stream tokens prefilled
+    stats: SessionStats  # the session right after
+
+
+@dataclass(frozen=True)
+class Resized:
+    old: int
+    new: int
+    stats: SessionStats
+
+
+def _no_progress_bars_unless_interactive() -> None:
+    """transformers draws tqdm bars on stderr while it loads: noise in the journal."""
+    if not sys.stderr.isatty():
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+
+class SessionWorker:
+    def __init__(self, metrics: StreamdMetrics) -> None:
+        self._metrics = metrics
+        self._session: Session | None = None
+        self._evicted = 0  # tokens_evicted already counted in the metrics
+
+    def load(self, config: Config) -> SessionStats:
+        from .session import Session
+
+        route_transformers_logging()
+        _no_progress_bars_unless_interactive()
+        self._session = Session(session_config(config))
+        return self._observed_stats()
+
+    def ingest(self, text: str) -> Ingested:
+        """Tokenize and prefill one chunk at a time, timing each chunk for the metrics."""
+        session = self._loaded()
+        ids = session.tokenize_stream(text)
+        chunk = session.ring.layout.chunk
+        for start in range(0, len(ids), chunk):
+            session.ingest_ids(ids[start : start + chunk])  # exactly one forward pass
+            self._metrics.prefill_chunk.observe(session.timings.last_chunk_s)
+        self._metrics.ingest_tokens.inc(len(ids))
+        return Ingested(len(ids), self._observed_stats())
+
+    def summarize(self) -> tuple[Summary, SessionStats]:
+        summary = self._loaded().summarize()
+        m = self._metrics
+        m.time_to_first_token.observe(summary.ttft_s)
+        if summary.generated_tokens > 1:  # TPOT is undefined for a single token
+            m.inter_token_latency.observe(summary.tpot_s)
+        m.summary_latency.observe(summary.latency_s)
+        m.generation_tokens.inc(summary.generated_tokens)
+        return summary, self._observed_stats()
+
+    def set_max_capacity(self, n: int) -> Resized:
+        """Raises SessionConfigError (a ValueError) with the reason on a value that cannot work."""
+        old, new = self._loaded().set_max_capacity(n)
+        return Resized(old, new, self._observed_stats())
+
+    def _loaded(self) -> Session:
+        if self._session is None:
+            raise RuntimeError("the session is not loaded yet")
+        return self._session
+
+    def _observed_stats(self) -> SessionStats:
+        stats = self._loaded().stats()
+        m = self._metrics
+        m.kv_cache_usage.set(stats.used / stats.max_capacity)
+        m.cache_max_capacity.set(stats.max_capacity)
+        # Growing the window can make evicted tokens visible again; a counter only rises.
+        if stats.tokens_evicted > self._evicted:
+            m.evicted_tokens.inc(stats.tokens_evicted - self._evicted)
+            self._evicted = stats.tokens_evicted
+        return stats

@@ -1,0 +1,217 @@
+"""The `status` document (built in the daemon) and its table (rendered by the CLI).
+
+The document is plain JSON. Keys other programs rely on (the issue's contract):
+state, model, cache{max_capacity, used, pinned, window, bytes},
+tokens{ingested, evicted}, summaries{emitted}, sources{name: {received,
+rejected, dropped}}. Everything else is for people and may grow.
+Latencies are null until the first observation.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the CLI imports this module for the table: keep it light
+    from .engine import Engine
+    from .ingest import IngestQueue
+    from .metrics import Histogram, StreamdMetrics
+    from .wiring import Outputs
+
+STARTING, READY, STOPPING = "starting", "ready", "stopping"
+
+
+def status_document(
+    *,
+    state: str,
+    uptime_s: float,
+    engine: Engine,
+    queue: IngestQueue,
+    metrics: StreamdMetrics,
+    sources: Mapping[str, bool | None],
+    outputs: Outputs,
+    gpu: dict[str, Any],
+) -> dict[str, Any]:
+    stats, config = engine.stats, engine.config
+    return {
+        "state": state,
+        "pid": os.getpid(),
+        "uptime_s": round(uptime_s, 3),
+        "model": stats.model if stats else config.model.name,
+        "device": stats.device if stats else config.model.device,
+        "dtype": stats.dtype if stats else config.model.dtype,
+        "gpu": gpu,
+        "cache": _cache(engine),
+        "tokens": {
+            "ingested": stats.tokens_ingested if stats else 0,
+            "evicted": stats.tokens_evicted if stats else 0,
+            "per_second_1m": round(engine.rate.per_second(), 3),
+            "unsummarized": engine.unsummarized_tokens,
+        },
+        "queue": {"depth": queue.depth, "chars": queue.chars, "max_chars": queue.max_chars},
+        "summaries": _summaries(engine),
+        "sources": _sources(metrics, sources),
+        "outputs": outputs.names,
+        "latency": {
+            "prefill_chunk_s": _quantiles(metrics.prefill_chunk),
+            "summary_ttft_s": _quantiles(metrics.time_to_first_token),
+            "summary_tpot_s": _quantiles(metrics.inter_token_latency),
+        },
+        "errors": {
+            "engine": _by_label(engine.errors.values()),
+            "outputs": _by_label(outputs.errors.values()),
+        },
+    }
+
+
+def _by_label(values: Mapping[tuple[str, ...], float]) -> dict[str, int]:
+    """{stage or output: count} from a one-label counter's series."""
+    return {labels[0]: int(count) for labels, count in values.items()}
+
+
+def _cache(engine: Engine) -> dict[str, Any]:
+    stats = engine.stats
+    if stats is None:  # still loading: what was asked for, nothing allocated yet
+        capacity = engine.config.cache.max_capacity
+        return {
+            "max_capacity": capacity,
+            "used": 0,
+            "pinned": 0,
+            "window": 0,
+            "chunk": engine.config.cache.chunk,
+            "bytes": 0,
+            "usage_perc": 0.0,
+        }
+    return {
+        "max_capacity": stats.max_capacity,
+        "used": stats.used,
+        "pinned": stats.pinned,
+        "window": stats.window,
+        "chunk": stats.chunk,
+        "bytes": stats.cache_bytes,
+        "usage_perc": round(100 * stats.used / stats.max_capacity, 2),
+    }
+
+
+def _summaries(engine: Engine) -> dict[str, Any]:
+    last = engine.last_summary_epoch_s
+    return {
+        "emitted": engine.summaries_emitted,
+        "last_age_s": None if last is None else round(max(0.0, time.time() - last), 3),
+        "every_tokens": engine.triggers.every_tokens,
+        "every_seconds": engine.triggers.every_seconds,
+    }
+
+
+def _sources(metrics: StreamdMetrics, links: Mapping[str, bool | None]) -> dict[str, Any]:
+    """The counts, plus "connected" for sources that hold a broker connection (MQTT)."""
+    rows = source_counts(metrics, links)
+    for name, connected in links.items():
+        if connected is not None:
+            rows[name]["connected"] = connected
+    return rows
+
+
+def source_counts(metrics: StreamdMetrics, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """{source: {received, rejected, dropped, rejected_by_reason, dropped_by_reason}};
+    every configured source is listed, counted or not."""
+    rows: dict[str, dict[str, Any]] = {}
+
+    def row(source: str) -> dict[str, Any]:
+        empty = {"received": 0, "rejected": 0, "dropped": 0}
+        return rows.setdefault(source, empty | {"rejected_by_reason": {}, "dropped_by_reason": {}})
+
+    for name in names:
+        row(name)
+    for (source,), value in metrics.ingest_messages.values().items():
+        row(source)["received"] = int(value)
+    by_reason = {"rejected": metrics.ingest_rejected, "dropped": metrics.ingest_dropped}
+    for field, counter in by_reason.items():
+        for (source, reason), value in counter.values().items():
+            row(source)[field] += int(value)
+            row(source)[f"{field}_by_reason"][reason] = int(value)
+    return rows
+
+
+def _quantiles(histogram: Histogram) -> dict[str, Any]:
+    return {
+        "p50": histogram.quantile(0.5),
+        "p99": histogram.quantile(0.99),
+        "count": histogram.count(),
+    }
+
+
+# --- the table for people ------------------------------------------------------------------
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.1f} ms"
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "none yet"
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    return f"{seconds / 60:.0f} min ago"
+
+
+def _gpu_line(gpu: dict[str, Any]) -> str:
+    if not gpu.get("available"):
+        return str(gpu.get("reason", "no GPU"))
+    used, total = gpu["memory_used_bytes"] / 2**30, gpu["memory_total_bytes"] / 2**30
+    return f"{gpu['name']}: {used:.1f} / {total:.1f} GiB, {gpu['utilization_perc']}% busy"
+
+
+def _reasons(by_reason: dict[str, int]) -> str:
+    return ", ".join(f"{reason} {count}" for reason, count in sorted(by_reason.items()))
+
+
+def _source_lines(sources: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+    rows = []
+    for name, row in sorted(sources.items()):
+        text = f"received {row['received']}, rejected {row['rejected']}, dropped {row['dropped']}"
+        details = _reasons(row.get("rejected_by_reason", {}) | row.get("dropped_by_reason", {}))
+        rows.append((f"  {name}", text + (f" ({details})" if details else "")))
+    return rows or [("  (none)", "")]
+
+
+def render_status_table(doc: dict[str, Any]) -> str:
+    cache, tokens, summaries = doc["cache"], doc["tokens"], doc["summaries"]
+    latency = doc["latency"]
+    every = f"every {summaries['every_tokens']} tokens / {summaries['every_seconds']:g} s"
+    rows = [
+        ("state", f"{doc['state']} (up {doc['uptime_s']:.0f} s, pid {doc['pid']})"),
+        ("model", f"{doc['model']} on {doc['device']} ({doc['dtype']})"),
+        ("gpu", _gpu_line(doc["gpu"])),
+        (
+            "cache",
+            f"{cache['used']} / {cache['max_capacity']} slots used "
+            f"(pinned {cache['pinned']} + window {cache['window']}), "
+            f"{cache['bytes'] / 2**20:.1f} MiB",
+        ),
+        (
+            "tokens",
+            f"{tokens['ingested']} ingested ({tokens['per_second_1m']:.0f} tok/s, 1 min), "
+            f"{tokens['evicted']} evicted",
+        ),
+        ("queue", f"{doc['queue']['depth']} messages waiting"),
+        (
+            "summaries",
+            f"{summaries['emitted']} emitted, last {_age(summaries['last_age_s'])} ({every})",
+        ),
+        ("prefill", _latency_text(latency["prefill_chunk_s"])),
+        ("TTFT", _latency_text(latency["summary_ttft_s"])),
+        ("TPOT", _latency_text(latency["summary_tpot_s"])),
+        ("outputs", ", ".join(doc["outputs"]) or "none"),
+        ("sources", ""),
+        *_source_lines(doc["sources"]),
+    ]
+    width = max(len(key) for key, _ in rows)
+    return "\n".join(f"{key:<{width}}  {value}".rstrip() for key, value in rows)
+
+
+def _latency_text(q: dict[str, Any]) -> str:
+    return f"p50 {_ms(q['p50'])}, p99 {_ms(q['p99'])} ({q['count']} observed)"

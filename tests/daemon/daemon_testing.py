@@ -1,0 +1,211 @@
+"""Helpers for the daemon tests: `streamd run` as a real subprocess, the CLI, a notify socket.
+
+Import as `from tests.daemon.daemon_testing import ...` (pytest registers the
+`tests` package under --import-mode=importlib).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+CLI = [sys.executable, "-m", "streamd.daemon.cli"]
+START_TIMEOUT_S = 60.0  # imports and the tiny model take ~6 s; a loaded CI machine, more
+STOP_TIMEOUT_S = 30.0
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without what would leak into a daemon under test (a developer's
+    STREAMD_* settings, a systemd notify socket), plus `extra`."""
+    leaks = ("STREAMD_", "NOTIFY_SOCKET", "WATCHDOG_", "LISTEN_")
+    env = {name: value for name, value in os.environ.items() if not name.startswith(leaks)}
+    env |= {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    return env | extra
+
+
+def cli(
+    *args: str,
+    stdin: bytes | None = None,
+    timeout_s: float = 60.0,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run `streamd ARGS` to the end; text stdout and stderr."""
+    return subprocess.run(
+        [*CLI, *args],
+        input=stdin.decode() if stdin is not None else None,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        env=env or clean_env(),
+    )
+
+
+def wait_until(predicate: Callable[[], T], what: str, timeout_s: float = 20.0) -> T:
+    """Poll `predicate` until it returns something truthy, and return that."""
+    deadline = time.monotonic() + timeout_s
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.05)
+    return value
+
+
+def free_zmq_endpoint() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class Daemon:
+    """`streamd run` with a control socket, a JSONL output and a config file of its own.
+
+    Its stdout and stderr go to a file: a pipe that nobody reads would fill up
+    and block the daemon.
+    """
+
+    def __init__(self, workdir: Path, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.workdir = workdir
+        self.control = workdir / "control.sock"
+        self.jsonl = workdir / "summaries.jsonl"
+        self.log_path = workdir / "daemon.log"
+        self.config = workdir / "streamd.toml"  # empty: no /etc/streamd/streamd.toml leaks in
+        self.config.write_text("")
+        self.args = args
+        self.env = env or clean_env()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        command = [
+            *CLI, "run", "--config", str(self.config), "--control-socket", str(self.control),
+            "--jsonl", str(self.jsonl), "--no-stdout", *self.args,
+        ]  # fmt: skip
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=self.env
+            )
+
+    def ctl(self, *args: str, timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """A control command (status, tune, ...) aimed at this daemon."""
+        return cli(*args, "--control-socket", str(self.control), timeout_s=timeout_s)
+
+    def status(self) -> dict[str, Any] | None:
+        """The status document, or None while nothing answers."""
+        done = self.ctl("status", "--json")
+        return json.loads(done.stdout) if done.stdout.strip() else None
+
+    def wait_ready(self, timeout_s: float = START_TIMEOUT_S) -> dict[str, Any]:
+        def ready() -> dict[str, Any] | None:
+            self._check_running()
+            doc = self.status()
+            return doc if doc and doc["state"] == "ready" else None
+
+        return wait_until(ready, "the daemon to be ready", timeout_s)
+
+    def wait_status(
+        self, check: Callable[[dict[str, Any]], bool], what: str, timeout_s: float = 20.0
+    ) -> dict[str, Any]:
+        def matches() -> dict[str, Any] | None:
+            self._check_running()
+            doc = self.status()
+            return doc if doc and check(doc) else None
+
+        return wait_until(matches, what, timeout_s)
+
+    def summaries(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.jsonl)
+
+    def _check_running(self) -> None:
+        if self.process is not None and self.process.poll() is not None:
+            raise AssertionError(f"the daemon exited ({self.process.returncode}):\n{self.log()}")
+
+    def signal(self, signum: int = signal.SIGTERM) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int:
+        """SIGTERM, then the exit code (SIGKILL after timeout_s, and the test fails)."""
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.terminate()
+        try:
+            return self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            why = f"the daemon ignored SIGTERM for {timeout_s}s:\n{self.log()}"
+            raise AssertionError(why) from None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-6000:]
+
+
+class NotifySocket:
+    """What systemd listens on for sd_notify: an AF_UNIX datagram socket, read in a thread
+    (unread datagrams would fill its queue and block the daemon's sends)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.messages: list[str] = []
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.bind(str(path))
+        self._sock.settimeout(0.1)
+        self._closed = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while not self._closed.is_set():
+            try:
+                self.messages.append(self._sock.recv(4096).decode())
+            except TimeoutError:
+                continue
+
+    def lines(self) -> list[str]:
+        """Every NAME=value line received, in order (one datagram may hold several)."""
+        return [line for message in list(self.messages) for line in message.split("\n")]
+
+    def saw(self, prefix: str) -> bool:
+        return any(line.startswith(prefix) for line in self.lines())
+
+    def close(self) -> None:
+        self._closed.set()
+        self._reader.join()
+        self._sock.close()
+
+
+def sample_log_lines(count: int) -> bytes:
+    """Real log lines (daemon/data/fail2ban-sample.log), as `streamd send` reads them."""
+    text = (Path(__file__).parents[2] / "daemon" / "data" / "fail2ban-sample.log").read_text()
+    lines = [line for line in text.splitlines() if line.strip()]
+    return "".join(lines[i % len(lines)] + "\n" for i in range(count)).encode()
+
+
+def daemon_args(model_dir: Path, *extra: str) -> list[str]:
+    """The tiny model on the CPU, small enough that the cache fills after a few lines."""
+    return [
+        "--model", str(model_dir), "--device", "cpu", "--max-capacity", "256",
+        "--chunk", "64", "--summary-max-tokens", "8", "--summary-every-tokens", "0",
+        "--summary-every-seconds", "0", "--metrics-port", "0", *extra,
+    ]  # fmt: skip
+
+
+def signal_name(code: int) -> str:
+    return signal.Signals(-code).name if code < 0 else str(code)
