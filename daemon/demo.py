@@ -58,8 +58,8 @@ def _stats_line(session: Session, totals: DemoTotals) -> str:
 
 def _print_summary(echo: Echo, summary: Summary) -> None:
     echo(
-        f"\n=== summary #{summary.stream_tokens} tokens in, window "
-        f"{summary.window_first}..{summary.window_last} "
+        f"\n=== summary after {summary.stream_tokens} stream tokens (window: positions "
+        f"{summary.window_first}..{summary.window_last}) "
         f"(TTFT {summary.ttft_s * 1000:.0f} ms, {summary.tpot_s * 1000:.1f} ms/token) ==="
     )
     echo(summary.text or "(empty)")
