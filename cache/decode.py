@@ -8,12 +8,15 @@ at the generated tokens only once per `block` steps to check stop tokens.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
 import torch
 
 from .hf import RingModel, capture_stream
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,7 @@ class StaticDecoder:
     def _step(self) -> None:
         """One token: device-only, so it can be captured and replayed."""
         self.ring.refresh_decode()
-        plan = self.ring._decode_plan
+        plan = self.ring.decode_plan
         logits = self.runner.forward(plan, self._token)[0, -1]
         o = self.options
         self._record(pick_token(logits, self._seen, o.repetition_penalty, o.temperature))
@@ -94,15 +97,30 @@ class StaticDecoder:
         stream = capture_stream(self.ring.device)
         stream.wait_stream(torch.cuda.current_stream(self.ring.device))
         with torch.cuda.stream(stream), torch.inference_mode():
-            for _ in range(3):
-                self.ring.arm_decode()
-                self._step_fn()
+            self._warm_up()
         torch.cuda.current_stream(self.ring.device).wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         self.ring.arm_decode()
         with torch.cuda.graph(graph), torch.inference_mode():
             self._step_fn()
         self._graph, self._graph_generation = graph, self.ring.generation
+
+    def _warm_up(self) -> None:
+        try:
+            self._warm_up_steps()
+        except Exception as error:
+            if self._step_fn is self._step:
+                raise
+            # torch.compile needs a working Triton/C toolchain; an eager step still
+            # replays as one graph, only with more (unfused) kernels.
+            log.warning("torch.compile of the decode step failed, decoding unfused: %s", error)
+            self._step_fn = self._step
+            self._warm_up_steps()
+
+    def _warm_up_steps(self) -> None:
+        for _ in range(3):
+            self.ring.arm_decode()
+            self._step_fn()
 
     def _run_steps(self, count: int) -> None:
         for _ in range(count):

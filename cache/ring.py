@@ -230,6 +230,11 @@ class StreamCache:
         self._plan = self._decode_plan
         return self._decode_plan
 
+    @property
+    def decode_plan(self) -> ForwardPlan:
+        """The static one-token plan that arm_decode() fills."""
+        return self._decode_plan
+
     def decode_steps_left(self) -> int:
         return self.layout.scratch - self.scratch_used
 
