@@ -7,7 +7,8 @@ and the fix, instead of failing later inside a socket call.
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
+import stat
 
 ZMQ_SCHEMES = ("tcp://", "ipc://", "inproc://")
 
@@ -38,7 +39,23 @@ def check_zmq_address(name: str, value: str) -> None:
 
 
 def check_readable_file(name: str, value: str | None) -> None:
-    if value is not None:
-        require(
-            Path(value).is_file(), f"{name} = {value!r}: no such file; give the path of a PEM file"
-        )
+    """A path we can open and read now: exists, is a regular file, and we may read it.
+
+    Tried by opening it (non-blocking, so a FIFO cannot hang the check)
+    rather than with os.access, which answers for the real uid, not the effective one.
+    """
+    if value is None:
+        return
+    try:
+        fd = os.open(value, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        problem = "no such file"
+    except OSError as error:
+        problem = f"cannot be read ({error.strerror})"
+    else:
+        try:
+            regular = stat.S_ISREG(os.fstat(fd).st_mode)
+        finally:
+            os.close(fd)
+        problem = "" if regular else "not a regular file"
+    require(not problem, f"{name} = {value!r}: {problem}; it must be a readable PEM file")

@@ -72,7 +72,9 @@ class RawMessage:
 
     source: str  # the connector that received it ("zmq-pull", "mqtt", ...): a bounded set
     payload: bytes
-    topic: str | None = None  # MQTT topic, or a ZeroMQ SUB topic frame
+    # MQTT topic, or a ZeroMQ SUB topic frame. The daemon does not read it yet;
+    # the sources fill it in so that routing by topic needs no source change.
+    topic: str | None = None
 
 
 # Called by a source for each message it receives, one at a time; awaiting it
@@ -107,7 +109,10 @@ class Accepted:
     lines: tuple[str, ...]  # non-blank, no control characters but tab, each <= max_line_chars
     # The envelope's "source" (cleaned, cut to max_source_chars), else the name
     # the caller gave. Sender-chosen: label counters by RawMessage.source instead.
+    # The daemon does not use it yet (its Lines carry the connector's name).
     source: str
+    # The three counts below are not read by the daemon yet: kept for the
+    # input-hygiene counters (how much each source's input had to be repaired).
     replaced: int = 0  # invalid UTF-8 sequences / lone surrogates replaced by U+FFFD
     stripped: int = 0  # control characters and ANSI escape sequences removed
     cut: int = 0  # lines longer than max_line_chars that were cut into pieces
@@ -208,10 +213,11 @@ def _split_lines(text: str, max_chars: int) -> tuple[list[str], int]:
     for line in text.split("\n"):
         if not line.strip():
             continue
-        if len(line) > max_chars:
-            cut += 1
-            lines.extend(line[i : i + max_chars] for i in range(0, len(line), max_chars))
-        else:
+        if len(line) <= max_chars:
             lines.append(line)
-    # A piece of a long line may be all spaces: drop it like a blank line.
-    return [line for line in lines if line.strip()], cut
+            continue
+        cut += 1
+        pieces = (line[i : i + max_chars] for i in range(0, len(line), max_chars))
+        # A piece of a long line may be all spaces: drop it like a blank line.
+        lines.extend(piece for piece in pieces if piece.strip())
+    return lines, cut

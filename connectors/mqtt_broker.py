@@ -6,8 +6,9 @@ Shared by the MQTT source, the MQTT summary sink and `streamd send --mqtt-topic`
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 import aiomqtt
@@ -15,7 +16,7 @@ import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from .checks import check_port, check_positive, check_readable_file, require
+from .checks import ConfigError, check_port, check_positive, check_readable_file, require
 
 log = structlog.get_logger(__name__)
 
@@ -37,6 +38,9 @@ class MqttBrokerConfig:
     timeout_s: float = 10.0  # one connect/subscribe/publish acknowledgement
     backoff_min_s: float = 0.5  # first wait before reconnecting; doubles per failure
     backoff_max_s: float = 30.0  # the cap: a broker back after an outage is found within this
+    # What the user calls ca_file, cert_file and key_file, for error messages:
+    # e.g. {"ca_file": "--mqtt-tls-ca"}. A field left out reads "mqtt ca_file".
+    setting_names: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         require(bool(self.host.strip()), "mqtt host = '': give the broker's host name or address")
@@ -51,7 +55,7 @@ class MqttBrokerConfig:
             "mqtt key_file is set but cert_file is not: set cert_file (the client certificate)",
         )
         for name in ("ca_file", "cert_file", "key_file"):
-            check_readable_file(f"mqtt {name}", getattr(self, name))
+            check_readable_file(self.setting(name), getattr(self, name))
         check_positive("mqtt keepalive_s", self.keepalive_s)
         check_positive("mqtt timeout_s", self.timeout_s)
         check_positive("mqtt backoff_min_s", self.backoff_min_s)
@@ -64,6 +68,10 @@ class MqttBrokerConfig:
     @property
     def uses_tls(self) -> bool:
         return self.tls or any((self.ca_file, self.cert_file, self.key_file))
+
+    def setting(self, name: str) -> str:
+        """The name to show the user for field `name` (see setting_names)."""
+        return self.setting_names.get(name, f"mqtt {name}")
 
 
 def check_topic_filter(name: str, topic: str) -> None:
@@ -87,13 +95,39 @@ def check_topic_name(name: str, topic: str) -> None:
 
 
 def tls_context(broker: MqttBrokerConfig) -> ssl.SSLContext | None:
-    """A verifying TLS context (server certificate and host name), or None for plain TCP."""
+    """A verifying TLS context (server certificate and host name), or None for plain TCP.
+
+    Raises ConfigError, naming the setting and the file, when a CA, certificate
+    or key file cannot be read or is not PEM (or the key does not match).
+    """
     if not broker.uses_tls:
         return None
-    context = ssl.create_default_context(cafile=broker.ca_file)
+    try:
+        context = ssl.create_default_context(cafile=broker.ca_file)
+    except OSError as error:  # ssl.SSLError is an OSError
+        fix = "it must be a readable PEM file of CA certificates"
+        raise _unusable_files(broker, ("ca_file",), fix, error) from None
     if broker.cert_file is not None:
-        context.load_cert_chain(broker.cert_file, broker.key_file)
+        try:
+            context.load_cert_chain(broker.cert_file, broker.key_file)
+        except OSError as error:
+            fix = "give readable PEM files: the client certificate and its matching key"
+            raise _unusable_files(broker, ("cert_file", "key_file"), fix, error) from None
     return context
+
+
+# OpenSSL's messages end with where in CPython they came from: "... (_ssl.c:4154)".
+_SSL_SOURCE_LINE = re.compile(r"\s*\(_ssl\.c:\d+\)$")
+
+
+def _unusable_files(
+    broker: MqttBrokerConfig, names: tuple[str, ...], fix: str, error: OSError
+) -> ConfigError:
+    given = [(name, getattr(broker, name)) for name in names]
+    files = ", ".join(f"{broker.setting(name)} = {path!r}" for name, path in given if path)
+    files = files or "the system's CA certificates"  # tls on, no ca_file
+    why = _SSL_SOURCE_LINE.sub("", error.strerror or str(error))
+    return ConfigError(f"{files}: cannot be loaded ({why}); {fix}")
 
 
 def make_client(

@@ -60,6 +60,7 @@ class MqttSink(SinkBase):
     def __init__(self, config: MqttSinkConfig) -> None:
         self.config = config
         self.dropped = 0
+        # tls_context reads the TLS files now: a bad one is a ConfigError at start.
         self.link = MqttLink(
             config.broker,
             config.effective_client_id,

@@ -66,7 +66,8 @@ class MqttSource(OpenClose):
         self.config = config
         self.name = config.name
         broker = config.broker
-        # TLS files are read now, so that a bad certificate stops the daemon at start.
+        # TLS files are read now, so that a bad certificate stops the daemon at start
+        # (tls_context raises ConfigError naming the setting and the file).
         self.link = MqttLink(
             broker,
             broker.client_id,

@@ -9,7 +9,8 @@ written as one line of compact UTF-8 JSON. Every sink has the same surface:
 
 `emit` returns once the record is as safe as that sink makes it: written and
 flushed (stdout), fsynced (file), handed to ZeroMQ (PUB), or queued for the
-broker (MQTT; published in the background: mqtt_sink.py).
+broker (MQTT; published in the background: mqtt_sink.py). Blocking writes
+(stdout, file) run in a thread, so a slow disk or reader never stalls the loop.
 """
 
 from __future__ import annotations
@@ -63,11 +64,19 @@ class StdoutSink(SinkBase):
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self._stream = stream  # None: sys.stdout at emit time (tests and redirections swap it)
+        self._lock = asyncio.Lock()  # one record at a time, in emit order
 
     async def emit(self, record: Record) -> None:
         stream = self._stream if self._stream is not None else sys.stdout
-        stream.write(json_line(record).decode("utf-8"))
-        stream.flush()
+        # In a thread: stdout may be a pipe that a slow reader lets fill up, or
+        # a terminal on hold (Ctrl-S), and the event loop must not wait on it.
+        async with self._lock:
+            await asyncio.to_thread(_write_flushed, stream, json_line(record).decode("utf-8"))
+
+
+def _write_flushed(stream: TextIO, text: str) -> None:
+    stream.write(text)
+    stream.flush()
 
 
 class JsonlFileSink(SinkBase):

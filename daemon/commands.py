@@ -153,7 +153,9 @@ def send(connect: str | None, topic: str | None, broker: dict[str, Any], timeout
     try:
         report: SendReport
         if topic is not None:
-            report = send_lines_mqtt(lines, MqttBrokerConfig(**broker), topic, timeout_s)
+            names = {"ca_file": "--mqtt-tls-ca"}  # errors name the option, not the field
+            settings = MqttBrokerConfig(**broker, setting_names=names)
+            report = send_lines_mqtt(lines, settings, topic, timeout_s)
         else:
             report = send_lines_zmq(lines, connect or DEFAULT_PULL_BIND, timeout_s)
     except ConfigError as error:

@@ -6,15 +6,19 @@ data (the latest SessionStats) for `status`:
 
 - the ingest loop takes batches of queued lines, about BATCH_CHUNKS prefill
   chunks of text at a time, so a burst of short messages costs a few
-  forward passes rather than one each;
+  forward passes rather than one each; it ends when the queue is closed and
+  empty (shutdown), after the batch in flight;
 - summaries are triggered every N stream tokens (summary.every_tokens), at
   most every T seconds and only if new text arrived (summary.every_seconds),
-  on request (`streamd summarize`) and at shutdown;
+  on request (`streamd summarize`) and at shutdown; "new text" is always
+  `unsummarized_tokens`, the stream tokens ingested since the latest summary;
 - each summary becomes a record (the dict the outputs write) handed to
   `on_summary` on the loop.
 
 A failure in one batch or one summary is logged with its context, counted
-(streamd_engine_errors_total{stage}) and survived: the next batch runs.
+(streamd_engine_errors_total{stage}; a failed batch's messages also as dropped,
+reason engine_error) and survived: the next batch runs. A batch that ingests
+counts its messages in streamd_ingest_ingested_total{source}.
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -32,8 +35,8 @@ import structlog
 
 from .config import Config
 from .engine_thread import EngineThread
-from .ingest import IngestQueue, Lines, joined_text
-from .metrics import StreamdMetrics
+from .ingest import ENGINE_ERROR, SHUTDOWN, IngestQueue, Lines, joined_text, messages_ending
+from .metrics import Counter, StreamdMetrics
 from .session_api import SessionStats, Summary
 from .session_worker import SessionWorker
 
@@ -54,14 +57,6 @@ class EngineError(RuntimeError):
     """A summary or resize failed inside the session; the message says what happened."""
 
 
-@dataclass
-class Triggers:
-    """When to summarize; `tune` changes these live (0 turns a trigger off)."""
-
-    every_tokens: int
-    every_seconds: float
-
-
 class RateWindow:
     """Tokens per second over the last window_s seconds."""
 
@@ -69,6 +64,11 @@ class RateWindow:
         self.window_s = window_s
         self._since = time.monotonic()
         self._events: deque[tuple[float, int]] = deque()
+
+    def reset(self) -> None:
+        """Start the window now (when the model is loaded: loading is not ingest time)."""
+        self._since = time.monotonic()
+        self._events.clear()
 
     def add(self, tokens: int) -> None:
         self._events.append((time.monotonic(), tokens))
@@ -114,20 +114,12 @@ class Engine:
         on_summary: SummaryHandler,
         worker: SessionWorker | None = None,  # tests pass one that fails on purpose
     ) -> None:
-        self.config = config
-        self.triggers = Triggers(config.summary.every_tokens, config.summary.every_seconds)
+        self.config = config  # `tune` replaces it; the triggers read config.summary each time
         self.stats: SessionStats | None = None  # the session after the last engine call
         self.rate = RateWindow()
         self.summaries_emitted = 0
-        self.batches_taken = 0  # from the queue, this run
-        self._batches_summarized = 0  # batches_taken when the latest summary was asked for
         self.last_summary_epoch_s: float | None = None
         self._metrics = metrics
-        self.errors = metrics.registry.counter(
-            "streamd_engine_errors_total",
-            "Engine calls that failed and were skipped, by stage (ingest, summary, tune).",
-            ["stage"],
-        )
         self._on_summary = on_summary
         self._thread = EngineThread()
         self._worker = worker or SessionWorker(metrics)
@@ -143,6 +135,7 @@ class Engine:
         stats = await self._thread.call(self._worker.load, self.config)
         self.stats = stats
         self._period_start = time.monotonic()
+        self.rate.reset()
         return stats
 
     async def run_on_thread(self, fn: Callable[..., T], *args: Any) -> T:
@@ -155,9 +148,9 @@ class Engine:
 
     @property
     def has_unsummarized_text(self) -> bool:
-        """Text was taken since the latest summary was asked for (in flight included:
-        a batch is submitted to the engine thread as soon as it is taken)."""
-        return self.batches_taken > self._batches_summarized
+        """Stream tokens were ingested since the latest summary (a batch in flight is
+        not counted yet: the shutdown waits for it before it asks)."""
+        return self.unsummarized_tokens > 0
 
     @property
     def unsummarized_tokens(self) -> int:
@@ -168,17 +161,16 @@ class Engine:
     # --------------------------------------------------------------- ingest
 
     async def run_ingest(self, queue: IngestQueue) -> None:
-        """Take batches from the queue and ingest them, until cancelled."""
-        while True:
-            batch = await queue.take(self._batch_chars())
-            self.batches_taken += 1
+        """Take batches from the queue and ingest them, until the queue is closed and
+        empty. Every message taken is counted: ingested, or dropped with the reason."""
+        while batch := await queue.take(self._batch_chars()):
             self._metrics.queue_depth.set(queue.depth)
             await self._ingest(batch)
-            if self._tokens_due():
+            if self._tokens_due() and not queue.closed:  # closing: the final summary follows
                 await self._summarize_if(self._tokens_due, "tokens")
 
     def _tokens_due(self) -> bool:
-        every = self.triggers.every_tokens
+        every = self.config.summary.every_tokens
         return bool(every) and self.unsummarized_tokens >= every
 
     def _batch_chars(self) -> int:
@@ -189,12 +181,22 @@ class Engine:
         text = joined_text(batch)
         try:
             result = await self._thread.call(self._worker.ingest, text)
+        except asyncio.CancelledError:  # a forced shutdown: the batch may never run
+            self._count(batch, self._metrics.ingest_dropped, reason=SHUTDOWN)
+            raise
         except Exception:
-            self.errors.inc(stage="ingest")
+            self._metrics.engine_errors.inc(stage="ingest")
+            self._count(batch, self._metrics.ingest_dropped, reason=ENGINE_ERROR)
             log.exception("ingest failed; the batch is skipped", **_batch_context(batch))
             return
+        self._count(batch, self._metrics.ingest_ingested)
         self.stats = result.stats
         self.rate.add(result.tokens)
+
+    @staticmethod
+    def _count(batch: list[Lines], counter: Counter, **labels: str) -> None:
+        for source, messages in messages_ending(batch).items():
+            counter.inc(messages, source=source, **labels)
 
     # ------------------------------------------------------------ summaries
 
@@ -202,13 +204,13 @@ class Engine:
         """The every_seconds trigger, until cancelled: at each tick, summarize if new
         text arrived; any summary starts the period again."""
         while True:
-            every = self.triggers.every_seconds  # read each time round: `tune` changes it
+            every = self.config.summary.every_seconds  # each time round: `tune` changes it
             wait = self._period_start + every - time.monotonic()
             if not every or wait > 0:
                 await asyncio.sleep(min(wait, TIMER_TICK_S) if every else TIMER_TICK_S)
                 continue
             self._period_start = time.monotonic()
-            await self._summarize_if(lambda: self.unsummarized_tokens > 0, "seconds")
+            await self._summarize_if(lambda: self.has_unsummarized_text, "seconds")
 
     async def _summarize_if(self, still_due: Callable[[], bool], trigger: str) -> None:
         """A triggered summary; skipped if another one made it moot meanwhile, and a
@@ -225,16 +227,13 @@ class Engine:
             return await self._summarize_locked(trigger)
 
     async def _summarize_locked(self, trigger: str) -> dict[str, Any]:
-        # The engine thread runs calls in order: every batch taken so far is in the summary.
-        covered = self.batches_taken
         try:
             summary, self.stats = await self._thread.call(self._worker.summarize)
         except Exception as error:
-            self.errors.inc(stage="summary")
+            self._metrics.engine_errors.inc(stage="summary")
             log.exception("summary failed", trigger=trigger)
             raise EngineError(f"the summary failed: {type(error).__name__}: {error}") from error
         self._summarized_upto = summary.stream_tokens
-        self._batches_summarized = covered
         self._period_start = time.monotonic()
         self.summaries_emitted += 1
         self.last_summary_epoch_s = time.time()
@@ -254,7 +253,7 @@ class Engine:
         except ValueError:
             raise
         except Exception as error:
-            self.errors.inc(stage="tune")
+            self._metrics.engine_errors.inc(stage="tune")
             log.exception("resizing the cache failed", max_capacity=n)
             raise EngineError(f"resizing failed: {type(error).__name__}: {error}") from error
         self.stats = resized.stats

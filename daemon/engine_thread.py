@@ -8,6 +8,7 @@ submitted here; the loop awaits the result:
 
 Calls run one at a time in submission order, so an ingest, a summary and a
 `tune` can never interleave, and the loop never waits on a forward pass.
+(gpu.NvmlReader uses one too, for NVML calls that may block.)
 """
 
 from __future__ import annotations

@@ -2,16 +2,23 @@
 
 NVML sees physical GPUs and ignores CUDA_VISIBLE_DEVICES (streamd@N sets it),
 so the GPU is found by the UUID torch reports for the session's device, not
-by its index. NVML calls can block on a wedged driver: the service makes them
-off the event loop.
+by its index. NVML calls can block on a wedged driver: NvmlReader makes them
+on a thread of their own (not the loop's shared pool, which a wedged call would
+eat one thread at a time) and gives up on an answer after NVML_TIMEOUT_S.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
+from collections.abc import Callable
 from typing import Any
 
+from .engine_thread import EngineThread
+
 NO_GPU = "no GPU"
+NO_ANSWER = "NVML did not answer"
+NVML_TIMEOUT_S = 1.0  # `status` must answer promptly whatever the driver does
 
 
 def cuda_uuid(device: str) -> str | None:
@@ -57,3 +64,28 @@ def gpu_status(uuid: str | None) -> dict[str, Any]:
         "memory_total_bytes": int(memory.total),
         "utilization_perc": int(utilization.gpu),
     }
+
+
+class NvmlReader:
+    """gpu_status() on one daemon thread of its own, with a time limit: a wedged driver
+    makes `status` say so instead of hanging it (or the process's exit)."""
+
+    def __init__(
+        self,
+        read: Callable[[str | None], dict[str, Any]] = gpu_status,
+        timeout_s: float = NVML_TIMEOUT_S,
+    ) -> None:
+        self._read = read
+        self._timeout_s = timeout_s
+        self._thread: EngineThread | None = None  # started on the first GPU reading
+
+    async def status(self, uuid: str | None) -> dict[str, Any]:
+        if uuid is None:
+            return {"available": False, "reason": NO_GPU}
+        if self._thread is None:
+            self._thread = EngineThread(name="streamd-nvml")
+            self._thread.start()
+        try:
+            return await asyncio.wait_for(self._thread.call(self._read, uuid), self._timeout_s)
+        except TimeoutError:
+            return {"available": False, "reason": NO_ANSWER}

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .config import ConfigError
 from .control import TUNE_KEYS, ControlError, check_args
 from .engine import EngineError
-from .gpu import gpu_status
+from .gpu import NvmlReader
 from .status import READY, STARTING, status_document
 
 if TYPE_CHECKING:
@@ -21,8 +21,12 @@ if TYPE_CHECKING:
 
 
 class ControlHandler:
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Service, nvml: NvmlReader | None = None) -> None:
         self.service = service
+        self._nvml = nvml or NvmlReader()
+        # One tune at a time: each builds on the config the one before it left (two at
+        # once would both start from the same config, and the later apply undo the other).
+        self._tune_lock = asyncio.Lock()
 
     async def handle(self, cmd: str, args: dict[str, Any]) -> dict[str, Any]:
         if cmd == "status":
@@ -40,7 +44,7 @@ class ControlHandler:
 
     async def status(self) -> dict[str, Any]:
         s = self.service
-        gpu = await asyncio.to_thread(gpu_status, s.gpu_uuid)  # NVML may block: off the loop
+        gpu = await self._nvml.status(s.gpu_uuid)  # NVML may block: off the loop, bounded
         return status_document(
             state=s.state,
             uptime_s=s.uptime_s,
@@ -74,20 +78,30 @@ class ControlHandler:
         if not args:
             raise ControlError(f"tune: give at least one of {', '.join(TUNE_KEYS)}")
         self._require_ready("tune")
+        async with self._tune_lock:
+            return await self._tune_locked(args)
+
+    async def _tune_locked(self, args: dict[str, Any]) -> dict[str, Any]:
         s = self.service
+        old = s.config
         try:
-            new = s.config.with_overrides({TUNE_KEYS[name]: value for name, value in args.items()})
+            new = old.with_overrides({TUNE_KEYS[name]: value for name, value in args.items()})
         except ConfigError as error:
             raise ControlError(f"tune: {error}") from None
-        old_triggers = (s.engine.triggers.every_tokens, s.engine.triggers.every_seconds)
         changed: dict[str, list[Any]] = {}
         if "max_capacity" in args:
             changed["max_capacity"] = list(await self._resize(new.cache.max_capacity))
         s.apply_config(new)
         if "summary_every_tokens" in args:
-            changed["summary_every_tokens"] = [old_triggers[0], new.summary.every_tokens]
+            changed["summary_every_tokens"] = [
+                old.summary.every_tokens,
+                new.summary.every_tokens,
+            ]
         if "summary_every_seconds" in args:
-            changed["summary_every_seconds"] = [old_triggers[1], new.summary.every_seconds]
+            changed["summary_every_seconds"] = [
+                old.summary.every_seconds,
+                new.summary.every_seconds,
+            ]
         return {"changed": changed}
 
     async def _resize(self, max_capacity: int) -> tuple[int, int]:

@@ -19,11 +19,18 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 
-from streamd.connectors import DEFAULT_DECODER, Accepted, DecoderConfig, RawMessage, decode_message
+from streamd.connectors import (
+    DEFAULT_DECODER,
+    Accepted,
+    DecoderConfig,
+    RawMessage,
+    Rejected,
+    decode_message,
+)
 
 from .metrics import StreamdMetrics
 
@@ -33,27 +40,43 @@ log = structlog.get_logger(__name__)
 QUEUE_MAX_CHARS = 8 * 1024 * 1024
 QUEUE_FULL = "queue_full"
 SHUTDOWN = "shutdown"  # still queued when the shutdown's drain time ran out
+ENGINE_ERROR = "engine_error"  # in a batch that failed on the engine thread
+# Payloads above this are decoded off the loop; below, a thread hop costs more than decoding.
+DECODE_OFF_LOOP_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
 class Lines:
-    """The lines of one message, and the source (connector name) that received it."""
+    """The lines of one message (or of a part of it), and the source (connector name) that
+    received it. A message taken in parts is counted (ingested or dropped) once: on the
+    part that holds its last line, `last`."""
 
     source: str
     lines: tuple[str, ...]
+    last: bool = True
+    chars: int = field(init=False, compare=False)  # each line and its newline
 
-    @property
-    def chars(self) -> int:
-        return sum(len(line) + 1 for line in self.lines)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "chars", sum(len(line) + 1 for line in self.lines))
 
 
 class IngestQueue:
-    """A FIFO of Lines bounded in characters; the event loop's side of the engine."""
+    """A FIFO of Lines bounded in characters; the event loop's side of the engine.
+
+    close() ends it: `take` then returns what is left and after that an empty batch,
+    which tells the ingest loop to stop (after the batch it has in flight).
+    """
 
     def __init__(self, max_chars: int = QUEUE_MAX_CHARS) -> None:
         self.max_chars = max_chars
         self._items: deque[Lines] = deque()
         self._chars = 0
+        # A message taken in parts stays at the head until its last line is taken:
+        # these say how much of it is gone (no re-slicing the rest each time).
+        self._head_lines = 0
+        self._head_chars = 0
+        self._by_source: dict[str, int] = {}  # messages waiting, per source
+        self._closed = False
         self._changed = asyncio.Condition()
 
     @property
@@ -64,6 +87,14 @@ class IngestQueue:
     @property
     def chars(self) -> int:
         return self._chars
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def queued_by_source(self) -> dict[str, int]:
+        """Messages waiting, per source (one partly taken counts as one)."""
+        return {source: count for source, count in self._by_source.items() if count}
 
     def _has_room(self, item: Lines) -> bool:
         # An empty queue takes any message, so that one larger than the bound still goes.
@@ -77,31 +108,35 @@ class IngestQueue:
             await self._changed.wait_for(lambda: self._has_room(item))
             self._items.append(item)
             self._chars += item.chars
+            self._by_source[item.source] = self._by_source.get(item.source, 0) + 1
             self._changed.notify_all()
         return True
 
     async def take(self, max_chars: int) -> list[Lines]:
         """Wait for lines, then take whole lines up to max_chars (at least one line, however
-        long: the decoder bounds a line to max_line_chars).
+        long: the decoder bounds a line to max_line_chars). Empty once closed and empty.
 
         A large message is taken in parts: a batch stays near max_chars, so one
         1 MiB blob cannot hold the engine (and `tune`, and shutdown) for minutes.
         """
         async with self._changed:
-            await self._changed.wait_for(lambda: bool(self._items))
+            await self._changed.wait_for(lambda: bool(self._items) or self._closed)
             batch = self._take_up_to(max_chars)
             self._changed.notify_all()
         return batch
+
+    async def close(self) -> None:
+        """No more batches after what is queued: a waiting `take` returns empty."""
+        async with self._changed:
+            self._closed = True
+            self._changed.notify_all()
 
     def _take_up_to(self, max_chars: int) -> list[Lines]:
         batch: list[Lines] = []
         budget = max_chars
         while self._items:
-            head = self._items[0]
-            if head.chars <= budget:
-                item: Lines | None = self._items.popleft()
-            else:  # the first line of a batch goes whatever its length
-                item = self._split_head(budget, at_least_one=not batch)
+            # The first line of a batch goes whatever its length.
+            item = self._take_from_head(budget, at_least_one=not batch)
             if item is None:
                 break
             batch.append(item)
@@ -109,35 +144,62 @@ class IngestQueue:
             self._chars -= item.chars
         return batch
 
-    def _split_head(self, budget: int, *, at_least_one: bool) -> Lines | None:
-        """Take the first lines of the head message that fit in budget; None if none does."""
+    def _take_from_head(self, budget: int, *, at_least_one: bool) -> Lines | None:
+        """The head message's next lines that fit in budget (all of them: the message
+        leaves the queue); None if none fits."""
         head = self._items[0]
-        count, used = 0, 0
-        while count < len(head.lines) and used + len(head.lines[count]) + 1 <= budget:
-            used += len(head.lines[count]) + 1
-            count += 1
-        count = max(count, 1) if at_least_one else count
-        if count == 0:
-            return None
-        if count == len(head.lines):
-            return self._items.popleft()
-        self._items[0] = Lines(head.source, head.lines[count:])
-        return Lines(head.source, head.lines[:count])
+        if self._head_lines == 0 and head.chars <= budget:
+            return self._pop_head()
+        start = end = self._head_lines
+        used = 0
+        while end < len(head.lines) and used + len(head.lines[end]) + 1 <= budget:
+            used += len(head.lines[end]) + 1
+            end += 1
+        if end == start:
+            if not at_least_one:
+                return None
+            used, end = len(head.lines[start]) + 1, start + 1
+        if end == len(head.lines):
+            self._pop_head()
+            return Lines(head.source, head.lines[start:], last=head.last)
+        self._head_lines, self._head_chars = end, self._head_chars + used
+        return Lines(head.source, head.lines[start:end], last=False)
+
+    def _pop_head(self) -> Lines:
+        head = self._items.popleft()
+        self._head_lines = self._head_chars = 0
+        self._by_source[head.source] -= 1
+        return head
 
     async def wait_empty(self) -> None:
         async with self._changed:
             await self._changed.wait_for(lambda: not self._items)
 
     def discard_all(self) -> list[Lines]:
-        """Empty the queue (shutdown); returns what was in it."""
+        """Empty the queue (shutdown); returns what was in it (of a message partly taken,
+        the rest)."""
         items = list(self._items)
+        if items and self._head_lines:
+            head = items[0]
+            items[0] = Lines(head.source, head.lines[self._head_lines :], last=head.last)
         self._items.clear()
-        self._chars = 0
+        self._chars = self._head_lines = self._head_chars = 0
+        self._by_source.clear()
         return items
 
 
 def joined_text(batch: Iterable[Lines]) -> str:
     return "\n".join(line for item in batch for line in item.lines)
+
+
+def messages_ending(batch: Iterable[Lines]) -> dict[str, int]:
+    """{source: messages whose last line is in `batch`}: what the batch counts as ingested
+    (or dropped), so that a message taken in parts counts once."""
+    counts: dict[str, int] = {}
+    for item in batch:
+        if item.last:
+            counts[item.source] = counts.get(item.source, 0) + 1
+    return counts
 
 
 class Intake:
@@ -159,16 +221,32 @@ class Intake:
         # "source" is chosen by the sender and would let it mint unbounded label sets.
         source = message.source
         self._metrics.ingest_messages.inc(source=source)
-        decoded = decode_message(message.payload, source, self._decoder)
-        if not isinstance(decoded, Accepted):
-            reason = decoded.reason.value
-            self._metrics.ingest_rejected.inc(source=source, reason=reason)
-            self._log_rejection(source, reason, decoded.detail)
-            return
-        queued = await self.queue.put(Lines(source, decoded.lines), wait=wait_when_full)
+        try:
+            decoded = await self._decode(message)
+            if not isinstance(decoded, Accepted):
+                reason = decoded.reason.value
+                self._metrics.ingest_rejected.inc(source=source, reason=reason)
+                self._log_rejection(source, reason, decoded.detail)
+                return
+            queued = await self.queue.put(Lines(source, decoded.lines), wait=wait_when_full)
+        except asyncio.CancelledError:
+            # Shutdown cancels a PULL source that waits for room: its message was counted
+            # received, so it is counted dropped too (received = ingested + dropped +
+            # rejected + queued, per source).
+            self.count_dropped(source, SHUTDOWN)
+            raise
         if not queued:
             self.count_dropped(source, QUEUE_FULL)
         self._metrics.queue_depth.set(self.queue.depth)
+
+    async def _decode(self, message: RawMessage) -> Accepted | Rejected:
+        """A large payload is decoded (UTF-8, JSON, line splitting) on a worker thread:
+        a 1 MiB blob must not stall the loop, its control socket and its watchdog."""
+        if len(message.payload) > DECODE_OFF_LOOP_BYTES:
+            return await asyncio.to_thread(
+                decode_message, message.payload, message.source, self._decoder
+            )
+        return decode_message(message.payload, message.source, self._decoder)
 
     def _log_rejection(self, source: str, reason: str, detail: str) -> None:
         # The first of a kind is a warning; repeats only count (a bad sender in a loop

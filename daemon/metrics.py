@@ -285,9 +285,15 @@ class StreamdMetrics:
         self.ingest_messages = r.counter(
             "streamd_ingest_messages_total", "Messages received, by source.", ["source"]
         )
+        self.ingest_ingested = r.counter(
+            "streamd_ingest_ingested_total",
+            "Messages prefilled into the session, by source (received = ingested + dropped "
+            "+ rejected + queued).",
+            ["source"],
+        )
         self.ingest_dropped = r.counter(
             "streamd_ingest_dropped_total",
-            "Messages dropped by backpressure, by source and reason.",
+            "Messages dropped (backpressure, shutdown, a failed batch), by source and reason.",
             ["source", "reason"],
         )
         self.ingest_rejected = r.counter(
@@ -310,20 +316,14 @@ class StreamdMetrics:
         self.source_reconnects = r.counter(
             "streamd_source_reconnects_total", "Reconnections to a broker, by source.", ["source"]
         )
-
-    def source_counts(self) -> dict[str, dict[str, int]]:
-        """{source: {"received", "dropped", "rejected"}} summed over reasons, for status."""
-        out: dict[str, dict[str, int]] = {}
-        counters = {
-            "received": self.ingest_messages,
-            "dropped": self.ingest_dropped,
-            "rejected": self.ingest_rejected,
-        }
-        for field, counter in counters.items():
-            for key, value in counter.values().items():
-                row = out.setdefault(key[0], {"received": 0, "dropped": 0, "rejected": 0})
-                row[field] += int(value)
-        return out
+        self.engine_errors = r.counter(
+            "streamd_engine_errors_total",
+            "Engine calls that failed and were skipped, by stage (ingest, summary, tune).",
+            ["stage"],
+        )
+        self.output_errors = r.counter(
+            "streamd_output_errors_total", "Summaries an output failed to write.", ["output"]
+        )
 
 
 class MetricsServer:

@@ -7,9 +7,16 @@ startup   logging; the control socket first, so that `streamd status` answers
 main_loop waits for a signal (or a task that must not end, ending), and keeps
           systemd's STATUS= line current. WATCHDOG=1 runs from the loop all along.
 shutdown  STOPPING=1; sources closed (no new text); what is queued is ingested
-          if that takes under DRAIN_S, else dropped and counted; a final
+          if that takes under DRAIN_S, else dropped and counted; the queue is
+          closed and the ingest loop ends after its batch in flight; a final
           summary to every output; outputs, metrics and control closed.
           Exit 0, well inside the unit's TimeoutStopSec=60.
+
+Any exception at startup closes whatever was opened (the control socket file
+included) and becomes a StartupError: one line, no traceback. If the engine
+thread is still inside a forward pass at the end (a summary that ran out of
+time, a signal while the model loaded), the process exits with os._exit after
+flushing: interpreter teardown could wait for the thread, or crash under it.
 
 Signal handlers only set flags. The first SIGTERM/SIGINT asks for the graceful
 shutdown; a second one abandons whatever step is running and exits 1. The
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -43,7 +51,7 @@ from .handler import ControlHandler
 from .ingest import SHUTDOWN, IngestQueue, Intake
 from .logsetup import configure_logging
 from .metrics import MetricsServer, StreamdMetrics
-from .status import READY, STARTING, STOPPING
+from .status import READY, STARTING, STOPPING, source_counts
 from .wiring import Outputs, SourceSpec, build_sinks, build_sources
 
 log = structlog.get_logger(__name__)
@@ -86,9 +94,12 @@ class Service:
         self.force_exit = asyncio.Event()  # set by the second
         self.failed = False  # a task that must not end, ended
         self._started = time.monotonic()
+        self.engine_abandoned = False  # the engine thread was still busy at the end
         self._resources = AsyncExitStack()  # control, metrics, outputs: closed last
         self._intake = AsyncExitStack()  # sources: closed first
-        self._tasks: list[asyncio.Task[None]] = []  # ingest, timer, sources
+        self._ingest_task: asyncio.Task[None] | None = None
+        self._timer_task: asyncio.Task[None] | None = None
+        self._source_tasks: list[asyncio.Task[None]] = []
         self._helpers: list[asyncio.Task[None]] = []  # watchdog
         self._old_handlers: dict[int, Any] = {}
 
@@ -97,25 +108,31 @@ class Service:
     def run(self) -> int:
         """Configure logging and serve until stopped; returns the exit code."""
         configure_logging(self.config.log.level, self.config.log.format)
-        code = asyncio.run(self.serve())
-        if self.force_exit.is_set():
+        try:
+            code = asyncio.run(self.serve())
+        except StartupError as error:
+            if self.engine_abandoned:
+                print(f"streamd: {error}", file=sys.stderr)
+                _exit_now(error.exit_code)
+            raise
+        if self.force_exit.is_set() or self.engine_abandoned:
             # The engine thread may be inside a forward pass: interpreter teardown could
-            # wait for it, or crash under it. A forced exit is what the second signal asked.
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
+            # wait for it, or crash under it. Outputs are closed (flushed) by now.
+            _exit_now(code)
         return code
 
     async def serve(self) -> int:
-        """Raises StartupError when it cannot start (after closing what it opened)."""
+        """Raises StartupError when it cannot start, whatever failed (after closing what
+        it opened)."""
         self._install_signal_handlers()
         try:
             try:
                 await self.startup()
-            except StartupError as error:
-                log.error("cannot start", error=str(error))
+            except Exception as error:
+                failure = _as_startup_error(error)
+                log.error("cannot start", error=str(failure))
                 await self._close_everything()
-                raise
+                raise failure from None
             if not self.should_exit.is_set():
                 await self.main_loop()
             return await self.shutdown()
@@ -230,10 +247,12 @@ class Service:
             extend.cancel()
 
     def _start_tasks(self) -> None:
-        self._spawn(self.engine.run_ingest(self.queue), "ingest")
-        self._spawn(self.engine.run_timer(), "summary timer")
+        self._ingest_task = self._spawn(self.engine.run_ingest(self.queue), "ingest")
+        self._timer_task = self._spawn(self.engine.run_timer(), "summary timer")
         for spec in self.sources:
-            self._spawn(self._run_source(spec), f"source {spec.source.name}")
+            self._source_tasks.append(
+                self._spawn(self._run_source(spec), f"source {spec.source.name}")
+            )
 
     async def _run_source(self, spec: SourceSpec) -> None:
         async def deliver(message: Any) -> None:
@@ -241,13 +260,19 @@ class Service:
 
         await spec.source.run(deliver)
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coro, name=name)
         task.add_done_callback(self._on_task_done)
-        self._tasks.append(task)
+        return task
+
+    @property
+    def _tasks(self) -> list[asyncio.Task[None]]:
+        """The ingest, timer and source tasks started so far."""
+        tasks = [self._ingest_task, self._timer_task, *self._source_tasks]
+        return [task for task in tasks if task is not None]
 
     def _on_task_done(self, task: asyncio.Task[None]) -> None:
-        """These tasks run until shutdown cancels them; one that ends early leaves the
+        """These tasks run until shutdown ends them; one that ends early leaves the
         daemon deaf or mute, so it exits non-zero and systemd restarts it."""
         if task.cancelled() or self.state == STOPPING:
             return
@@ -296,29 +321,45 @@ class Service:
         await self._until_forced(self._finish_stream())
         await self._close_everything()
         code = EXIT_FAILURE if self.force_exit.is_set() or self.failed else EXIT_OK
-        log.info("stopped", exit_code=code)
+        # The final counts: per source, received = ingested + dropped + rejected.
+        counts = source_counts(self.metrics, self.source_links(), self.queue.queued_by_source())
+        log.info("stopped", exit_code=code, sources=counts)
         return code
 
     async def _close_sources(self) -> None:
         """Stop intake: no source task runs, no socket takes text after this."""
-        source_tasks = [t for t in self._tasks if t.get_name().startswith("source ")]
-        await _cancel(source_tasks)
+        await _cancel(self._source_tasks)
         await self._intake.aclose()
 
     async def _finish_stream(self) -> None:
         """Ingest what is queued (if quick), then the final summary to every output."""
-        await _cancel([t for t in self._tasks if t.get_name() == "summary timer"])
+        if self._timer_task is not None:
+            await _cancel([self._timer_task])
         if self.queue.depth:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.queue.wait_empty(), DRAIN_S)
-        await _cancel(self._tasks)  # the batch in flight still finishes on the engine thread
         dropped = self.intake.drop_queued(SHUTDOWN)
         if dropped:
             log.warning("queued messages dropped at shutdown", messages=dropped, drain_s=DRAIN_S)
+        await self._end_ingest()
         if self.engine.has_unsummarized_text:
             await self._final_summary()
         else:
             log.info("no final summary: no text since the last one")
+
+    async def _end_ingest(self) -> None:
+        """Close the queue and let the ingest loop end after its batch in flight, which
+        may wait behind a summary or a `tune` on the engine thread: cancelling it instead
+        would lose that batch uncounted. Past FINAL_SUMMARY_S it is cancelled (and its
+        batch counted dropped)."""
+        await self.queue.close()
+        task = self._ingest_task
+        if task is None:
+            return
+        done, _ = await asyncio.wait({task}, timeout=FINAL_SUMMARY_S)
+        if not done:
+            log.warning("the last batch took longer than allowed", limit_s=FINAL_SUMMARY_S)
+            await _cancel([task])
 
     async def _final_summary(self) -> None:
         try:
@@ -335,6 +376,7 @@ class Service:
             await asyncio.wait_for(self._close_all_resources(), limit)
         join_s = 0.0 if self.force_exit.is_set() else ENGINE_JOIN_S
         if not await asyncio.to_thread(self.engine.stop, join_s):
+            self.engine_abandoned = True
             log.warning("the engine thread is still busy; exiting without it")
         await _cancel(self._helpers + self._tasks)
 
@@ -361,9 +403,7 @@ class Service:
     def apply_config(self, config: Config) -> None:
         """A config changed live by `tune` (already applied to the session)."""
         self.config = config
-        self.engine.config = config
-        self.engine.triggers.every_tokens = config.summary.every_tokens
-        self.engine.triggers.every_seconds = config.summary.every_seconds
+        self.engine.config = config  # the summary triggers read it each time round
 
     def source_links(self) -> dict[str, bool | None]:
         """Source names for status, with whether each broker link is up (None: no link)."""
@@ -380,6 +420,27 @@ class Service:
             "control": str(self.config.control.socket),
             "startup_s": round(self.uptime_s, 3),
         }
+
+
+def _as_startup_error(error: Exception) -> StartupError:
+    """Any failure at startup as one line: ours say what to change; anything else says
+    what it was (the log has the traceback)."""
+    if isinstance(error, StartupError):
+        return error
+    if isinstance(error, ConnectorConfigError):
+        return StartupError(str(error), EXIT_CONFIG)
+    # One line for people; the traceback for whoever debugs it (at debug level).
+    log.debug("startup failed with an unexpected error", exc_info=error)
+    return StartupError(f"cannot start: {type(error).__name__}: {error}")
+
+
+def _exit_now(code: int) -> None:
+    """Exit without interpreter teardown, once what is written is flushed."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 async def _opened(opening: Awaitable[None], key: str) -> None:

@@ -9,7 +9,7 @@ bit-identical; set_max_capacity() resizes live.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -165,19 +165,25 @@ class Session:
             return []
         return self._encode("\n".join(lines) + "\n", allow_special=False)
 
-    def ingest(self, text: str) -> int:
-        """Tokenize and prefill `text`; returns the number of stream tokens ingested."""
+    def ingest(self, text: str, on_chunk: Callable[[int, float], None] | None = None) -> int:
+        """Tokenize and prefill `text`; returns the number of stream tokens ingested.
+        on_chunk(tokens, seconds) is called after each chunk's forward pass."""
         ids = self.tokenize_stream(text)
-        self.ingest_ids(ids)
+        self.ingest_ids(ids, on_chunk)
         return len(ids)
 
-    def ingest_ids(self, ids: list[int]) -> None:
+    def ingest_ids(
+        self, ids: list[int], on_chunk: Callable[[int, float], None] | None = None
+    ) -> None:
         chunk = self.ring.layout.chunk
         for start in range(0, len(ids), chunk):
             piece = ids[start : start + chunk]
             began = time.perf_counter()
             self.runner.stream(self._tensor(piece))
-            self._record_chunk(len(piece), time.perf_counter() - began)
+            seconds = time.perf_counter() - began
+            self._record_chunk(len(piece), seconds)
+            if on_chunk is not None:
+                on_chunk(len(piece), seconds)
 
     def _record_chunk(self, tokens: int, seconds: float) -> None:
         self.timings.last_chunk_s = seconds

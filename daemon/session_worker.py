@@ -73,15 +73,14 @@ class SessionWorker:
         return self._observed_stats()
 
     def ingest(self, text: str) -> Ingested:
-        """Tokenize and prefill one chunk at a time, timing each chunk for the metrics."""
-        session = self._loaded()
-        ids = session.tokenize_stream(text)
-        chunk = session.ring.layout.chunk
-        for start in range(0, len(ids), chunk):
-            session.ingest_ids(ids[start : start + chunk])  # exactly one forward pass
-            self._metrics.prefill_chunk.observe(session.timings.last_chunk_s)
-        self._metrics.ingest_tokens.inc(len(ids))
-        return Ingested(len(ids), self._observed_stats())
+        """Tokenize and prefill, counting each chunk in the metrics as it is done."""
+
+        def observe(tokens: int, seconds: float) -> None:
+            self._metrics.prefill_chunk.observe(seconds)
+            self._metrics.ingest_tokens.inc(tokens)
+
+        tokens = self._loaded().ingest(text, on_chunk=observe)
+        return Ingested(tokens, self._observed_stats())
 
     def summarize(self) -> tuple[Summary, SessionStats]:
         summary = self._loaded().summarize()

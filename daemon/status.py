@@ -3,7 +3,9 @@
 The document is plain JSON. Keys other programs rely on (the issue's contract):
 state, model, cache{max_capacity, used, pinned, window, bytes},
 tokens{ingested, evicted}, summaries{emitted}, sources{name: {received,
-rejected, dropped}}. Everything else is for people and may grow.
+ingested, rejected, dropped, queued}}, where per source received = ingested +
+dropped + rejected + queued once nothing is in flight on the engine thread.
+Everything else is for people and may grow.
 Latencies are null until the first observation.
 """
 
@@ -52,7 +54,7 @@ def status_document(
         },
         "queue": {"depth": queue.depth, "chars": queue.chars, "max_chars": queue.max_chars},
         "summaries": _summaries(engine),
-        "sources": _sources(metrics, sources),
+        "sources": _sources(metrics, sources, queue.queued_by_source()),
         "outputs": outputs.names,
         "latency": {
             "prefill_chunk_s": _quantiles(metrics.prefill_chunk),
@@ -60,8 +62,8 @@ def status_document(
             "summary_tpot_s": _quantiles(metrics.inter_token_latency),
         },
         "errors": {
-            "engine": _by_label(engine.errors.values()),
-            "outputs": _by_label(outputs.errors.values()),
+            "engine": _by_label(metrics.engine_errors.values()),
+            "outputs": _by_label(metrics.output_errors.values()),
         },
     }
 
@@ -100,33 +102,43 @@ def _summaries(engine: Engine) -> dict[str, Any]:
     return {
         "emitted": engine.summaries_emitted,
         "last_age_s": None if last is None else round(max(0.0, time.time() - last), 3),
-        "every_tokens": engine.triggers.every_tokens,
-        "every_seconds": engine.triggers.every_seconds,
+        "every_tokens": engine.config.summary.every_tokens,
+        "every_seconds": engine.config.summary.every_seconds,
     }
 
 
-def _sources(metrics: StreamdMetrics, links: Mapping[str, bool | None]) -> dict[str, Any]:
+def _sources(
+    metrics: StreamdMetrics, links: Mapping[str, bool | None], queued: Mapping[str, int]
+) -> dict[str, Any]:
     """The counts, plus "connected" for sources that hold a broker connection (MQTT)."""
-    rows = source_counts(metrics, links)
+    rows = source_counts(metrics, links, queued)
     for name, connected in links.items():
         if connected is not None:
             rows[name]["connected"] = connected
     return rows
 
 
-def source_counts(metrics: StreamdMetrics, names: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """{source: {received, rejected, dropped, rejected_by_reason, dropped_by_reason}};
-    every configured source is listed, counted or not."""
+def source_counts(
+    metrics: StreamdMetrics, names: Iterable[str], queued: Mapping[str, int] | None = None
+) -> dict[str, dict[str, Any]]:
+    """{source: {received, ingested, rejected, dropped, queued, rejected_by_reason,
+    dropped_by_reason}}; every configured source is listed, counted or not."""
     rows: dict[str, dict[str, Any]] = {}
 
     def row(source: str) -> dict[str, Any]:
-        empty = {"received": 0, "rejected": 0, "dropped": 0}
+        empty = {"received": 0, "ingested": 0, "rejected": 0, "dropped": 0, "queued": 0}
         return rows.setdefault(source, empty | {"rejected_by_reason": {}, "dropped_by_reason": {}})
 
     for name in names:
         row(name)
-    for (source,), value in metrics.ingest_messages.values().items():
-        row(source)["received"] = int(value)
+    for field, counter in {
+        "received": metrics.ingest_messages,
+        "ingested": metrics.ingest_ingested,
+    }.items():
+        for (source,), value in counter.values().items():
+            row(source)[field] = int(value)
+    for source, count in (queued or {}).items():
+        row(source)["queued"] = count
     by_reason = {"rejected": metrics.ingest_rejected, "dropped": metrics.ingest_dropped}
     for field, counter in by_reason.items():
         for (source, reason), value in counter.values().items():
@@ -172,7 +184,10 @@ def _reasons(by_reason: dict[str, int]) -> str:
 def _source_lines(sources: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
     rows = []
     for name, row in sorted(sources.items()):
-        text = f"received {row['received']}, rejected {row['rejected']}, dropped {row['dropped']}"
+        text = (
+            f"received {row['received']}, ingested {row.get('ingested', 0)}, "
+            f"rejected {row['rejected']}, dropped {row['dropped']}"
+        )
         details = _reasons(row.get("rejected_by_reason", {}) | row.get("dropped_by_reason", {}))
         rows.append((f"  {name}", text + (f" ({details})" if details else "")))
     return rows or [("  (none)", "")]

@@ -59,6 +59,12 @@ def mqtt_broker(mqtt: MqttConfig) -> MqttBrokerConfig:
         ca_file=_path(mqtt.tls_ca),
         cert_file=_path(mqtt.tls_cert),
         key_file=_path(mqtt.tls_key),
+        # TLS file errors then name the key the user wrote, not the connector's field.
+        setting_names={
+            "ca_file": "sources.mqtt.tls_ca",
+            "cert_file": "sources.mqtt.tls_cert",
+            "key_file": "sources.mqtt.tls_key",
+        },
     )
 
 
@@ -102,9 +108,7 @@ class Outputs:
 
     def __init__(self, sinks: list[Sink], metrics: StreamdMetrics) -> None:
         self.sinks = sinks
-        self.errors = metrics.registry.counter(
-            "streamd_output_errors_total", "Summaries an output failed to write.", ["output"]
-        )
+        self._errors = metrics.output_errors
 
     @property
     def names(self) -> list[str]:
@@ -115,7 +119,7 @@ class Outputs:
             try:
                 await sink.emit(record)
             except Exception:
-                self.errors.inc(output=sink.name)
+                self._errors.inc(output=sink.name)
                 log.exception("summary output failed", output=sink.name, seq=record.get("seq"))
 
     async def close(self) -> None:

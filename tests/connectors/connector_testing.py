@@ -97,3 +97,69 @@ def make_tls_files(cwd: Path) -> TlsFiles:
         cwd / "client.pem",
         cwd / "client.key",
     )
+
+
+class SlowLink:
+    """A real TCP relay on a free loopback port to `host:port` that holds every
+    chunk `delay_s` before passing it on, both ways: a long link, for a broker
+    on loopback. While `silent` is true (set it from any thread) chunks are
+    dropped, not passed on: a link gone quiet, its TCP connection still up."""
+
+    host = "127.0.0.1"
+
+    def __init__(self, host: str, port: int, delay_s: float = 0.0) -> None:
+        self._target = (host, port)
+        self._delay_s = delay_s
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+        self.port = 0
+        self.silent = False
+        self.bytes_to_client = 0  # passed on from the target to the client
+
+    async def __aenter__(self) -> SlowLink:
+        self._server = await asyncio.start_server(self._relay, self.host, 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for writer in self._writers:
+            writer.close()
+        await self._server.wait_closed()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self._target)
+        self._writers += [writer, up_writer]
+        for source, sink, to_client in ((reader, up_writer, False), (up_reader, writer, True)):
+            task = asyncio.create_task(self._pump(source, sink, to_client))
+            self._tasks.add(task)
+
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, to_client: bool
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        held: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def pass_on() -> None:
+            while True:
+                due, data = await held.get()
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                if not data:  # the sender closed its side
+                    writer.close()
+                    return
+                if self.silent:
+                    continue
+                writer.write(data)
+                await writer.drain()
+                self.bytes_to_client += len(data) if to_client else 0
+
+        passing = asyncio.create_task(pass_on())
+        self._tasks.add(passing)
+        while data := await reader.read(65536):
+            held.put_nowait((loop.time() + self._delay_s, data))
+        held.put_nowait((loop.time() + self._delay_s, b""))

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
 import pytest
 from connector_testing import Inbox, TlsFiles, eventually, running
 
+from streamd.connectors.checks import ConfigError
 from streamd.connectors.mqtt_broker import MqttBrokerConfig, tls_context
+from streamd.connectors.mqtt_sink import MqttSink, MqttSinkConfig
 from streamd.connectors.mqtt_source import MqttSource, MqttSourceConfig
+from streamd.connectors.sender import send_lines_mqtt
 
 pytestmark = pytest.mark.network
 
@@ -69,3 +77,72 @@ def test_tls_is_on_when_any_file_is_given(tls_files: TlsFiles) -> None:
     assert not MqttBrokerConfig().uses_tls
     assert MqttBrokerConfig(ca_file=str(tls_files.ca)).uses_tls
     assert tls_context(MqttBrokerConfig(tls=True)) is not None  # system CAs
+
+
+def test_a_ca_file_that_is_not_pem_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate\n")
+    broker = MqttBrokerConfig(ca_file=str(bad))
+    message = rf"^mqtt ca_file = '{re.escape(str(bad))}': cannot be loaded \(.*NO_CERTIFICATE.*\); "
+    message += "it must be a readable PEM file of CA certificates$"
+    with pytest.raises(ConfigError, match=message):
+        MqttSource(MqttSourceConfig(broker=broker))
+    with pytest.raises(ConfigError, match=message):
+        MqttSink(MqttSinkConfig(broker=broker))
+    with pytest.raises(ConfigError, match=message):
+        send_lines_mqtt(["a"], broker, "in/logs")
+
+
+def test_a_key_that_does_not_match_the_certificate_names_both_settings(
+    tls_files: TlsFiles,
+) -> None:
+    names = {"cert_file": "sources.mqtt.tls_cert", "key_file": "sources.mqtt.tls_key"}
+    broker = MqttBrokerConfig(
+        cert_file=str(tls_files.client_cert),
+        key_file=str(tls_files.server_key),  # the wrong key
+        setting_names=names,
+    )
+    with pytest.raises(ConfigError) as refused:
+        tls_context(broker)
+    assert str(refused.value) == (
+        f"sources.mqtt.tls_cert = '{tls_files.client_cert}', "
+        f"sources.mqtt.tls_key = '{tls_files.server_key}': cannot be loaded "
+        "([X509: KEY_VALUES_MISMATCH] key values mismatch); "
+        "give readable PEM files: the client certificate and its matching key"
+    )
+
+
+@contextlib.contextmanager
+def not_root() -> Iterator[None]:
+    """Root reads any file: while the tests run as root, be `nobody` for the block."""
+    if os.geteuid() != 0:
+        yield
+        return
+    os.seteuid(65534)  # the saved uid stays 0, so this can be undone
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+
+
+def test_an_unreadable_ca_file_is_a_config_error_not_a_permission_error(
+    tls_files: TlsFiles, tmp_path: Path
+) -> None:
+    unreadable = tmp_path / "ca.pem"
+    unreadable.write_bytes(tls_files.ca.read_bytes())
+    unreadable.chmod(0)
+    message = (
+        rf"^mqtt ca_file = '{re.escape(str(unreadable))}': cannot be read \(Permission denied\)"
+    )
+    with (
+        not_root(),
+        pytest.raises(ConfigError, match=message + "; it must be a readable PEM file$"),
+    ):
+        MqttBrokerConfig(ca_file=str(unreadable))
+
+
+def test_a_directory_is_not_taken_for_a_ca_file(tmp_path: Path) -> None:
+    with pytest.raises(
+        ConfigError, match=r"': not a regular file; it must be a readable PEM file$"
+    ):
+        MqttBrokerConfig(ca_file=str(tmp_path))

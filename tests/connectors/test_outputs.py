@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
 import os
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +16,7 @@ import aiomqtt
 import pytest
 import zmq
 import zmq.asyncio
-from connector_testing import eventually
+from connector_testing import eventually, running
 
 from streamd.connectors.mqtt_broker import MqttBrokerConfig
 from streamd.connectors.mqtt_sink import MqttSink, MqttSinkConfig
@@ -33,6 +37,42 @@ async def test_stdout_writes_one_json_line_per_record(capsys: pytest.CaptureFixt
         await sink.emit(summary(2))
     lines = capsys.readouterr().out.splitlines()
     assert [json.loads(line) for line in lines] == [summary(1, "a\nb — ünïcode"), summary(2)]
+
+
+async def test_stdout_that_blocks_does_not_block_the_event_loop() -> None:
+    # A pipe whose reader is slow: full, so the next write blocks until it reads.
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            os.write(write_fd, b"." * 65536)
+    os.set_blocking(write_fd, True)
+    received = bytearray()
+
+    def slow_reader() -> None:
+        time.sleep(0.5)
+        while not received.endswith(b"}\n"):
+            received.extend(os.read(read_fd, 65536))
+
+    reader = threading.Thread(target=slow_reader)
+    reader.start()
+    loop = asyncio.get_running_loop()
+    ticks = [loop.time()]
+
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(0.01)
+            ticks.append(loop.time())
+
+    with open(write_fd, "w", encoding="utf-8") as stream:
+        async with StdoutSink(stream) as sink, running(tick()):
+            await sink.emit(summary(1))
+            ticks.append(loop.time())
+    reader.join()
+    os.close(read_fd)
+    assert received.lstrip(b".") == json_line(summary(1))
+    longest_stall = max(later - earlier for earlier, later in itertools.pairwise(ticks))
+    assert longest_stall < 0.25, f"the event loop stalled {longest_stall:.2f}s on a write"
 
 
 def test_json_line_survives_odd_fields_and_lone_surrogates() -> None:

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import zmq
-from connector_testing import Inbox, eventually, running
+from connector_testing import Inbox, SlowLink, eventually, running
 
 from streamd.connectors.checks import ConfigError
 from streamd.connectors.mqtt_broker import MqttBrokerConfig
 from streamd.connectors.mqtt_source import MqttSource, MqttSourceConfig
 from streamd.connectors.sender import SendReport, send_lines_mqtt, send_lines_zmq
+from tests.daemon.daemon_testing import cli
 
 pytestmark = pytest.mark.network
 FREE = "tcp://127.0.0.1:{port}"
@@ -94,3 +98,98 @@ def test_bad_arguments_are_refused_before_sending() -> None:
         send_lines_zmq(["a"], timeout_s=0)
     with pytest.raises(ConfigError, match="send qos = 5"):
         send_lines_mqtt(["a"], MqttBrokerConfig(), "in/logs", qos=5)
+
+
+async def test_mqtt_keeps_publishes_in_flight_not_one_round_trip_per_line(
+    mosquitto_factory: Any,
+) -> None:
+    mosquitto = mosquitto_factory("max_inflight_messages 100\n")  # its Receive Maximum
+    broker = MqttBrokerConfig(host=mosquitto.host, port=mosquitto.port, timeout_s=5.0)
+    inbox = Inbox()
+    source = MqttSource(MqttSourceConfig(broker=broker, topics=("in/logs",)))
+    lines = [f"line {n}".encode() for n in range(300)]  # three times MAX_IN_FLIGHT
+    async with source, running(source.run(inbox)), SlowLink(broker.host, broker.port, 0.05) as link:
+        await eventually(lambda: source.connected, "the daemon side to subscribe")
+        far = MqttBrokerConfig(host=link.host, port=link.port, client_id="far", timeout_s=5.0)
+        start = time.monotonic()
+        report = await asyncio.to_thread(send_lines_mqtt, lines, far, "in/logs", 5.0)
+        elapsed = time.monotonic() - start
+        assert report == SendReport(sent=300, unsent=0, skipped=0)
+        assert await inbox.wait_for(300) == lines  # all, once each, in order
+    # A 0.1 s round trip per line would take 30 s.
+    assert elapsed < 3.0, elapsed
+
+
+async def test_mqtt_counts_each_unacknowledged_line_unsent_after_about_one_timeout(
+    mosquitto: Any,
+) -> None:
+    async with SlowLink(mosquitto.host, mosquitto.port) as link:
+
+        def lines() -> Iterator[bytes]:
+            # Connected (the CONNACK came through), then the link goes quiet.
+            while link.bytes_to_client == 0:
+                time.sleep(0.01)
+            link.silent = True
+            yield from (b"a", b"", b"b", b"c" * 200, b"d", b"e", b"f", b"g", b"h", b"i")
+
+        broker = MqttBrokerConfig(host=link.host, port=link.port)
+        start = time.monotonic()
+        report = await asyncio.to_thread(
+            send_lines_mqtt, lines(), broker, "in/logs", 0.5, max_message_bytes=100
+        )
+        elapsed = time.monotonic() - start
+    # The 200-byte line is refused first, while "a" still awaits its acknowledgement:
+    # the reason is the earliest line's by line order, not by which failed first.
+    assert report == SendReport(
+        sent=0, unsent=9, skipped=1, reason="the broker did not acknowledge within 0.5s"
+    )
+    assert elapsed < 0.5 * 2 + 1.0, elapsed  # not 0.5 s per line
+
+
+async def test_mqtt_keeps_no_more_in_flight_than_the_broker_allows(mosquitto_factory: Any) -> None:
+    # Mosquitto tells clients on connecting (Receive Maximum) to keep at most
+    # this many publishes unanswered; MQTT v5 lets a broker disconnect one that doesn't.
+    server = mosquitto_factory("max_inflight_messages 5\n")
+    lines = [f"line {n}" for n in range(50)]
+    async with SlowLink(server.host, server.port, 0.05) as link:
+        broker = MqttBrokerConfig(host=link.host, port=link.port)
+        start = time.monotonic()
+        report = await asyncio.to_thread(send_lines_mqtt, lines, broker, "in/logs", 5.0)
+        elapsed = time.monotonic() - start
+    assert report == SendReport(sent=50, unsent=0, skipped=0)
+    # 5 at a time over a 0.1 s round trip take 10 round trips at least; 100 at a time, one.
+    assert elapsed >= 0.9, elapsed
+
+
+def test_mqtt_counts_lines_the_broker_refuses_as_unsent(
+    mosquitto_factory: Any, tmp_path: Path
+) -> None:
+    acl = tmp_path / "acl"
+    acl.write_text("topic readwrite in/allowed\n")  # for anonymous clients: only this topic
+    server = mosquitto_factory(f"acl_file {acl}\n")
+    broker = MqttBrokerConfig(host=server.host, port=server.port)
+    report = send_lines_mqtt(["a", "b"], broker, "in/secret", timeout_s=2.0)
+    assert report == SendReport(
+        sent=0, unsent=2, skipped=0, reason="the broker refused it: Not authorized"
+    )
+    assert send_lines_mqtt(["a"], broker, "in/allowed", timeout_s=2.0).ok
+
+
+def test_streamd_send_names_a_bad_tls_file_in_one_line_and_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate\n")
+    mqtt = ["--mqtt-host", "127.0.0.1", "--mqtt-topic", "in/logs", "--mqtt-tls-ca", str(bad)]
+    result = cli("send", *mqtt, stdin=b"a\n")
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.splitlines()
+    expected = f"streamd: --mqtt-tls-ca = '{bad}': cannot be loaded (.+); it must be a readable PEM"
+    assert re.match(re.escape(expected).replace(re.escape("(.+)"), r"\(.+\)"), line), line
+
+
+def test_streamd_send_names_an_address_it_cannot_connect_to_and_exits_2() -> None:
+    result = cli("send", "--connect", "tcp://gpu01", stdin=b"a\n")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        "streamd: send address = 'tcp://gpu01': cannot connect (Invalid argument); "
+        "give e.g. tcp://127.0.0.1:5555 or ipc:///run/streamd/in.sock"
+    ]

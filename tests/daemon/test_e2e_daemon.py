@@ -176,6 +176,36 @@ def test_lines_published_to_the_sub_source_are_ingested(
     wait_until(published_and_seen, "a line on the SUB source")
 
 
+def test_every_message_is_accounted_for_by_source(daemon: Daemon, endpoints: Endpoints) -> None:
+    """received = ingested + dropped + rejected + queued, per source; a message taken in
+    parts counts once."""
+    before = daemon.status()
+    assert before is not None
+    big = sample_log_lines(200)  # ~20 KB: ingested in many batches
+    payloads = [*sample_log_lines(10).splitlines(), b'{"text": 5}', b"  ", b'{"source": "x"}', big]
+    push = endpoints.context.socket(zmq.PUSH)
+    push.connect(endpoints.pull)
+    try:
+        for payload in payloads:
+            push.send(payload)
+    finally:
+        push.close(linger=5000)
+
+    def settled(s: dict[str, Any]) -> bool:
+        row = s["sources"]["zmq-pull"]
+        accounted = row["ingested"] + row["dropped"] + row["rejected"] + row["queued"]
+        done = row["queued"] == 0 and s["queue"]["depth"] == 0
+        return done and row["received"] == received(before, "zmq-pull") + 14 == accounted
+
+    after = daemon.wait_status(settled, "every message counted once")
+    row, old = after["sources"]["zmq-pull"], before["sources"]["zmq-pull"]
+    assert (row["ingested"] - old["ingested"], row["rejected"] - old["rejected"]) == (11, 3)
+    assert row["dropped"] == old["dropped"] and row["queued"] == 0
+    for name, source in after["sources"].items():  # the identity holds for every source
+        total = source["ingested"] + source["dropped"] + source["rejected"] + source["queued"]
+        assert source["received"] == total, name
+
+
 # --- summaries out -----------------------------------------------------------------------
 
 

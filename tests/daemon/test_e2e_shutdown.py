@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,6 +25,15 @@ from tests.daemon.daemon_testing import (
 )
 
 pytestmark = pytest.mark.network
+
+
+def log_events(daemon: Daemon) -> list[dict[str, Any]]:
+    """The daemon's JSON log lines (its stdout is a file, so it logs JSON)."""
+    events = []
+    for line in daemon.log_path.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            events.append(json.loads(line[line.find("{") :]))
+    return events
 
 
 @pytest.fixture
@@ -62,6 +74,11 @@ def test_sigterm_writes_a_final_summary_and_systemd_hears_every_step(
     gone = cli("status", "--control-socket", str(daemon.control))
     assert gone.returncode == 1
     assert "no streamd daemon answering" in gone.stderr
+
+    # The last log line accounts for every message: all 8 ingested, none lost uncounted.
+    stopped = [event for event in log_events(daemon) if event.get("event") == "stopped"]
+    pull = stopped[-1]["sources"]["zmq-pull"]
+    assert (pull["received"], pull["ingested"], pull["dropped"], pull["rejected"]) == (8, 8, 0, 0)
 
 
 def test_a_signal_while_the_model_loads_exits_cleanly(tmp_path: Path, tiny_model_dir: Path) -> None:

@@ -13,6 +13,7 @@ import pytest
 
 from streamd.daemon import metrics
 from streamd.daemon.metrics import MetricsServer, Registry, StreamdMetrics
+from streamd.daemon.status import source_counts
 
 # The text format 0.0.4, one line at a time (https://prometheus.io/docs/instrumenting/exposition_formats/).
 NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
@@ -147,10 +148,16 @@ def test_streamd_metrics_names_and_source_counts() -> None:
     m.ingest_dropped.inc(2, source="zmq", reason="queue_full")
     m.ingest_rejected.inc(1, source="mqtt", reason="too_large")
     m.ingest_rejected.inc(1, source="mqtt", reason="bad_utf8")
-    assert m.source_counts() == {
+    m.ingest_ingested.inc(7, source="zmq")
+    counts = source_counts(m, [])
+    assert {
+        name: {k: row[k] for k in ("received", "dropped", "rejected")}
+        for name, row in counts.items()
+    } == {
         "zmq": {"received": 10, "dropped": 2, "rejected": 0},
         "mqtt": {"received": 0, "dropped": 0, "rejected": 2},
     }
+    assert counts["zmq"]["ingested"] == 7 and counts["mqtt"]["ingested"] == 0
     text = m.registry.render()
     for name in (
         "streamd_time_to_first_token_seconds",
@@ -159,6 +166,9 @@ def test_streamd_metrics_names_and_source_counts() -> None:
         "streamd_kv_cache_usage_perc",
         "streamd_ingest_tokens_total",
         "streamd_ingest_messages_total",
+        "streamd_ingest_ingested_total",
+        "streamd_engine_errors_total",
+        "streamd_output_errors_total",
         "streamd_ingest_dropped_total",
         "streamd_ingest_rejected_total",
         "streamd_summaries_total",

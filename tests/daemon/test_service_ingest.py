@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -76,12 +77,15 @@ async def test_intake_counts_by_connector_and_reason() -> None:
     await intake.deliver(raw(b"  \n", "mqtt"), wait_when_full=False)
     await intake.deliver(raw(b'{"text": 5}', "mqtt"), wait_when_full=False)
     await intake.deliver(raw(b"x" * 40, "mqtt"), wait_when_full=False)  # no room: dropped
-    counts = source_counts(metrics, ["zmq-sub"])
+    counts = source_counts(metrics, ["zmq-sub"], intake.queue.queued_by_source())
     assert counts["zmq-pull"]["received"] == 2 and counts["zmq-pull"]["rejected"] == 0
+    assert counts["zmq-pull"]["queued"] == 2
     assert counts["mqtt"] | {} == {
         "received": 3,
+        "ingested": 0,
         "rejected": 2,
         "dropped": 1,
+        "queued": 0,
         "rejected_by_reason": {"empty": 1, "bad_json_envelope": 1},
         "dropped_by_reason": {"queue_full": 1},
     }
@@ -112,3 +116,65 @@ async def test_every_line_comes_out_once_in_order(budget: int) -> None:
     while queue.depth:
         taken += [line for item in await queue.take(budget) for line in item.lines]
     assert taken == sent
+
+
+async def test_a_pull_source_cancelled_while_waiting_for_room_counts_its_message() -> None:
+    metrics = StreamdMetrics()
+    intake = Intake(IngestQueue(max_chars=10), metrics)
+    await intake.deliver(raw(b"123456789"), wait_when_full=True)  # full
+    waiting = asyncio.create_task(intake.deliver(raw(b"more"), wait_when_full=True))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    waiting.cancel()  # shutdown closes the source meanwhile
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert metrics.ingest_dropped.value(source="zmq-pull", reason="shutdown") == 1
+    row = source_counts(metrics, [], intake.queue.queued_by_source())["zmq-pull"]
+    assert row["dropped_by_reason"] == {"shutdown": 1}
+    assert row["received"] == row["ingested"] + row["dropped"] + row["rejected"] + row["queued"]
+
+
+async def test_a_message_of_many_lines_is_taken_in_linear_time() -> None:
+    # 50k lines taken 10 at a time: re-summing or re-slicing the rest of the message on
+    # every take is 5000 x 50k steps (tens of seconds); taking it in order is milliseconds.
+    queue = IngestQueue()
+    await queue.put(lines("a", *(["x" * 9] * 50_000)), wait=True)
+    began = time.monotonic()
+    batches = []
+    while queue.depth:
+        batches.append(await queue.take(max_chars=100))
+    assert time.monotonic() - began < 3.0
+    assert sum(len(item.lines) for batch in batches for item in batch) == 50_000
+    assert queue.chars == 0
+    # Only the part with the last line says so: the message is counted once.
+    assert [item.last for batch in batches for item in batch] == [False] * 4999 + [True]
+
+
+async def test_a_partly_taken_message_dropped_at_shutdown_counts_once() -> None:
+    metrics = StreamdMetrics()
+    intake = Intake(IngestQueue(), metrics)
+    await intake.deliver(raw(b"aaaa\nbbbb\ncccc\n"), wait_when_full=True)
+    part = await intake.queue.take(max_chars=5)
+    assert joined_text(part) == "aaaa" and not part[0].last
+    assert intake.drop_queued("shutdown") == 1
+    assert source_counts(metrics, [])["zmq-pull"]["dropped"] == 1
+
+
+async def test_a_large_payload_is_decoded_off_the_loop() -> None:
+    metrics = StreamdMetrics()
+    intake = Intake(IngestQueue(), metrics)
+    payload = b"".join(b"line %06d\n" % i for i in range(20_000))  # ~220 KiB
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    ticking = asyncio.create_task(ticker())
+    await intake.deliver(raw(payload), wait_when_full=True)
+    ticking.cancel()
+    assert ticks > 1  # the loop ran other tasks while the payload was decoded
+    taken = [line for item in await intake.queue.take(10**9) for line in item.lines]
+    assert len(taken) == 20_000 and taken[-1] == "line 019999"
