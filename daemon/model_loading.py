@@ -72,7 +72,14 @@ def default_gguf_dir() -> Path:
 def _source(name: str) -> tuple[str | Path, dict[str, Any], str]:
     if name == DEFAULT_MODEL:
         return default_gguf_dir(), {"gguf_file": DEFAULT_GGUF_FILE}, DEFAULT_MODEL_NAME
-    return name, {}, name
+    looks_like_path = name.startswith((".", "~", "/")) or name.count("/") > 1
+    if looks_like_path and not Path(name).expanduser().is_dir():
+        # Otherwise transformers reports a confusing "Repo id must be in the form ...".
+        raise ModelLoadError(
+            f"model directory {name!r} does not exist: give a local model directory "
+            "(config.json + weights + tokenizer), a Hugging Face id, or 'default'"
+        )
+    return Path(name).expanduser() if looks_like_path else name, {}, name
 
 
 def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto") -> LoadedModel:

@@ -118,3 +118,10 @@ def test_demo_streams_prints_summaries_and_a_table(tiny_model_dir: Path, lines: 
     assert result.stdout.count("[stats] lines") >= 1
     assert "=== summary" in result.stdout
     assert "stream tokens" in result.stdout and "cache memory" in result.stdout
+
+
+def test_a_missing_model_directory_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-model"
+    result = _run("eval", "--model", str(missing), "--tokens", "16")
+    assert result.returncode == 2
+    assert f"model directory '{missing}' does not exist" in result.stderr
