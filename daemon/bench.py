@@ -16,7 +16,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -216,9 +216,6 @@ def baseline_scaling(
     results: dict[int, dict[str, Any] | None] = {}
     done, began_all = 0, time.perf_counter()
     for checkpoint in options.scaling:
-        if results and all(v is None or v.get("failed") for v in results.values() if v):
-            results[checkpoint] = None
-            continue
         half = done + (checkpoint - done) // 2
         try:
             done = _dense_ingest(model, cache, ids_for, done, half, options.baseline_chunk)
@@ -238,7 +235,7 @@ def baseline_scaling(
         progress(f"baseline: {checkpoint} tokens, {rate:,.0f} tok/s")
         elapsed = time.perf_counter() - began_all
         if elapsed * (options.scaling[-1] / checkpoint) ** 2 > options.baseline_budget_s * 50:
-            break  # quadratic attention: the next checkpoints would take far past the budget
+            break  # quadratic attention, projected to the last checkpoint: far past the budget
         if elapsed > options.baseline_budget_s:
             break
     return results
@@ -304,7 +301,7 @@ def streamd_generate(
     memory: dict[str, float] = {}
     for attempt in range(2):
         ring.reset()
-        with peak_mb(device, memory) if attempt else _nothing():
+        with peak_mb(device, memory) if attempt else nullcontext():
             began = now(device)
             runner.prefix(prompt[: options.sinks].unsqueeze(0))
             first = ingest_chunks(runner, prompt[options.sinks :], layout.chunk)
@@ -323,11 +320,6 @@ def rows_layout(options: BenchOptions) -> CacheLayout:
         chunk=options.prompt_tokens - options.sinks,
         scratch=options.new_tokens + 1,
     )
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 @torch.inference_mode()

@@ -6,7 +6,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -294,7 +294,7 @@ def bench(
     )
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     click.echo(f"streamd: {message}", err=True)
     sys.exit(2)
 
@@ -519,8 +519,7 @@ def _or_exit(make: Callable[[], T]) -> T:
     try:
         return make()
     except (ValueError, RuntimeError) as error:
-        click.echo(f"streamd: {error}", err=True)
-        sys.exit(2)
+        _fail(str(error))
 
 
 if __name__ == "__main__":
