@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from .hf import RingModel, capture_stream
+from .fused import FusedDecodeStep, fusion_unsupported
+from .hf import RingModel, allow_one_compile_per_capture, capture_stream
+from .ring import ForwardPlan
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,9 @@ class DecodeOptions:
     # Fuse the step's elementwise kernels with torch.compile before capturing it:
     # a small model's step is launch-bound (~40 kernels a layer unfused).
     compile: bool = False
+    # Decode through FusedDecodeStep (q/k/v and gate/up fused) where the model allows
+    # it; else, or with False, through the model's own forward.
+    fused: bool = True
 
 
 def pick_token(
@@ -65,9 +71,30 @@ class StaticDecoder:
         self._graph_generation = -1
         self.use_graph = options.cuda_graph and device.type == "cuda"
         self.first_token_at = 0.0  # perf_counter() when the first token reached the host
+        self._fused_step = self._fused_step_for(runner, options)
+        # (plan, token [1, 1]) -> logits [1, 1, vocab]
+        self._forward: Callable[[ForwardPlan, torch.Tensor], torch.Tensor] = (
+            self._fused_step.forward if self._fused_step is not None else runner.forward
+        )
         self._step_fn = self._step
         if self.use_graph and options.compile:
+            allow_one_compile_per_capture()
             self._step_fn = torch.compile(self._step, dynamic=False)
+
+    @staticmethod
+    def _fused_step_for(runner: RingModel, options: DecodeOptions) -> FusedDecodeStep | None:
+        if not options.fused:
+            return None
+        reason = fusion_unsupported(runner.model)
+        if reason is not None:
+            log.info("decoding through the model's own forward: %s", reason)
+            return None
+        return FusedDecodeStep(runner.model, runner.ring)
+
+    @property
+    def fused(self) -> bool:
+        """Whether steps run through FusedDecodeStep (else the model's own forward)."""
+        return self._fused_step is not None
 
     # ----------------------------------------------------------------- a step
 
@@ -81,8 +108,8 @@ class StaticDecoder:
     def _step(self) -> None:
         """One token: device-only, so it can be captured and replayed."""
         self.ring.refresh_decode()
-        plan = self.ring.decode_plan
-        logits = self.runner.forward(plan, self._token)[0, -1]
+        plan: ForwardPlan = self.ring.decode_plan
+        logits = self._forward(plan, self._token)[0, -1]
         o = self.options
         self._record(pick_token(logits, self._seen, o.repetition_penalty, o.temperature))
         self.ring.advance_decode()

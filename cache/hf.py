@@ -10,6 +10,8 @@ forward is copied or patched.
 from __future__ import annotations
 
 import inspect
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +21,8 @@ from transformers import AttentionInterface, Cache
 
 from .layout import CacheLayout, LayoutError
 from .ring import ForwardPlan, KVShape, PlanKind, SinkMode, StreamCache
+
+log = logging.getLogger(__name__)
 
 ATTENTION_NAME = "streamd_sdpa"
 
@@ -53,7 +57,7 @@ def streamd_sdpa(
     it is ordinary causal attention.
     """
     if query.shape[2] == 1 and attention_mask is not None:
-        return _single_query_attention(query, key, value, attention_mask, scaling), None
+        return single_query_attention(query, key, value, attention_mask, scaling), None
     out = F.scaled_dot_product_attention(
         query,
         key,
@@ -67,7 +71,7 @@ def streamd_sdpa(
     return out.transpose(1, 2).contiguous(), None
 
 
-def _single_query_attention(
+def single_query_attention(
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
@@ -196,6 +200,14 @@ def build_ring_cache(
     )
 
 
+def allow_one_compile_per_capture() -> None:
+    """Each captured (kind, size) compiles the forward once more: a session has a few,
+    a benchmark a dozen. Past torch's default limit of 8 it would silently run eager."""
+    import torch._dynamo.config as dynamo_config
+
+    dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 64)
+
+
 _CAPTURE_STREAMS: dict[torch.device, torch.cuda.Stream] = {}
 
 
@@ -226,7 +238,9 @@ class RingModel:
     forward is bound by Python launching ~1000 kernels, not by the GPU.
     """
 
-    def __init__(self, model: Any, ring: StreamCache, *, cuda_graphs: bool = False) -> None:
+    def __init__(
+        self, model: Any, ring: StreamCache, *, cuda_graphs: bool = False, compile: bool = False
+    ) -> None:
         check_supported(model.config)
         self.model = model
         self.ring = ring
@@ -235,6 +249,12 @@ class RingModel:
         model.set_attn_implementation(ATTENTION_NAME)
         self.cuda_graphs = cuda_graphs and ring.device.type == "cuda"
         self._graphs: dict[tuple[PlanKind, int], _Captured] = {}
+        # What a capture records: with `compile`, the forward fused by torch.compile
+        # (an eager 135M chunk spends ~40% of its time in small elementwise kernels).
+        self._capturable: Callable[..., torch.Tensor] = self._eager
+        if self.cuda_graphs and compile:
+            allow_one_compile_per_capture()
+            self._capturable = torch.compile(self._eager, dynamic=False)
         layout = ring.layout
         most = max(layout.chunk, layout.scratch, layout.pinned, 1)
         self._ids = torch.zeros((1, most), dtype=torch.int64, device=ring.device)
@@ -279,14 +299,26 @@ class RingModel:
         side = capture_stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
-            self._eager(plan, ids, 1)
+            self._warm_up(plan, ids)
         torch.cuda.current_stream(device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            logits = self._eager(plan, ids, 1)
+            logits = self._capturable(plan, ids, 1)
         entry = _Captured(graph, logits, self.ring.generation)
         self._graphs[(plan.kind, plan.count)] = entry
         return entry
+
+    def _warm_up(self, plan: ForwardPlan, ids: torch.Tensor) -> None:
+        try:
+            self._capturable(plan, ids, 1)
+        except Exception as error:
+            if self._capturable == self._eager:
+                raise
+            # torch.compile needs a working Triton/C toolchain; an eager forward
+            # still replays as one graph, only with more (unfused) kernels.
+            log.warning("torch.compile of the prefill forward failed, running unfused: %s", error)
+            self._capturable = self._eager
+            self._eager(plan, ids, 1)
 
     def _eager(
         self, plan: ForwardPlan, input_ids: torch.Tensor, logits_to_keep: int

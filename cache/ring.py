@@ -409,10 +409,13 @@ class StreamCache:
             self.scratch_used += plan.count
         self._plan = None
 
-    def reset(self) -> None:
-        """Back to an empty session at `origin`, same tensors (captured graphs stay valid)."""
+    def reset(self, origin: int | None = None) -> None:
+        """Back to an empty session at `origin` (by default the one it had), same tensors,
+        so captured graphs stay valid. A resumed stream restarts at its old positions."""
         if self._plan is not None or self.fence is not None:
             raise RuntimeError("reset between forwards, not during one")
+        if origin is not None:
+            self.origin = origin
         self.slot_pos.fill_(EMPTY)
         self.always_visible.zero_()
         for tensor in (*self.keys, *self.values):

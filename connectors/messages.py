@@ -111,8 +111,8 @@ class Accepted:
     # the caller gave. Sender-chosen: label counters by RawMessage.source instead.
     # The daemon does not use it yet (its Lines carry the connector's name).
     source: str
-    # The three counts below are not read by the daemon yet: kept for the
-    # input-hygiene counters (how much each source's input had to be repaired).
+    # How much the input had to be repaired: the daemon counts these by source
+    # (streamd_ingest_repaired_total{source, kind}, kind being the field's name).
     replaced: int = 0  # invalid UTF-8 sequences / lone surrogates replaced by U+FFFD
     stripped: int = 0  # control characters and ANSI escape sequences removed
     cut: int = 0  # lines longer than max_line_chars that were cut into pieces

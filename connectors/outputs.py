@@ -27,8 +27,10 @@ import zmq
 import zmq.asyncio
 
 from .checks import check_positive, check_zmq_address
+from .durable import fsync_directory, write_all
 from .lifecycle import OpenClose
 from .zmq_common import bound_endpoint, limit_socket, shared_context
+from .zmq_security import CurveKeyPair, make_curve_server
 
 Record = Mapping[str, Any]
 
@@ -110,11 +112,41 @@ class JsonlFileSink(SinkBase):
             self._fd = None
 
 
+TAIL_BYTES = 256 * 1024  # where the last record of a summary file is looked for
+
+
+def last_seq(path: str | os.PathLike[str]) -> int:
+    """The largest "seq" among the last records of a summary JSONL file; 0 if none.
+
+    A restarted daemon numbers on from here, so a summary written after its last
+    snapshot (then a SIGKILL) does not get its number again. Torn or foreign lines
+    are skipped.
+    """
+    try:
+        with Path(path).open("rb") as file:
+            size = file.seek(0, os.SEEK_END)
+            file.seek(max(0, size - TAIL_BYTES))
+            tail = file.read()
+    except OSError:
+        return 0
+    seqs = [_seq_of(line) for line in tail.splitlines()]
+    return max((seq for seq in seqs if seq is not None), default=0)
+
+
+def _seq_of(line: bytes) -> int | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    seq = record.get("seq") if isinstance(record, dict) else None
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+
+
 def _open_for_append(path: Path) -> int:
     created = not path.exists()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
     if created:
-        _fsync_directory(path.parent)  # so that the new file's name survives a crash
+        fsync_directory(path.parent)  # so that the new file's name survives a crash
     elif _ends_torn(path):
         _append_synced(fd, b"\n")
     return fd
@@ -129,36 +161,32 @@ def _ends_torn(path: Path) -> bool:
 
 
 def _append_synced(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:  # os.write may write less than asked
-        view = view[os.write(fd, view) :]
+    write_all(fd, data)
     os.fsync(fd)
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class ZmqPubSink(SinkBase):
     """Publishes each record as one single-frame message on a bound PUB socket.
 
     PUB never blocks: a subscriber that is not connected, or too slow (past
-    `hwm` queued), misses records. `streamd summaries --follow` subscribes here.
+    `hwm` queued), misses records. With `curve` (the daemon's key pair) it is a
+    CURVE server: only subscribers that a ZapAuthenticator lets in get records.
     """
 
     name = "zmq-pub"
 
     def __init__(
-        self, bind: str, hwm: int = 1000, context: zmq.asyncio.Context | None = None
+        self,
+        bind: str,
+        hwm: int = 1000,
+        context: zmq.asyncio.Context | None = None,
+        curve: CurveKeyPair | None = None,
     ) -> None:
         check_zmq_address("zmq pub bind", bind)
         check_positive("zmq pub hwm", hwm)
         self.bind = bind
         self._hwm = hwm
+        self._curve = curve
         self._context = shared_context(context)
         self._socket: zmq.asyncio.Socket | None = None
 
@@ -170,6 +198,8 @@ class ZmqPubSink(SinkBase):
     async def open(self) -> None:
         socket = self._context.socket(zmq.PUB)
         limit_socket(socket, None, self._hwm)
+        if self._curve is not None:
+            make_curve_server(socket, self._curve)
         try:
             socket.bind(self.bind)
         except zmq.ZMQError:

@@ -32,6 +32,7 @@ from .checks import check_positive, check_zmq_address, require
 from .lifecycle import OpenClose
 from .messages import MIB, Deliver, RawMessage
 from .zmq_common import bound_endpoint, limit_socket, shared_context
+from .zmq_security import CurveClientKeys, CurveKeyPair, make_curve_client, make_curve_server
 
 # Loopback: nothing off this host can feed the session unless the config says so.
 DEFAULT_PULL_BIND = "tcp://127.0.0.1:5555"
@@ -44,6 +45,8 @@ class ZmqPullConfig:
     name: str = "zmq-pull"  # the source name in counters and logs
     max_message_bytes: int = MIB
     hwm: int = 1000  # messages ZeroMQ queues before senders block
+    # The daemon's key pair: a CURVE server whose clients a ZapAuthenticator vets.
+    curve: CurveKeyPair | None = None
 
     def __post_init__(self) -> None:
         check_zmq_address("zmq pull bind", self.bind)
@@ -56,6 +59,7 @@ class ZmqSubConfig:
     name: str = "zmq-sub"
     max_message_bytes: int = MIB
     hwm: int = 1000  # messages queued before publishers drop for us
+    curve: CurveClientKeys | None = None  # connect as a CURVE client to publishers holding this key
 
     def __post_init__(self) -> None:
         # Config files give lists; keep the frozen value immutable.
@@ -137,6 +141,8 @@ class ZmqPullSource(_ZmqSource):
         return bound_endpoint(self._opened())
 
     def _attach(self, socket: zmq.asyncio.Socket) -> None:
+        if self.config.curve is not None:
+            make_curve_server(socket, self.config.curve)
         socket.bind(self.config.bind)
 
 
@@ -149,6 +155,8 @@ class ZmqSubSource(_ZmqSource):
 
     def _attach(self, socket: zmq.asyncio.Socket) -> None:
         socket.setsockopt(zmq.SUBSCRIBE, b"")
+        if self.config.curve is not None:
+            make_curve_client(socket, self.config.curve)
         for address in self.config.connect:
             socket.connect(address)
 

@@ -81,7 +81,10 @@ class BenchOptions:
     baseline_budget_s: float = 60.0  # stop the dense baseline's scaling past this
     summary_instruction_tokens: int = 48
     repeats: int = 5
-    compile_decode: bool = False  # torch.compile the decode step before capturing it
+    # torch.compile the decode step and the prefill forwards before capturing their graphs
+    compile: bool = False
+    rows_chunks: int = 4  # the rows' prompt is streamed in this many equal chunks
+    rate_chunks: int = 16  # each scaling checkpoint's rate: this many chunks, timed
 
 
 @dataclass
@@ -177,15 +180,20 @@ def use_attention(model: Any, name: str) -> None:
 
 
 @torch.inference_mode()
-def baseline_generate(model: Any, prompt: torch.Tensor, new_tokens: int) -> tuple[float, float]:
-    """HF generate, dense DynamicCache, greedy: (TTFT s, TPOT s)."""
+def baseline_generate(
+    model: Any, prompt: torch.Tensor, new_tokens: int, repeats: int
+) -> tuple[float, float]:
+    """HF generate, dense DynamicCache, greedy: (TTFT s as the median of repeats, TPOT s)."""
     use_attention(model, "sdpa")
     device = prompt.device
     args = {"do_sample": False, "pad_token_id": 0, "eos_token_id": None}
     model.generate(prompt, max_new_tokens=2, min_new_tokens=2, **args)  # warm-up
-    began = now(device)
-    model.generate(prompt, max_new_tokens=1, min_new_tokens=1, **args)
-    ttft = now(device) - began
+    ttfts = []
+    for _ in range(repeats):
+        began = now(device)
+        model.generate(prompt, max_new_tokens=1, min_new_tokens=1, **args)
+        ttfts.append(now(device) - began)
+    ttft = statistics.median(ttfts)
     began = now(device)
     model.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **args)
     total = now(device) - began
@@ -233,12 +241,19 @@ def baseline_scaling(
             "beyond_context": checkpoint > trained,
         }
         progress(f"baseline: {checkpoint} tokens, {rate:,.0f} tok/s")
-        elapsed = time.perf_counter() - began_all
-        if elapsed * (options.scaling[-1] / checkpoint) ** 2 > options.baseline_budget_s * 50:
-            break  # quadratic attention, projected to the last checkpoint: far past the budget
-        if elapsed > options.baseline_budget_s:
+        if _past_budget(time.perf_counter() - began_all, checkpoint, options):
             break
     return results
+
+
+def _past_budget(elapsed_s: float, checkpoint: int, options: BenchOptions) -> bool:
+    """Whether the dense baseline should stop before the next checkpoint: its attention
+    is quadratic, so the time so far, scaled by the square of the length ratio, projects
+    the next checkpoint's cost."""
+    later = [n for n in options.scaling if n > checkpoint]
+    if not later:
+        return True
+    return elapsed_s * (later[0] / checkpoint) ** 2 > options.baseline_budget_s
 
 
 def _dense_ingest(
@@ -292,11 +307,11 @@ def streamd_generate(
     device = prompt.device
     layout = rows_layout(options)
     ring = build_ring_cache(model, layout)
-    runner = RingModel(model, ring, cuda_graphs=graph)
+    runner = RingModel(model, ring, cuda_graphs=graph, compile=graph and options.compile)
     decoder = StaticDecoder(
         runner,
         model.config.vocab_size,
-        DecodeOptions(frozenset(), cuda_graph=graph, compile=graph and options.compile_decode),
+        DecodeOptions(frozenset(), cuda_graph=graph, compile=graph and options.compile),
     )
     memory: dict[str, float] = {}
     for attempt in range(2):
@@ -314,10 +329,12 @@ def streamd_generate(
 
 
 def rows_layout(options: BenchOptions) -> CacheLayout:
+    """The rows' ring: the prompt after the sinks fits `rows_chunks` full chunks, each a
+    replayed graph; smaller chunks than one for the whole prompt keep activations small."""
     return CacheLayout.build(
         pinned=options.sinks,
         window=options.max_capacity - options.sinks,
-        chunk=options.prompt_tokens - options.sinks,
+        chunk=-(-(options.prompt_tokens - options.sinks) // options.rows_chunks),
         scratch=options.new_tokens + 1,
     )
 
@@ -346,12 +363,14 @@ def streamd_scaling(
     options: BenchOptions,
     progress: Progress,
 ) -> tuple[dict[int, dict[str, Any]], float]:
-    """Stream full chunks to each checkpoint; the rate is over the second half before it."""
+    """Stream full chunks to each checkpoint, then time `rate_chunks` more chunks: the
+    rate at N tokens is measured over the same amount of work at every checkpoint."""
     device = next(model.parameters()).device
     chunk = options.chunk
     layout = streamd_layout(options, options.stream_capacity, chunk)
     ring = build_ring_cache(model, layout)
-    runner = RingModel(model, ring, cuda_graphs=device.type == "cuda")
+    graph = device.type == "cuda"
+    runner = RingModel(model, ring, cuda_graphs=graph, compile=graph and options.compile)
     runner.prefix(ids_for(0, options.sinks).unsqueeze(0))
     _ring_ingest(runner, ids_for, 0, 3 * chunk, chunk)  # warm-up, graph capture
     ring.reset()
@@ -359,9 +378,9 @@ def streamd_scaling(
     seen = 0
     results: dict[int, dict[str, Any]] = {}
     for checkpoint in options.scaling:
-        seen = _ring_ingest(runner, ids_for, seen, max(seen, checkpoint // 2), chunk)
+        seen = _ring_ingest(runner, ids_for, seen, max(seen, checkpoint), chunk)
         t0, start = now(device), seen
-        seen = _ring_ingest(runner, ids_for, seen, checkpoint, chunk)
+        seen = _ring_ingest(runner, ids_for, seen, seen + options.rate_chunks * chunk, chunk)
         rate = (seen - start) / (now(device) - t0)
         results[checkpoint] = {"memory_mb": allocated_mb(device), "ingest_tok_s": rate}
         progress(f"streamd: {checkpoint} tokens, {rate:,.0f} tok/s")
@@ -429,7 +448,9 @@ def run_bench(
     progress("rows: HF dense baseline (generate, DynamicCache)")
     memory: dict[str, float] = {}
     with peak_mb(device, memory):
-        base_ttft, base_tpot = baseline_generate(model, prompt.unsqueeze(0), options.new_tokens)
+        base_ttft, base_tpot = baseline_generate(
+            model, prompt.unsqueeze(0), options.new_tokens, options.repeats
+        )
     base_mem = memory["peak"]
     progress("rows: streamd (ring cache, static decode" + (", CUDA graph)" if graph else ")"))
     ttft, tpot, tokens, mem = streamd_generate(model, prompt, options, graph)

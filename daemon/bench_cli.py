@@ -95,7 +95,7 @@ def run_bench_command(
             "stream_capacity": numbers["stream_capacity"],
             "chunk": numbers["chunk"],
             "baseline_budget_s": numbers["baseline_budget"],
-            "compile_decode": numbers["compile_decode"],
+            "compile": numbers["compile"],
         },
     )
     progress(f"loading {model or shape}...")

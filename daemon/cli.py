@@ -34,6 +34,7 @@ def main() -> None:
     Feed it:      journalctl -f | streamd send
     Watch it:     streamd status; streamd summaries --follow
     Steer it:     streamd tune --max-capacity 2048; streamd summarize
+    Soak it:      streamd soak --duration 600
     """
 
 
@@ -239,9 +240,10 @@ def eval_command(
     help="Seconds the dense baseline may spend on the scaling table.",
 )
 @click.option(
-    "--compile-decode/--no-compile-decode",
+    "--compile/--no-compile",
     default=True,
-    help="torch.compile the decode step before capturing its CUDA graph.",
+    help="torch.compile the decode step and the prefill forwards before capturing their "
+    "CUDA graphs (GPU only; the first capture of each size takes tens of seconds).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (the table goes to stderr).")
 @click.option(
@@ -261,7 +263,7 @@ def bench(
     chunk: int,
     scaling: str,
     baseline_budget: float,
-    compile_decode: bool,
+    compile: bool,
     as_json: bool,
     plot: Path | None,
 ) -> None:
@@ -288,7 +290,7 @@ def bench(
         chunk=chunk,
         scaling=scaling,
         baseline_budget=baseline_budget,
-        compile_decode=compile_decode,
+        compile=compile,
         progress=_progress,
         fail=_fail,
     )
@@ -365,6 +367,18 @@ def run(config_path: Path | None, **options: Any) -> None:
     help="Trust this CA (PEM) for the broker; implies --mqtt-tls.",
 )
 @click.option(
+    "--curve-secret-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Our CURVE key pair (NAME.key_secret; its NAME.key must be in the daemon's "
+    "security.zmq_curve_authorized_keys). With --curve-server-key.",
+)
+@click.option(
+    "--curve-server-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The daemon's public CURVE key file (the NAME.key of its "
+    "security.zmq_curve_secret_key_file).",
+)
+@click.option(
     "--timeout",
     type=click.FloatRange(min=0.01),
     default=5.0,
@@ -380,6 +394,8 @@ def send(
     mqtt_password: str | None,
     mqtt_tls: bool,
     mqtt_tls_ca: str | None,
+    curve_secret_key: Path | None,
+    curve_server_key: Path | None,
     timeout: float,
 ) -> None:
     """Send stdin to the daemon, one message per line, until EOF.
@@ -387,6 +403,8 @@ def send(
     \b
       journalctl -f -o cat | streamd send
       tail -F app.log | streamd send --connect tcp://gpu01:5555
+      tail -F app.log | streamd send --connect tcp://gpu01:5555 \\
+          --curve-secret-key me.key_secret --curve-server-key streamd.key
       cat app.log | streamd send --mqtt-host broker.lan --mqtt-topic logs/app
 
     Blank lines are skipped. Exits 0 once every line is sent; otherwise 1,
@@ -396,7 +414,8 @@ def send(
 
     broker = {"host": mqtt_host, "port": mqtt_port, "username": mqtt_username}
     broker |= {"password": mqtt_password, "tls": mqtt_tls, "ca_file": mqtt_tls_ca}
-    sys.exit(commands.send(connect, mqtt_topic, broker, timeout))
+    curve_files = (curve_secret_key, curve_server_key)
+    sys.exit(commands.send(connect, mqtt_topic, broker, timeout, curve_files))
 
 
 # --- talking to a running daemon -----------------------------------------------------------
@@ -512,6 +531,118 @@ def summaries(control_socket: Path | None, as_json: bool, follow: bool, last: in
     from . import commands
 
     sys.exit(commands.summaries(control_socket, as_json, follow, last))
+
+
+# --- soak ----------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=10),
+    default=90.0,
+    help="Seconds of traffic, faults included (model loading and settling come on top).",
+)
+@click.option(
+    "--senders",
+    type=click.IntRange(min=1),
+    default=3,
+    help="ZeroMQ PUSH senders, and as many MQTT QoS 1 publishers.",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0.1),
+    default=20.0,
+    help="Messages/s per sender (about 70 tokens each). Keep the total below what the daemon "
+    "ingests (printed every 30 s), or settling waits for its backlog.",
+)
+@click.option(
+    "--malformed",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.1,
+    help="Share of messages spoiled: invalid UTF-8, NUL bytes, or a JSON envelope cut short.",
+)
+@click.option("--blobs", type=click.IntRange(min=0), default=3, help="10 MB blobs per transport.")
+@click.option("--broker-restarts", type=click.IntRange(min=0), default=3, help="SIGTERM + start.")
+@click.option(
+    "--kill-daemon-once/--no-kill-daemon",
+    default=True,
+    help="SIGKILL the daemon once, mid-run, and start it again on the same state dir.",
+)
+@click.option("--model", default=DEFAULT_MODEL, help="'default', a model dir or a HF id.")
+@click.option("--device", default="auto", help="auto, cpu, cuda or cuda:N.")
+@click.option(
+    "--max-capacity", type=click.IntRange(min=8), default=1024, help="The daemon's max_capacity."
+)
+@click.option(
+    "--summary-every-tokens",
+    type=click.IntRange(min=0),
+    default=2048,
+    help="The daemon's token trigger (its seconds trigger is off: see the description).",
+)
+@click.option(
+    "--warmup",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    help="Seconds after each daemon start whose memory is not judged.",
+)
+@click.option(
+    "--max-memory-growth",
+    type=click.FloatRange(min=1),
+    default=1.2,
+    help="Fail if a daemon run's peak RSS in its last third exceeds this times its first third's.",
+)
+@click.option(
+    "--drain-timeout",
+    type=click.FloatRange(min=1),
+    default=120.0,
+    help="Seconds the daemon gets to take in what was sent before counters are read.",
+)
+@click.option("--seed", type=int, default=0, help="Seed of the message mix.")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep the daemon's and the broker's logs and files here [default: a temporary "
+    "folder, removed if the soak passes].",
+)
+@click.option(
+    "--daemon-arg",
+    "daemon_args",
+    multiple=True,
+    metavar="ARG",
+    help="One more `streamd run` argument (repeatable): --daemon-arg=--chunk=64.",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the result as JSON to this file.",
+)
+def soak(json_path: Path | None, **settings: Any) -> None:
+    """Run a daemon under faults and malformed input, then reconcile every message.
+
+    It starts its own mosquitto and `streamd run` on free loopback ports, feeds
+    both with several senders (about --malformed of the messages spoiled, plus
+    a few 10 MB blobs), restarts the broker --broker-restarts times, SIGKILLs
+    the daemon once, and prints what was sent, received, ingested, dropped and
+    rejected per source and reason, the summaries written, the restarts and the
+    daemon's peak memory over time.
+
+    \b
+      streamd soak --duration 600 --json soak.json
+      streamd soak --duration 60 --senders 2 --model ./tiny-model --device cpu
+
+    Exact by construction: before the SIGKILL and at the end the senders pause
+    until the daemon has taken in everything sent, so per-run counters add up.
+    ZeroMQ must match exactly; MQTT QoS 1 may deliver twice (shown as dup).
+    Exit 0 when every check passes, 1 when one fails, 2 when the soak cannot run.
+    """
+    from .soak.command import run_command
+    from .soak.options import SoakOptions
+
+    names = {"duration": "duration_s", "warmup": "warmup_s", "drain_timeout": "drain_timeout_s"}
+    options = _or_exit(lambda: SoakOptions(**{names.get(k, k): v for k, v in settings.items()}))
+    sys.exit(run_command(options, json_path, click.echo, _progress))
 
 
 def _or_exit(make: Callable[[], T]) -> T:

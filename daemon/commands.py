@@ -137,13 +137,27 @@ def _follow(socket: Path | None, as_json: bool, last: int) -> int:
 # --- send -----------------------------------------------------------------------------------
 
 
-def send(connect: str | None, topic: str | None, broker: dict[str, Any], timeout_s: float) -> int:
+def send(
+    connect: str | None,
+    topic: str | None,
+    broker: dict[str, Any],
+    timeout_s: float,
+    curve_files: tuple[Path | None, Path | None] = (None, None),
+) -> int:
     """Each stdin line to the daemon's PULL socket (default), or to an MQTT topic when
-    broker["host"] is set (broker: MqttBrokerConfig's fields)."""
+    broker["host"] is set (broker: MqttBrokerConfig's fields). curve_files: our key pair
+    file and the daemon's public key file, for a daemon whose binds are CURVE servers."""
     from streamd.connectors import ConfigError, SendReport, send_lines_mqtt, send_lines_zmq
     from streamd.connectors.mqtt_broker import MqttBrokerConfig
+    from streamd.connectors.zmq_security import CurveClientKeys, load_key_pair, load_public_key
     from streamd.connectors.zmq_sources import DEFAULT_PULL_BIND
 
+    secret_file, server_file = curve_files
+    if (secret_file is None) != (server_file is None):
+        why = "our key pair and the daemon's public key"
+        return _fail(f"--curve-secret-key and --curve-server-key go together ({why})", EXIT_USAGE)
+    if secret_file is not None and topic is not None:
+        return _fail("--curve-* keys are for ZeroMQ (--connect), not MQTT", EXIT_USAGE)
     if broker.get("host") is None and topic is not None:
         return _fail("--mqtt-topic needs --mqtt-host (the broker to publish on)", EXIT_USAGE)
     if broker.get("host") is not None and (connect is not None or topic is None):
@@ -157,7 +171,11 @@ def send(connect: str | None, topic: str | None, broker: dict[str, Any], timeout
             settings = MqttBrokerConfig(**broker, setting_names=names)
             report = send_lines_mqtt(lines, settings, topic, timeout_s)
         else:
-            report = send_lines_zmq(lines, connect or DEFAULT_PULL_BIND, timeout_s)
+            curve = None
+            if secret_file is not None and server_file is not None:
+                own = load_key_pair("--curve-secret-key", secret_file)
+                curve = CurveClientKeys(own, load_public_key("--curve-server-key", server_file))
+            report = send_lines_zmq(lines, connect or DEFAULT_PULL_BIND, timeout_s, curve=curve)
     except ConfigError as error:
         return _fail(str(error), EXIT_USAGE)
     except KeyboardInterrupt:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import ipaddress
 import os
 import re
 import socket
@@ -48,6 +49,17 @@ NOT_CONFIG_KEYS = frozenset({"STREAMD_CONFIG"})
 REDACTED = "***"
 # sun_path of a Unix socket holds 108 bytes including the terminating NUL.
 MAX_SOCKET_PATH_BYTES = 107
+# What a source does when the ingest queue is full (sources.*backpressure).
+BLOCK, DROP_OLDEST = "block", "drop-oldest"
+BACKPRESSURE = (BLOCK, DROP_OLDEST)
+_SUB_CANNOT_BLOCK = (
+    "a SUB socket cannot hold its publishers back (PUB drops, uncounted, what a slow "
+    "subscriber leaves unread); use drop-oldest, which counts what it drops"
+)
+_MQTT_CANNOT_BLOCK = (
+    "the MQTT client keeps reading into an unbounded queue of its own while we wait, so "
+    "waiting would not hold the broker back; use drop-oldest, which counts what it drops"
+)
 _ENDPOINT = re.compile(r"^(tcp://[^\s]+:(\d+|\*)|ipc://[^\s]+)$")
 
 
@@ -333,6 +345,8 @@ class MqttConfig(_Section):
     tls_cert: Path | None = None
     tls_key: Path | None = None  # unset: the key is inside tls_cert
     qos: int = field(default=1, metadata=_rules(at_least=0, at_most=2))
+    # When the ingest queue is full. Only drop-oldest works here: see _check.
+    backpressure: str = field(default=DROP_OLDEST, metadata=_rules(choices=BACKPRESSURE))
 
     @property
     def enabled(self) -> bool:
@@ -349,6 +363,8 @@ class MqttConfig(_Section):
             raise self._invalid("password", "needs sources.mqtt.username too")
         if self.tls_key is not None and self.tls_cert is None:
             raise self._invalid("tls_key", "needs sources.mqtt.tls_cert (the client certificate)")
+        if self.backpressure == BLOCK:
+            raise self._invalid("backpressure", _MQTT_CANNOT_BLOCK)
 
 
 def _check_endpoints(section: _Section, name: str) -> None:
@@ -367,10 +383,26 @@ class SourcesConfig(_Section):
     zmq_pull: tuple[str, ...] = ("tcp://127.0.0.1:5555",)
     zmq_sub: tuple[str, ...] = ()
     mqtt: MqttConfig = field(default_factory=MqttConfig)
+    # When the ingest queue is full. block: PULL stops reading, so senders wait and nothing
+    # is lost; drop-oldest: the oldest queued lines make room, so the freshest win.
+    zmq_pull_backpressure: str = field(default=BLOCK, metadata=_rules(choices=BACKPRESSURE))
+    # Only drop-oldest works for SUB: see _check.
+    zmq_sub_backpressure: str = field(default=DROP_OLDEST, metadata=_rules(choices=BACKPRESSURE))
 
     def _check(self) -> None:
         _check_endpoints(self, "zmq_pull")
         _check_endpoints(self, "zmq_sub")
+        if self.zmq_sub_backpressure == BLOCK:
+            raise self._invalid("zmq_sub_backpressure", _SUB_CANNOT_BLOCK)
+
+
+@dataclass(frozen=True)
+class IngestConfig(_Section):
+    section: ClassVar[str] = "ingest"
+
+    # The queue between the sources and the model, in characters of text (about 4 a
+    # token). 8 Mi characters is minutes of backlog for a GPU and bounded host memory.
+    queue_max_chars: int = field(default=8 * 1024 * 1024, metadata=_rules(at_least=1024))
 
 
 @dataclass(frozen=True)
@@ -433,6 +465,96 @@ class LogConfig(_Section):
 
 
 @dataclass(frozen=True)
+class SnapshotConfig(_Section):
+    """Session snapshots in state_dir: a restarted daemon re-reads the window it had."""
+
+    section: ClassVar[str] = "snapshot"
+
+    # Off: no snapshot is written and none is resumed at start.
+    enabled: bool = True
+    # A snapshot is a JSON file of the window's token ids (a few bytes a token), written
+    # only if the stream moved: a minute of text is what a crash may lose.
+    every_seconds: float = field(
+        default=60.0, metadata=_rules(at_least=0, hint="0: only at shutdown")
+    )
+
+
+@dataclass(frozen=True)
+class SecurityConfig(_Section):
+    """Who may use streamd's ZeroMQ sockets. (The control socket is a file in the runtime
+    directory, mode 0660; there is no TCP control endpoint.)"""
+
+    section: ClassVar[str] = "security"
+
+    # The daemon's CURVE key pair, the NAME.key_secret file of zmq.auth.create_certificates.
+    # With the folder below, every ZeroMQ bind (sources.zmq_pull, outputs.zmq_pub) is a
+    # CURVE server; with zmq_sub_server_key, sources.zmq_sub connects as a CURVE client.
+    zmq_curve_secret_key_file: Path | None = None
+    # A folder of the public NAME.key files of the clients that may connect; nobody else can.
+    zmq_curve_authorized_keys: Path | None = None
+    # The public key file of the publishers that sources.zmq_sub connects to.
+    zmq_sub_server_key: Path | None = None
+    # A bind beyond loopback without CURVE is refused at start unless this says, in so
+    # many words, that anyone who reaches the port may feed the session.
+    allow_insecure: bool = False
+
+    @property
+    def curve_server(self) -> bool:
+        """Binds are CURVE servers: the key pair and the authorized keys are both given."""
+        return self.zmq_curve_authorized_keys is not None
+
+    def _check(self) -> None:
+        need_pair = "needs security.zmq_curve_secret_key_file (the daemon's own key pair)"
+        if self.zmq_curve_secret_key_file is None:
+            for name in ("zmq_curve_authorized_keys", "zmq_sub_server_key"):
+                if getattr(self, name) is not None:
+                    raise self._invalid(name, need_pair)
+        elif not self.curve_server and self.zmq_sub_server_key is None:
+            why = (
+                "does nothing alone: add security.zmq_curve_authorized_keys (CURVE on "
+                "binds) or security.zmq_sub_server_key (CURVE on sources.zmq_sub)"
+            )
+            raise self._invalid("zmq_curve_secret_key_file", why)
+
+
+def is_loopback_endpoint(endpoint: str) -> bool:
+    """True for ipc:// and inproc:// and for tcp:// on 127.0.0.0/8, ::1 or localhost;
+    `tcp://*`, 0.0.0.0, interface names and other hosts reach beyond this machine."""
+    if endpoint.startswith(("ipc://", "inproc://")):
+        return True
+    if not endpoint.startswith("tcp://"):
+        return False
+    host = endpoint.removeprefix("tcp://").rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # *, an interface name, a host name
+        return False
+
+
+def _check_exposed_binds(config: Config) -> None:
+    """A bind beyond loopback needs CURVE, or allow_insecure said in so many words."""
+    security = config.security
+    if security.curve_server or security.allow_insecure:
+        return
+    binds: list[tuple[_Section, str, str]] = [
+        (config.sources, "zmq_pull", endpoint) for endpoint in config.sources.zmq_pull
+    ]
+    if config.outputs.zmq_pub is not None:
+        binds.append((config.outputs, "zmq_pub", config.outputs.zmq_pub))
+    for section, name, endpoint in binds:
+        if not is_loopback_endpoint(endpoint):
+            raise section._invalid(
+                name,
+                f"{endpoint} listens beyond loopback without authentication (anyone who "
+                "reaches the port could use it); configure CURVE keys "
+                "(security.zmq_curve_secret_key_file and security.zmq_curve_authorized_keys)"
+                ", or set security.allow_insecure = true",
+            )
+
+
+@dataclass(frozen=True)
 class Config(_Section):
     section: ClassVar[str] = ""
 
@@ -444,6 +566,9 @@ class Config(_Section):
     control: ControlConfig = field(default_factory=ControlConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    snapshot: SnapshotConfig = field(default_factory=SnapshotConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
     state_dir: Path = field(default_factory=default_state_dir)
 
     def _check(self) -> None:
@@ -452,6 +577,7 @@ class Config(_Section):
         if self.outputs.mqtt_topic is not None and not self.sources.mqtt.host:
             why = "needs sources.mqtt.host (the broker to publish on)"
             raise self.outputs._invalid("mqtt_topic", why)
+        _check_exposed_binds(self)
 
     def as_dict(self, redact: bool = True) -> dict[str, Any]:
         """Plain JSON-able data (paths as text, lists); secrets are '***' unless redact=False."""

@@ -17,7 +17,9 @@ data (the latest SessionStats) for `status`:
 
 A failure in one batch or one summary is logged with its context, counted
 (streamd_engine_errors_total{stage}; a failed batch's messages also as dropped,
-reason engine_error) and survived: the next batch runs. A batch that ingests
+reason engine_error) and survived: the next batch runs. A batch whose forward
+pass fails is first retried once in smaller pieces on the engine thread
+(prefill.py); only if that fails too is it skipped. A batch that ingests
 counts its messages in streamd_ingest_ingested_total{source}.
 """
 
@@ -39,6 +41,7 @@ from .ingest import ENGINE_ERROR, SHUTDOWN, IngestQueue, Lines, joined_text, mes
 from .metrics import Counter, StreamdMetrics
 from .session_api import SessionStats, Summary
 from .session_worker import SessionWorker
+from .snapshot import SessionState, Snapshot
 
 log = structlog.get_logger(__name__)
 
@@ -119,6 +122,7 @@ class Engine:
         self.rate = RateWindow()
         self.summaries_emitted = 0
         self.last_summary_epoch_s: float | None = None
+        self.last_summary: dict[str, Any] | None = None  # the latest record (snapshots)
         self._metrics = metrics
         self._on_summary = on_summary
         self._thread = EngineThread()
@@ -189,6 +193,8 @@ class Engine:
             self._count(batch, self._metrics.ingest_dropped, reason=ENGINE_ERROR)
             log.exception("ingest failed; the batch is skipped", **_batch_context(batch))
             return
+        if result.retried:
+            log.warning("ingest recovered by the retry in smaller pieces", **_batch_context(batch))
         self._count(batch, self._metrics.ingest_ingested)
         self.stats = result.stats
         self.rate.add(result.tokens)
@@ -238,6 +244,7 @@ class Engine:
         self.summaries_emitted += 1
         self.last_summary_epoch_s = time.time()
         record = summary_record(self.summaries_emitted, summary, trigger, self.last_summary_epoch_s)
+        self.last_summary = record
         self._metrics.summaries.inc(trigger=trigger)
         self._metrics.last_summary_time.set(self.last_summary_epoch_s)
         await self._on_summary(record)
@@ -258,6 +265,22 @@ class Engine:
             raise EngineError(f"resizing failed: {type(error).__name__}: {error}") from error
         self.stats = resized.stats
         return resized.old, resized.new
+
+    # ------------------------------------------------------------ snapshots
+
+    async def capture_state(self) -> SessionState:
+        """The session's window ids and counters, taken between two engine calls."""
+        return await self._thread.call(self._worker.snapshot_state)
+
+    async def resume(self, snapshot: Snapshot) -> SessionStats:
+        """Re-prefill a snapshot's window; the summary numbering goes on from it.
+        A ValueError says why the snapshot does not fit this session."""
+        self.stats = await self._thread.call(self._worker.restore, snapshot.session)
+        self.summaries_emitted = snapshot.summaries_emitted
+        self.last_summary = snapshot.last_summary
+        upto = (snapshot.last_summary or {}).get("stream_tokens", 0)
+        self._summarized_upto = upto if isinstance(upto, int) else 0
+        return self.stats
 
 
 def _batch_context(batch: list[Lines]) -> dict[str, Any]:

@@ -54,6 +54,7 @@ class ControlHandler:
             sources=s.source_links(),
             outputs=s.outputs,
             gpu=gpu,
+            snapshot=s.snapshots.status(),
         )
 
     def _require_ready(self, cmd: str) -> None:

@@ -301,6 +301,12 @@ class StreamdMetrics:
             "Messages refused as invalid, by source and reason.",
             ["source", "reason"],
         )
+        self.ingest_repaired = r.counter(
+            "streamd_ingest_repaired_total",
+            "Repairs made to accepted messages, by source and kind: replaced (invalid UTF-8 "
+            "sequences), stripped (control characters, escape sequences), cut (long lines).",
+            ["source", "kind"],
+        )
         self.generation_tokens = r.counter(
             "streamd_generation_tokens_total", "Summary tokens generated."
         )
@@ -321,8 +327,21 @@ class StreamdMetrics:
             "Engine calls that failed and were skipped, by stage (ingest, summary, tune).",
             ["stage"],
         )
+        self.ingest_retries = r.counter(
+            "streamd_ingest_retries_total",
+            "Failed prefills retried once in smaller pieces, by outcome (recovered, failed).",
+            ["outcome"],
+        )
         self.output_errors = r.counter(
             "streamd_output_errors_total", "Summaries an output failed to write.", ["output"]
+        )
+        self.snapshots = r.counter(
+            "streamd_snapshots_total",
+            "Session snapshots written to the state directory, by result (written, failed).",
+            ["result"],
+        )
+        self.last_snapshot_time = r.gauge(
+            "streamd_last_snapshot_timestamp_seconds", "Unix time of the last snapshot written."
         )
 
 

@@ -62,6 +62,11 @@ RUN_OPTIONS = (
               "send` (repeatable; replaces the default).", "ADDR", multiple=True),
     RunOption("--zmq-sub", "sources.zmq_sub", "Connect a ZeroMQ SUB socket to this publisher "
               "(repeatable).", "ADDR", multiple=True),
+    RunOption("--zmq-pull-backpressure", "sources.zmq_pull_backpressure", "When the ingest "
+              "queue is full: block (senders wait, nothing is lost) or drop-oldest (the "
+              "freshest lines win; drops are counted).", "POLICY"),
+    RunOption("--zmq-sub-backpressure", "sources.zmq_sub_backpressure", "drop-oldest, the only "
+              "policy a SUB socket can have (publishers do not wait).", "POLICY"),
     RunOption("--mqtt-host", "sources.mqtt.host", "MQTT broker: subscribe to --mqtt-topic, "
               "publish to --mqtt-summary-topic.", "HOST"),
     RunOption("--mqtt-port", "sources.mqtt.port", "MQTT broker port (8883 is the usual TLS "
@@ -82,6 +87,10 @@ RUN_OPTIONS = (
     RunOption("--mqtt-tls-key", "sources.mqtt.tls_key", "Its key, if not inside the "
               "certificate file.", "PATH"),
     RunOption("--mqtt-qos", "sources.mqtt.qos", "Subscription QoS: 0, 1 or 2.", "N"),
+    RunOption("--mqtt-backpressure", "sources.mqtt.backpressure", "drop-oldest, the only "
+              "policy MQTT can have (the client reads on while we wait).", "POLICY"),
+    RunOption("--queue-max-chars", "ingest.queue_max_chars", "Bound of the ingest queue "
+              "between the sources and the model, in characters.", "N"),
     RunOption("--stdout/--no-stdout", "outputs.stdout", "Write each summary as a JSON line on "
               "stdout."),
     RunOption("--jsonl", "outputs.jsonl", "Append each summary to this JSONL file, fsynced.",
@@ -90,6 +99,16 @@ RUN_OPTIONS = (
               "summary.", "ADDR"),
     RunOption("--mqtt-summary-topic", "outputs.mqtt_topic", "Publish each summary to this MQTT "
               "topic on --mqtt-host (QoS 1, the latest retained).", "TOPIC"),
+    RunOption("--zmq-curve-secret-key", "security.zmq_curve_secret_key_file", "The daemon's "
+              "CURVE key pair (a NAME.key_secret file of zmq.auth.create_certificates).", "PATH"),
+    RunOption("--zmq-curve-authorized-keys", "security.zmq_curve_authorized_keys", "A folder "
+              "of the clients' public NAME.key files: every ZeroMQ bind becomes a CURVE server "
+              "that lets only them in.", "DIR"),
+    RunOption("--zmq-sub-server-key", "security.zmq_sub_server_key", "The publishers' public "
+              "key file: --zmq-sub connects with CURVE.", "PATH"),
+    RunOption("--allow-insecure/--no-allow-insecure", "security.allow_insecure", "Let a ZeroMQ "
+              "bind beyond loopback go without CURVE: anyone who reaches it can feed the "
+              "session."),
     RunOption("--control-socket", "control.socket", "The socket that `streamd status`, `tune`, "
               "`summarize` and `summaries` talk to.", "PATH"),
     RunOption("--metrics-host", "metrics.host", "Prometheus endpoint address.", "HOST"),
@@ -99,6 +118,10 @@ RUN_OPTIONS = (
     RunOption("--log-format", "log.format", "auto (JSON lines unless stdout is a terminal), json "
               "or console.", "FORMAT"),
     RunOption("--state-dir", "state_dir", "Where streamd keeps its state.", "PATH"),
+    RunOption("--snapshot/--no-snapshot", "snapshot.enabled", "Snapshot the session into the "
+              "state directory and resume from it at start."),
+    RunOption("--snapshot-every-seconds", "snapshot.every_seconds", "Seconds between snapshots, "
+              "taken only if the stream moved (0: only at shutdown).", "S"),
 )  # fmt: skip
 
 

@@ -3,13 +3,16 @@
 startup   logging; the control socket first, so that `streamd status` answers
           "starting" while the model loads; metrics endpoint; outputs; sources
           bound; the model loaded on the engine thread (EXTEND_TIMEOUT_USEC to
-          systemd meanwhile); the ingest and timer tasks; READY=1.
+          systemd meanwhile); the session resumed from its snapshot, if there
+          is a usable one (snapshot_keeper.py); the ingest, timer and
+          snapshot tasks; READY=1.
 main_loop waits for a signal (or a task that must not end, ending), and keeps
           systemd's STATUS= line current. WATCHDOG=1 runs from the loop all along.
 shutdown  STOPPING=1; sources closed (no new text); what is queued is ingested
           if that takes under DRAIN_S, else dropped and counted; the queue is
           closed and the ingest loop ends after its batch in flight; a final
-          summary to every output; outputs, metrics and control closed.
+          summary to every output; a last snapshot; outputs, metrics and
+          control closed.
           Exit 0, well inside the unit's TimeoutStopSec=60.
 
 Any exception at startup closes whatever was opened (the control socket file
@@ -41,6 +44,7 @@ import structlog
 import zmq
 
 from streamd.connectors import ConfigError as ConnectorConfigError
+from streamd.connectors import last_seq
 
 from . import sdnotify
 from .config import Config, unknown_environment
@@ -51,8 +55,9 @@ from .handler import ControlHandler
 from .ingest import SHUTDOWN, IngestQueue, Intake
 from .logsetup import configure_logging
 from .metrics import MetricsServer, StreamdMetrics
+from .snapshot_keeper import SnapshotKeeper
 from .status import READY, STARTING, STOPPING, source_counts
-from .wiring import Outputs, SourceSpec, build_sinks, build_sources
+from .wiring import Outputs, SourceSpec, ZmqKeys, build_sinks, build_sources, open_zmq_security
 
 log = structlog.get_logger(__name__)
 
@@ -84,11 +89,13 @@ class Service:
         self.state = STARTING
         self.metrics = StreamdMetrics()
         self.feed = SummaryFeed()
-        self.queue = IngestQueue()
+        self.queue = IngestQueue(config.ingest.queue_max_chars)
         self.intake = Intake(self.queue, self.metrics)
         self.engine = Engine(config, self.metrics, self._publish)
+        self.snapshots = SnapshotKeeper(config, self.engine, self.metrics)
         self.outputs = Outputs([], self.metrics)
         self.sources: list[SourceSpec] = []
+        self.zmq_keys = ZmqKeys()  # CURVE keys, read at startup (security.*)
         self.gpu_uuid: str | None = None
         self.should_exit = asyncio.Event()  # set by the first signal
         self.force_exit = asyncio.Event()  # set by the second
@@ -177,14 +184,28 @@ class Service:
         self._start_watchdog()
         await self._start_control()
         await self._start_metrics()
+        # Before anything binds: a CURVE socket must never take a connection unvetted.
+        self.zmq_keys = await open_zmq_security(self.config, self._resources)
         await self._open_outputs()
         await self._open_sources()
         if not await self._until_exit(self._load_model()):
             return  # a signal came while the model loaded: straight to shutdown
+        if not await self._until_exit(self.snapshots.resume()):
+            return  # a signal came while the snapshot's window was re-prefilled
+        await self._number_summaries_on()
         self._start_tasks()
         self.state = READY
         sdnotify.ready(self.one_line_status())
         log.info("ready", **self._ready_fields())
+
+    async def _number_summaries_on(self) -> None:
+        """Summary numbers go on from the summary file's last one: summaries written
+        after the last snapshot (then a SIGKILL) must not get their numbers again."""
+        path = self.config.outputs.jsonl
+        if path is None:
+            return
+        written = await asyncio.to_thread(last_seq, path)
+        self.engine.summaries_emitted = max(self.engine.summaries_emitted, written)
 
     def _start_watchdog(self) -> None:
         interval = sdnotify.watchdog_interval_s()
@@ -215,7 +236,7 @@ class Service:
 
     async def _open_outputs(self) -> None:
         try:
-            sinks = build_sinks(self.config)
+            sinks = build_sinks(self.config, self.zmq_keys)
         except ConnectorConfigError as error:
             raise StartupError(str(error), EXIT_CONFIG) from None
         self._resources.push_async_callback(self.outputs.close)
@@ -225,7 +246,7 @@ class Service:
 
     async def _open_sources(self) -> None:
         try:
-            specs = build_sources(self.config)
+            specs = build_sources(self.config, self.zmq_keys)
         except ConnectorConfigError as error:
             raise StartupError(str(error), EXIT_CONFIG) from None
         for spec in specs:
@@ -249,6 +270,7 @@ class Service:
     def _start_tasks(self) -> None:
         self._ingest_task = self._spawn(self.engine.run_ingest(self.queue), "ingest")
         self._timer_task = self._spawn(self.engine.run_timer(), "summary timer")
+        self._helpers.append(self._spawn(self.snapshots.run(), "snapshots"))
         for spec in self.sources:
             self._source_tasks.append(
                 self._spawn(self._run_source(spec), f"source {spec.source.name}")
@@ -346,6 +368,7 @@ class Service:
             await self._final_summary()
         else:
             log.info("no final summary: no text since the last one")
+        await self.snapshots.final()  # after the final summary, which it records
 
     async def _end_ingest(self) -> None:
         """Close the queue and let the ingest loop end after its batch in flight, which
@@ -407,6 +430,7 @@ class Service:
 
     def source_links(self) -> dict[str, bool | None]:
         """Source names for status, with whether each broker link is up (None: no link)."""
+        self._count_reconnects()  # so that status shows the reconnects up to now
         return {spec.source.name: getattr(spec.source, "connected", None) for spec in self.sources}
 
     def _ready_fields(self) -> dict[str, Any]:

@@ -17,11 +17,13 @@ import torch
 
 from streamd.cache.decode import DecodeOptions, StaticDecoder, pick_token
 from streamd.cache.hf import RingModel, build_ring_cache
-from streamd.cache.layout import CacheLayout, LayoutError
+from streamd.cache.layout import CacheLayout, LayoutError, StreamCounters
 
 from .model_loading import DEFAULT_MODEL, LoadedModel, load_model
 from .prompts import DEFAULT_SYSTEM_PROMPT, build_framing
 from .session_api import SessionStats, Summary
+from .snapshot import SessionState, SnapshotCorrupt, text_digest
+from .window_ids import TokenWindow
 
 MIN_PINNED = 4  # StreamingLLM: 4 sink tokens are enough, fewer and window attention collapses
 
@@ -87,11 +89,29 @@ class Session:
         self._request_ids = self._encode(framing.summary_request, allow_special=True)
         self._stop_ids = self._stop_token_ids()
         layout = self._layout(config)
+        # The stream ids the window holds, for snapshots (the cache keeps only K/V).
+        self._window_ids = TokenWindow(layout.window)
+        # Stream tokens before the ring's own stream start: a resumed session's ring
+        # starts at the snapshot's window, but its counters go on from the snapshot's.
+        self._tokens_before_ring = 0
+        self._attach_cache(layout)
+        self.summaries = 0
+        self.timings = _Timings()
+        if self._on_gpu:
+            self._warm_up()
+
+    @property
+    def _on_gpu(self) -> bool:
+        return self.loaded.device.type == "cuda"
+
+    def _attach_cache(self, layout: CacheLayout) -> None:
+        """The ring, its runner and decoder; the pinned prefix prefilled."""
+        config = self.config
         self.ring = build_ring_cache(
             self.loaded.model, layout, rebase_threshold=config.rebase_threshold
         )
-        on_gpu = self.loaded.device.type == "cuda"
-        self.runner = RingModel(self.loaded.model, self.ring, cuda_graphs=on_gpu)
+        gpu = self._on_gpu
+        self.runner = RingModel(self.loaded.model, self.ring, cuda_graphs=gpu, compile=gpu)
         self.decoder = StaticDecoder(
             self.runner,
             vocab=int(self.loaded.model.config.vocab_size),
@@ -99,14 +119,10 @@ class Session:
                 stop_ids=frozenset(self._stop_ids),
                 repetition_penalty=config.repetition_penalty,
                 temperature=config.temperature,
-                compile=on_gpu,
+                compile=self._on_gpu,
             ),
         )
-        self.summaries = 0
-        self.timings = _Timings()
         self.runner.prefix(self._tensor(self._prefix_ids))
-        if on_gpu:
-            self._warm_up()
 
     def _warm_up(self) -> None:
         """Compile and capture the summary path now, not on the first summary.
@@ -178,9 +194,11 @@ class Session:
         chunk = self.ring.layout.chunk
         for start in range(0, len(ids), chunk):
             piece = ids[start : start + chunk]
+            first = self.ring.head
             began = time.perf_counter()
             self.runner.stream(self._tensor(piece))
             seconds = time.perf_counter() - began
+            self._window_ids.write(first, piece)
             self._record_chunk(len(piece), seconds)
             if on_chunk is not None:
                 on_chunk(len(piece), seconds)
@@ -204,7 +222,7 @@ class Session:
         """Greedy summary after the stream head; the stream cache is left bit-identical."""
         budget = self.config.summary_max_tokens
         limit = budget if max_new_tokens is None else max(1, min(max_new_tokens, budget))
-        counters = self.ring.counters()
+        counters = self.counters()
         began = time.perf_counter()
         with self._scratch():
             generated, first_token_s = self._decode(limit, began)
@@ -271,10 +289,11 @@ class Session:
         except LayoutError as error:
             raise SessionConfigError(f"max_capacity = {n}: {error}") from None
         self.ring.set_window(n - layout.pinned)
+        self._fit_window_ids()
         return old, n
 
     def stats(self) -> SessionStats:
-        layout, counters = self.ring.layout, self.ring.counters()
+        layout, counters = self.ring.layout, self.counters()
         t = self.timings
         return SessionStats(
             model=self.model_name,
@@ -298,3 +317,88 @@ class Session:
                 "last_summary_tpot_s": t.last_summary_tpot_s,
             },
         )
+
+    # ------------------------------------------------------------------ state
+
+    def counters(self) -> StreamCounters:
+        """The stream's counters since it began (a resumed ring starts at its window)."""
+        ring = self.ring.counters()
+        return StreamCounters(
+            ring.stream_start - self._tokens_before_ring, ring.head, ring.kept_from
+        )
+
+    def window_token_ids(self) -> list[int]:
+        """The stream tokens any query sees now, oldest first."""
+        counters = self.counters()
+        return self._window_ids.read(counters.window_start(self.ring.layout), counters.head)
+
+    def _fit_window_ids(self) -> None:
+        """A resize past the record's size reallocates it once, keeping the visible ids.
+        (It never shrinks: growing the window again within the ring shows older tokens.)"""
+        window = self.ring.layout.window
+        if window > self._window_ids.capacity:
+            counters = self.counters()
+            self._window_ids.resize(window, counters.window_start(self.ring.layout), counters.head)
+
+    def snapshot_state(self) -> SessionState:
+        """Everything a restarted session needs to go on from here, as plain data."""
+        layout, counters = self.ring.layout, self.counters()
+        return SessionState(
+            model=self.model_name,
+            max_capacity=layout.max_capacity,
+            chunk=layout.chunk,
+            pinned=layout.pinned,
+            system_prompt_sha256=text_digest(self.config.system_prompt),
+            position=counters.head,
+            tokens_ingested=counters.seen,
+            summaries=self.summaries,
+            window_ids=tuple(self.window_token_ids()),
+        )
+
+    def restore(self, state: SessionState) -> None:
+        """Re-prefill a snapshot's window into the ring; the counters go on from it.
+
+        The ring restarts with its origin P positions before the window, so the
+        window tokens take their old absolute positions and the next stream token
+        the position it would have had. Keys are recomputed from the window alone
+        (what came before it is gone), which is what a fresh stream of those
+        tokens would hold. The ring keeps its tensors, so captured graphs and the
+        compiled steps stay valid. Raises SessionConfigError if the state does not
+        fit this session; if the re-prefill itself fails, the session is left empty,
+        not half restored, and the error raised.
+        """
+        self._check_restorable(state)
+        try:
+            self._restart_ring(origin=state.window_start - self.ring.layout.pinned)
+            self._tokens_before_ring = state.tokens_ingested - len(state.window_ids)
+            self.ingest_ids(list(state.window_ids))
+        except BaseException:
+            self._tokens_before_ring = 0
+            self._restart_ring(origin=0)
+            raise
+        self.summaries = state.summaries
+
+    def _restart_ring(self, origin: int) -> None:
+        """An empty ring whose positions start at `origin`, the pinned prefix prefilled."""
+        self.ring.reset(origin=origin)
+        self.runner.prefix(self._tensor(self._prefix_ids))
+
+    def _check_restorable(self, state: SessionState) -> None:
+        layout = self.ring.layout
+        vocab = int(self.loaded.model.config.vocab_size)
+        try:
+            state.check()
+        except SnapshotCorrupt as error:
+            raise SessionConfigError(f"snapshot: {error}") from None
+        if state.pinned != layout.pinned:
+            raise SessionConfigError(
+                f"snapshot: its pinned prefix has {state.pinned} tokens, this session's "
+                f"{layout.pinned} (another system prompt or chat template)"
+            )
+        if len(state.window_ids) > layout.window:
+            raise SessionConfigError(
+                f"snapshot: {len(state.window_ids)} window tokens, this session's window "
+                f"holds {layout.window}"
+            )
+        if any(token >= vocab for token in state.window_ids):
+            raise SessionConfigError(f"snapshot: a token id past the vocabulary of {vocab}")

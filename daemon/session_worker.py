@@ -9,14 +9,17 @@ their own locks, so the loop may render them meanwhile).
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .config import Config
 from .logsetup import route_transformers_logging
 from .metrics import StreamdMetrics
+from .prefill import prefill_with_retry
 from .prompts import DEFAULT_SYSTEM_PROMPT
 from .session_api import SessionStats, Summary
+from .snapshot import SessionState
 
 if TYPE_CHECKING:  # the import pulls torch in: only the engine thread pays for it, at load
     from .session import Session, SessionConfig
@@ -41,6 +44,7 @@ def session_config(config: Config) -> SessionConfig:
 class Ingested:
     tokens: int  # stream tokens prefilled
     stats: SessionStats  # the session right after
+    retried: bool = False  # a forward pass failed; the rest went in smaller pieces
 
 
 @dataclass(frozen=True)
@@ -59,8 +63,14 @@ def _no_progress_bars_unless_interactive() -> None:
 
 
 class SessionWorker:
-    def __init__(self, metrics: StreamdMetrics) -> None:
+    def __init__(
+        self,
+        metrics: StreamdMetrics,
+        # Builds the session at load; tests pass one that injects faults.
+        session_factory: Callable[[SessionConfig], Session] | None = None,
+    ) -> None:
         self._metrics = metrics
+        self._session_factory = session_factory
         self._session: Session | None = None
         self._evicted = 0  # tokens_evicted already counted in the metrics
 
@@ -69,18 +79,23 @@ class SessionWorker:
 
         route_transformers_logging()
         _no_progress_bars_unless_interactive()
-        self._session = Session(session_config(config))
+        self._session = (self._session_factory or Session)(session_config(config))
         return self._observed_stats()
 
     def ingest(self, text: str) -> Ingested:
-        """Tokenize and prefill, counting each chunk in the metrics as it is done."""
+        """Tokenize and prefill, counting each chunk in the metrics as it is done. A failed
+        forward pass is retried once in smaller pieces (prefill.py), then raised."""
 
         def observe(tokens: int, seconds: float) -> None:
             self._metrics.prefill_chunk.observe(seconds)
             self._metrics.ingest_tokens.inc(tokens)
 
-        tokens = self._loaded().ingest(text, on_chunk=observe)
-        return Ingested(tokens, self._observed_stats())
+        session = self._loaded()
+        ids = session.tokenize_stream(text)
+        chunk = session.ring.layout.chunk
+        retries = self._metrics.ingest_retries
+        retried = prefill_with_retry(session.ingest_ids, ids, chunk, observe, retries)
+        return Ingested(len(ids), self._observed_stats(), retried)
 
     def summarize(self) -> tuple[Summary, SessionStats]:
         summary = self._loaded().summarize()
@@ -96,6 +111,18 @@ class SessionWorker:
         """Raises SessionConfigError (a ValueError) with the reason on a value that cannot work."""
         old, new = self._loaded().set_max_capacity(n)
         return Resized(old, new, self._observed_stats())
+
+    def snapshot_state(self) -> SessionState:
+        """The window's token ids and the counters, for a snapshot."""
+        return self._loaded().snapshot_state()
+
+    def restore(self, state: SessionState) -> SessionStats:
+        """Re-prefill a snapshot's window (ValueError: it does not fit this session)."""
+        session = self._loaded()
+        session.restore(state)
+        # Tokens evicted before this process started were counted by the one before it.
+        self._evicted = session.stats().tokens_evicted
+        return self._observed_stats()
 
     def _loaded(self) -> Session:
         if self._session is None:

@@ -5,6 +5,8 @@ state, model, cache{max_capacity, used, pinned, window, bytes},
 tokens{ingested, evicted}, summaries{emitted}, sources{name: {received,
 ingested, rejected, dropped, queued}}, where per source received = ingested +
 dropped + rejected + queued once nothing is in flight on the engine thread.
+Each source also has rejected_by_reason, dropped_by_reason and
+repaired_by_kind ({replaced, stripped, cut}: what the decoder had to repair).
 Everything else is for people and may grow.
 Latencies are null until the first observation.
 """
@@ -35,6 +37,7 @@ def status_document(
     sources: Mapping[str, bool | None],
     outputs: Outputs,
     gpu: dict[str, Any],
+    snapshot: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     stats, config = engine.stats, engine.config
     return {
@@ -61,9 +64,12 @@ def status_document(
             "summary_ttft_s": _quantiles(metrics.time_to_first_token),
             "summary_tpot_s": _quantiles(metrics.inter_token_latency),
         },
+        "snapshot": snapshot,
         "errors": {
             "engine": _by_label(metrics.engine_errors.values()),
             "outputs": _by_label(metrics.output_errors.values()),
+            # Failed prefills retried in smaller pieces: {recovered, failed}.
+            "ingest_retries": _by_label(metrics.ingest_retries.values()),
         },
     }
 
@@ -110,11 +116,18 @@ def _summaries(engine: Engine) -> dict[str, Any]:
 def _sources(
     metrics: StreamdMetrics, links: Mapping[str, bool | None], queued: Mapping[str, int]
 ) -> dict[str, Any]:
-    """The counts, plus "connected" for sources that hold a broker connection (MQTT)."""
+    """The counts, what the decoder repaired by kind, and "connected" and "reconnects"
+    (lost links and failed attempts) for sources that hold a broker connection (MQTT)."""
     rows = source_counts(metrics, links, queued)
+    for row in rows.values():
+        row["repaired_by_kind"] = {}
+    for (source, kind), value in metrics.ingest_repaired.values().items():
+        if source in rows:  # it is: a repaired message was received
+            rows[source]["repaired_by_kind"][kind] = int(value)
     for name, connected in links.items():
         if connected is not None:
             rows[name]["connected"] = connected
+            rows[name]["reconnects"] = int(metrics.source_reconnects.value(source=name))
     return rows
 
 
@@ -189,7 +202,10 @@ def _source_lines(sources: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
             f"rejected {row['rejected']}, dropped {row['dropped']}"
         )
         details = _reasons(row.get("rejected_by_reason", {}) | row.get("dropped_by_reason", {}))
-        rows.append((f"  {name}", text + (f" ({details})" if details else "")))
+        repaired = _reasons(row.get("repaired_by_kind", {}))
+        text += f" ({details})" if details else ""
+        text += f"; repaired: {repaired}" if repaired else ""
+        rows.append((f"  {name}", text))
     return rows or [("  (none)", "")]
 
 
@@ -220,12 +236,29 @@ def render_status_table(doc: dict[str, Any]) -> str:
         ("prefill", _latency_text(latency["prefill_chunk_s"])),
         ("TTFT", _latency_text(latency["summary_ttft_s"])),
         ("TPOT", _latency_text(latency["summary_tpot_s"])),
+        ("snapshot", _snapshot_line(doc.get("snapshot"))),
         ("outputs", ", ".join(doc["outputs"]) or "none"),
         ("sources", ""),
         *_source_lines(doc["sources"]),
     ]
     width = max(len(key) for key, _ in rows)
     return "\n".join(f"{key:<{width}}  {value}".rstrip() for key, value in rows)
+
+
+def _snapshot_line(snapshot: dict[str, Any] | None) -> str:
+    if not snapshot or not snapshot["enabled"]:
+        return "off"
+    age = snapshot["last_age_s"]
+    text = "none written yet" if age is None else f"last {_age(age)}"
+    if snapshot["failed"]:
+        text += f", {snapshot['failed']} failed writes"
+    resumed = snapshot.get("resumed")
+    if resumed:
+        text += f"; resumed {resumed['window_tokens']} window tokens at start"
+    for problem in (snapshot.get("problem"), snapshot.get("write_error")):
+        if problem:
+            text += f"; {problem}"
+    return text
 
 
 def _latency_text(q: dict[str, Any]) -> str:

@@ -7,7 +7,8 @@ Source names label the counters in `status` and the metrics: zmq-pull (with
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,16 @@ from streamd.connectors import (
     ZmqSubConfig,
     ZmqSubSource,
 )
+from streamd.connectors.zmq_security import (
+    CurveClientKeys,
+    CurveKeyPair,
+    ZapAuthenticator,
+    load_authorized_keys,
+    load_key_pair,
+    load_public_key,
+)
 
-from .config import Config, MqttConfig
+from .config import BLOCK, Config, MqttConfig, SecurityConfig, is_loopback_endpoint
 from .metrics import StreamdMetrics
 
 log = structlog.get_logger(__name__)
@@ -40,7 +49,8 @@ log = structlog.get_logger(__name__)
 class SourceSpec:
     source: Source
     key: str  # the config key that made it, for error messages
-    # PULL senders can wait for us; publishers cannot (see ingest.py).
+    # The backpressure policy: block (wait for room) or drop-oldest (see ingest.py).
+    # PULL senders can wait for us; publishers cannot.
     wait_when_full: bool
 
 
@@ -68,16 +78,63 @@ def mqtt_broker(mqtt: MqttConfig) -> MqttBrokerConfig:
     )
 
 
-def build_sources(config: Config) -> list[SourceSpec]:
+@dataclass(frozen=True)
+class ZmqKeys:
+    """The CURVE keys that the security.* files hold; None where that side of CURVE is off."""
+
+    server: CurveKeyPair | None = None  # every bind is a CURVE server with this pair
+    authorized: frozenset[bytes] = field(default=frozenset(), repr=False)  # clients let in
+    sub_client: CurveClientKeys | None = None  # sources.zmq_sub connects with these
+
+
+def load_zmq_keys(security: SecurityConfig) -> ZmqKeys:
+    """Reads and checks the key files; connectors.ConfigError names the key and the file."""
+    if security.zmq_curve_secret_key_file is None:
+        return ZmqKeys()
+    pair = load_key_pair("security.zmq_curve_secret_key_file", security.zmq_curve_secret_key_file)
+    keys = ZmqKeys()
+    if security.zmq_curve_authorized_keys is not None:
+        setting = "security.zmq_curve_authorized_keys"
+        authorized = load_authorized_keys(setting, security.zmq_curve_authorized_keys)
+        keys = ZmqKeys(server=pair, authorized=authorized)
+    if security.zmq_sub_server_key is not None:
+        server = load_public_key("security.zmq_sub_server_key", security.zmq_sub_server_key)
+        keys = ZmqKeys(keys.server, keys.authorized, CurveClientKeys(pair, server))
+    return keys
+
+
+async def open_zmq_security(config: Config, resources: AsyncExitStack) -> ZmqKeys:
+    """Before any ZeroMQ socket binds: the keys read, and with CURVE on binds, the ZAP
+    authenticator listening (closed with `resources`). Without it, binds beyond loopback
+    were refused by the config unless allow_insecure: then this warns, loudly."""
+    keys = load_zmq_keys(config.security)
+    binds = [*config.sources.zmq_pull, *filter(None, [config.outputs.zmq_pub])]
+    if keys.server is not None:
+        authenticator = ZapAuthenticator(keys.authorized)
+        await authenticator.open()
+        resources.push_async_callback(authenticator.close)
+        log.info("zmq CURVE on", binds=binds, authorized_keys=len(keys.authorized))
+    exposed = [endpoint for endpoint in binds if not is_loopback_endpoint(endpoint)]
+    if exposed and keys.server is None:
+        log.warning(
+            "INSECURE: ZeroMQ sockets listen beyond loopback without authentication; anyone "
+            "who reaches them can feed the session (security.allow_insecure = true)",
+            endpoints=exposed,
+        )
+    return keys
+
+
+def build_sources(config: Config, keys: ZmqKeys | None = None) -> list[SourceSpec]:
     """Every configured source; raises connectors.ConfigError (a ValueError) on a bad one."""
-    sources = config.sources
+    sources, keys = config.sources, keys or ZmqKeys()
     specs = []
     for index, bind in enumerate(sources.zmq_pull):
         name = "zmq-pull" if index == 0 else f"zmq-pull-{index + 1}"
-        pull = ZmqPullSource(ZmqPullConfig(bind=bind, name=name))
-        specs.append(SourceSpec(pull, "sources.zmq_pull", wait_when_full=True))
+        pull = ZmqPullSource(ZmqPullConfig(bind=bind, name=name, curve=keys.server))
+        block = sources.zmq_pull_backpressure == BLOCK
+        specs.append(SourceSpec(pull, "sources.zmq_pull", wait_when_full=block))
     if sources.zmq_sub:
-        sub = ZmqSubSource(ZmqSubConfig(connect=sources.zmq_sub))
+        sub = ZmqSubSource(ZmqSubConfig(connect=sources.zmq_sub, curve=keys.sub_client))
         specs.append(SourceSpec(sub, "sources.zmq_sub", wait_when_full=False))
     if sources.mqtt.enabled:
         mqtt = MqttSourceConfig(
@@ -87,16 +144,16 @@ def build_sources(config: Config) -> list[SourceSpec]:
     return specs
 
 
-def build_sinks(config: Config) -> list[tuple[Sink, str]]:
+def build_sinks(config: Config, keys: ZmqKeys | None = None) -> list[tuple[Sink, str]]:
     """Every configured output with its config key; raises connectors.ConfigError."""
-    outputs = config.outputs
+    outputs, keys = config.outputs, keys or ZmqKeys()
     sinks: list[tuple[Sink, str]] = []
     if outputs.stdout:
         sinks.append((StdoutSink(), "outputs.stdout"))
     if outputs.jsonl is not None:
         sinks.append((JsonlFileSink(outputs.jsonl), "outputs.jsonl"))
     if outputs.zmq_pub is not None:
-        sinks.append((ZmqPubSink(outputs.zmq_pub), "outputs.zmq_pub"))
+        sinks.append((ZmqPubSink(outputs.zmq_pub, curve=keys.server), "outputs.zmq_pub"))
     if outputs.mqtt_topic is not None:
         mqtt = MqttSinkConfig(broker=mqtt_broker(config.sources.mqtt), topic=outputs.mqtt_topic)
         sinks.append((MqttSink(mqtt), "outputs.mqtt_topic"))

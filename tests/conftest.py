@@ -47,20 +47,38 @@ def accepts_tcp(host: str, port: int) -> bool:
 
 class Mosquitto:
     """A mosquitto process on 127.0.0.1:port. stop() and start() keep the port,
-    so tests can restart the broker under connected clients."""
+    so tests can restart the broker under connected clients.
+
+    With `persistence_dir`, sessions, subscriptions and queued messages are
+    saved there and survive a restart, a SIGKILL too: the database is saved
+    after every change (autosave_on_changes, interval 1), not only at exit.
+    """
 
     host = "127.0.0.1"
 
-    def __init__(self, workdir: Path, port: int, extra_config: str = "") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        port: int,
+        extra_config: str = "",
+        persistence_dir: Path | None = None,
+    ) -> None:
         self.port = port
         self.config_path = workdir / f"mosquitto-{port}.conf"
         self.log_path = workdir / f"mosquitto-{port}.log"
         self.process: subprocess.Popen[bytes] | None = None
         # persistence false: sessions live in memory, for as long as this process runs.
+        persistence = "persistence false\n"
+        if persistence_dir is not None:
+            persistence_dir.mkdir(parents=True, exist_ok=True)
+            persistence = (
+                f"persistence true\npersistence_location {persistence_dir}/\n"
+                "autosave_interval 1\nautosave_on_changes true\n"
+            )
         # user: started as root, mosquitto would switch to user "mosquitto", who
         # cannot read certificates in pytest's private temp folders.
         self.config_path.write_text(
-            f"listener {port} {self.host}\nallow_anonymous true\npersistence false\n"
+            f"listener {port} {self.host}\nallow_anonymous true\n{persistence}"
             f"user {getpass.getuser()}\nlog_dest stderr\n{extra_config}"
         )
 

@@ -202,3 +202,15 @@ async def test_mqtt_sink_drops_oldest_beyond_max_pending_and_closes_in_bounded_t
         for seq in range(5):
             await sink.emit(summary(seq))
     assert (sink.pending, sink.dropped) == (2, 3)
+
+
+def test_last_seq_finds_the_largest_recent_number_and_skips_torn_or_foreign_lines(
+    tmp_path: Path,
+) -> None:
+    from streamd.connectors import last_seq
+
+    path = tmp_path / "summaries.jsonl"
+    assert last_seq(path) == 0  # no file yet: numbering starts at 1
+    records = [json.dumps({"seq": n, "summary": "x" * 50}) for n in range(1, 8)]
+    path.write_text("\n".join(records) + '\n{"seq": 99, "summ\nnot json\n[1, 2]\n{"seq": true}\n')
+    assert last_seq(path) == 7

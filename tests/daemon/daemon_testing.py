@@ -85,6 +85,8 @@ class Daemon:
         self.control = workdir / "control.sock"
         self.jsonl = workdir / "summaries.jsonl"
         self.log_path = workdir / "daemon.log"
+        # Its own, never the user's ~/.local/state/streamd: snapshots would carry over.
+        self.state_dir = workdir / "state"
         self.config = workdir / "streamd.toml"  # empty: no /etc/streamd/streamd.toml leaks in
         self.config.write_text("")
         self.args = args
@@ -94,7 +96,8 @@ class Daemon:
     def start(self) -> None:
         command = [
             *CLI, "run", "--config", str(self.config), "--control-socket", str(self.control),
-            "--jsonl", str(self.jsonl), "--no-stdout", *self.args,
+            "--jsonl", str(self.jsonl), "--no-stdout", "--state-dir", str(self.state_dir),
+            *self.args,
         ]  # fmt: skip
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(

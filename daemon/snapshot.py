@@ -1,0 +1,313 @@
+"""Session snapshots: what a restarted daemon needs to pick up the stream where it was.
+
+A snapshot is one JSON file in the state directory (`snapshot.json`): the
+token ids of the stream window, the position counters, the last summary
+record and the effective config. The KV cache itself is not saved: a resume
+re-prefills the window's ids (seconds at most) rather than writing gigabytes
+of keys that would only be valid for one model, dtype and device.
+
+Writes are atomic: a temporary file in the same directory is written,
+fsynced, renamed over the old snapshot, and the directory fsynced, so a crash
+at any moment leaves either the old snapshot or the new one, never a torn one.
+
+Loading validates everything. A file that is not a snapshot of this format
+(bad JSON, another version, a missing or mistyped field, ids that do not match
+their digest) is corrupt; one taken under another model, max_capacity or
+system prompt is incompatible. Either is renamed aside
+(snapshot.json.corrupt-20250131T120000Z) so that nothing is lost and the
+daemon starts fresh; the caller logs why.
+
+This module does file work only (no torch, no asyncio): the daemon calls it
+from a worker thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from streamd.connectors.durable import fsync_directory, write_all
+
+FORMAT = "streamd-session-snapshot"
+VERSION = 1
+FILE_NAME = "snapshot.json"
+MAX_BYTES = 64 << 20  # a 1M-token window is ~8 MB of JSON; anything far bigger is not ours
+CORRUPT, INCOMPATIBLE, FAILED = "corrupt", "incompatible", "failed"  # why one is set aside
+
+
+class SnapshotCorrupt(ValueError):
+    """The file is not a valid snapshot; the message says what is wrong with it."""
+
+
+def window_digest(ids: Sequence[int]) -> str:
+    """sha256 of the ids written as compact JSON ([1,2,3]): easy to recompute anywhere."""
+    return hashlib.sha256(json.dumps(list(ids), separators=(",", ":")).encode()).hexdigest()
+
+
+def text_digest(text: str) -> str:
+    """How a snapshot names the system prompt it was taken under (without storing it twice)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class SessionState:
+    """A session's stream, as plain data: enough to re-prefill its window and go on."""
+
+    model: str
+    max_capacity: int  # P + W when it was taken
+    chunk: int
+    pinned: int  # P: tokens of the pinned prefix (system prompt and chat header)
+    system_prompt_sha256: str
+    position: int  # absolute position of the next stream token
+    tokens_ingested: int  # stream tokens since the stream began (evicted ones included)
+    summaries: int  # summaries the session had decoded
+    window_ids: tuple[int, ...]  # the stream tokens a query sees, oldest first
+
+    @property
+    def window_start(self) -> int:
+        """Absolute position of the oldest window token."""
+        return self.position - len(self.window_ids)
+
+    @property
+    def digest(self) -> str:
+        return window_digest(self.window_ids)
+
+    def check(self) -> None:
+        """Counters that cannot describe a stream are corruption, not a state to resume."""
+        window = len(self.window_ids)
+        if min(self.max_capacity, self.chunk, self.pinned) < 1:
+            raise SnapshotCorrupt("max_capacity, chunk and pinned must be >= 1")
+        if window > self.max_capacity - self.pinned:
+            raise SnapshotCorrupt(
+                f"{window} window tokens do not fit max_capacity {self.max_capacity} "
+                f"with {self.pinned} pinned"
+            )
+        if not window <= self.tokens_ingested <= self.position - self.pinned:
+            raise SnapshotCorrupt(
+                f"counters disagree: {window} window tokens, {self.tokens_ingested} ingested, "
+                f"position {self.position}, {self.pinned} pinned"
+            )
+        if self.summaries < 0 or any(token < 0 for token in self.window_ids):
+            raise SnapshotCorrupt("negative summary count or token id")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    session: SessionState
+    summaries_emitted: int  # seq of the last summary record written
+    last_summary: dict[str, Any] | None  # that record, as the outputs wrote it
+    config: dict[str, Any]  # the effective config (secrets redacted), for people
+    written_at: float  # Unix time
+    version: int = VERSION
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a snapshot must match to be resumed by this daemon."""
+
+    model: str
+    max_capacity: int
+    system_prompt_sha256: str
+
+
+def incompatibility(snapshot: Snapshot, expected: Expected) -> str | None:
+    """Why this daemon cannot resume the snapshot, or None if it can."""
+    state = snapshot.session
+    if state.model != expected.model:
+        return f"taken with model {state.model!r}, this daemon runs {expected.model!r}"
+    if state.max_capacity != expected.max_capacity:
+        return (
+            f"taken at max_capacity {state.max_capacity}, this daemon has {expected.max_capacity}"
+            " (a live `tune` is not kept across restarts)"
+        )
+    if state.system_prompt_sha256 != expected.system_prompt_sha256:
+        return "taken under another system prompt (cache.system_prompt changed)"
+    return None
+
+
+# --- JSON -----------------------------------------------------------------------------------
+
+
+def encode(snapshot: Snapshot) -> bytes:
+    state = snapshot.session
+    session = {
+        "model": state.model,
+        "max_capacity": state.max_capacity,
+        "chunk": state.chunk,
+        "pinned": state.pinned,
+        "system_prompt_sha256": state.system_prompt_sha256,
+        "position": state.position,
+        "tokens_ingested": state.tokens_ingested,
+        "summaries": state.summaries,
+        "window_sha256": state.digest,  # checked on load: a flipped id is corruption
+        "window_ids": list(state.window_ids),
+    }
+    document = {
+        "format": FORMAT,
+        "version": snapshot.version,
+        "written_at": snapshot.written_at,
+        "written_at_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(snapshot.written_at)),
+        "summaries_emitted": snapshot.summaries_emitted,
+        "last_summary": snapshot.last_summary,
+        "session": session,
+        "config": snapshot.config,
+    }
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def decode(data: bytes) -> Snapshot:
+    """Parse and validate; raises SnapshotCorrupt naming the first problem found."""
+    try:
+        document = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise SnapshotCorrupt(f"not JSON: {error}") from None
+    top = _Fields(document, "the file")
+    if top.get("format", str) != FORMAT:
+        raise SnapshotCorrupt(f"format is not {FORMAT!r}")
+    version = top.get("version", int)
+    if version != VERSION:
+        raise SnapshotCorrupt(f"version {version}, this streamd reads version {VERSION}")
+    session = _Fields(top.get("session", dict), "session")
+    state = SessionState(
+        model=session.get("model", str),
+        max_capacity=session.get("max_capacity", int),
+        chunk=session.get("chunk", int),
+        pinned=session.get("pinned", int),
+        system_prompt_sha256=session.get("system_prompt_sha256", str),
+        position=session.get("position", int),
+        tokens_ingested=session.get("tokens_ingested", int),
+        summaries=session.get("summaries", int),
+        window_ids=tuple(session.get("window_ids", list)),
+    )
+    if not all(_is_int(token) for token in state.window_ids):
+        raise SnapshotCorrupt("session.window_ids: must be a list of integers")
+    if session.get("window_sha256", str) != state.digest:
+        raise SnapshotCorrupt("session.window_ids do not match session.window_sha256")
+    state.check()
+    last = document.get("last_summary")
+    if last is not None and not isinstance(last, dict):
+        raise SnapshotCorrupt("last_summary: must be an object or null")
+    written_at = top.get("written_at", float)
+    return Snapshot(
+        session=state,
+        summaries_emitted=top.get("summaries_emitted", int),
+        last_summary=last,
+        config=top.get("config", dict),
+        written_at=float(written_at),
+        version=version,
+    )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class _Fields:
+    """Typed access to a JSON object; a missing or mistyped field is SnapshotCorrupt."""
+
+    def __init__(self, value: Any, where: str) -> None:
+        if not isinstance(value, dict):
+            raise SnapshotCorrupt(f"{where}: must be a JSON object")
+        self.value: Mapping[str, Any] = value
+        self.where = where
+
+    def get(self, name: str, kind: type) -> Any:
+        if name not in self.value:
+            raise SnapshotCorrupt(f"{self.where}: missing field {name!r}")
+        value = self.value[name]
+        ok = _is_int(value) if kind is int else isinstance(value, kind)
+        if kind is float:
+            ok = _is_int(value) or isinstance(value, float)
+        if not ok:
+            raise SnapshotCorrupt(f"{self.where}: field {name!r} must be {kind.__name__}")
+        return value
+
+
+# --- the file -------------------------------------------------------------------------------
+
+
+def save(path: Path, snapshot: Snapshot) -> int:
+    """Replace the snapshot at `path` atomically; returns the bytes written.
+
+    Raises OSError if it could not be written; the old snapshot is then intact.
+    """
+    data = encode(snapshot)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    fsync_directory(path.parent)  # the rename itself survives a power cut
+    return len(data)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What load() found: a snapshot to resume, or why there is none."""
+
+    snapshot: Snapshot | None
+    problem: str | None = None  # corrupt or incompatible, and why (None: fine or absent)
+    moved_to: Path | None = None  # where the unusable file went (None: it could not move)
+
+
+def load(path: Path, expected: Expected) -> Loaded:
+    """The snapshot at `path` if this daemon can resume it; an unusable one is set aside.
+
+    No file is not a problem: Loaded(None). A file that cannot be read (permissions)
+    is reported and left where it is.
+    """
+    try:
+        data = _read_bounded(path)
+    except FileNotFoundError:
+        return Loaded(None)
+    except SnapshotCorrupt as error:
+        return set_aside(path, CORRUPT, str(error))
+    except OSError as error:
+        return Loaded(None, f"cannot be read: {error.strerror}")
+    try:
+        snapshot = decode(data)
+    except SnapshotCorrupt as error:
+        return set_aside(path, CORRUPT, str(error))
+    reason = incompatibility(snapshot, expected)
+    if reason is not None:
+        return set_aside(path, INCOMPATIBLE, reason)
+    return Loaded(snapshot)
+
+
+def _read_bounded(path: Path) -> bytes:
+    with path.open("rb") as file:
+        data = file.read(MAX_BYTES + 1)
+    if len(data) > MAX_BYTES:
+        raise SnapshotCorrupt(f"larger than {MAX_BYTES >> 20} MiB")
+    return data
+
+
+def set_aside(path: Path, kind: str, reason: str) -> Loaded:
+    """Rename an unusable snapshot to PATH.KIND-<UTC time>, never over an earlier one."""
+    problem = f"{kind}: {reason}"
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = path.with_name(f"{path.name}.{kind}-{stamp}")
+    serial = 1
+    while target.exists():  # two in one second: never overwrite an earlier one
+        target = path.with_name(f"{path.name}.{kind}-{stamp}-{serial}")
+        serial += 1
+    try:
+        os.rename(path, target)
+        fsync_directory(path.parent)
+    except OSError as error:
+        return Loaded(None, f"{problem}; could not be moved aside: {error.strerror}")
+    return Loaded(None, problem, target)

@@ -1,0 +1,203 @@
+"""Snapshots as the event loop runs them: resume at start, a timer, one at shutdown.
+
+- resume() runs once, after the model loads and before READY: a snapshot in
+  the state directory that this daemon can use is re-prefilled and the log
+  says "resumed" with the counts; an unusable one is set aside with a warning
+  saying why, and the daemon starts fresh (the log says that too);
+- run() takes a snapshot every snapshot.every_seconds if the stream moved
+  (new tokens or a new summary) since the last one, until stop;
+- final() at shutdown, after the final summary: the timer stops, one last
+  snapshot is taken.
+
+The session's state is captured on the engine thread, between two engine
+calls, so a snapshot never holds half a batch; encoding and the file write run
+in a worker thread. A write that fails is logged and counted
+(streamd_snapshots_total{result="failed"}); the previous snapshot stays and
+the next tick tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from . import snapshot as store
+from .config import Config
+from .engine import Engine
+from .metrics import StreamdMetrics
+from .prompts import DEFAULT_SYSTEM_PROMPT
+from .snapshot import Expected, SessionState, Snapshot
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class WindowSeen:
+    """The window of the last snapshot written, or of the session just resumed."""
+
+    tokens: int
+    digest: str  # snapshot.window_digest of its ids
+    position: int  # absolute position of the next stream token then
+
+    @classmethod
+    def of(cls, state: SessionState) -> WindowSeen:
+        return cls(len(state.window_ids), state.digest, state.position)
+
+
+class SnapshotKeeper:
+    def __init__(self, config: Config, engine: Engine, metrics: StreamdMetrics) -> None:
+        self.path = config.state_dir / store.FILE_NAME
+        self.settings = config.snapshot
+        self._engine = engine
+        self._metrics = metrics
+        self._stop = asyncio.Event()
+        self._lock = asyncio.Lock()  # one snapshot at a time, in order
+        # Snapshots start once the session is whole (fresh or resumed): a resume cut short
+        # by a signal must not overwrite the good snapshot with half a window.
+        self._session_whole = False
+        self._taken_at: tuple[int, int] | None = None  # (position, summaries) of the last one
+        self.window: WindowSeen | None = None
+        self.resumed: dict[str, Any] | None = None
+        self.problem: str | None = None  # why the snapshot found at start was not used
+        self.write_error: str | None = None  # why the last write failed (None once one works)
+        self.last_written_epoch_s: float | None = None
+
+    # -------------------------------------------------------------- start
+
+    async def resume(self) -> None:
+        """Re-prefill the snapshot if there is a usable one; never raises for a bad one."""
+        if self.settings.enabled:
+            loaded = await asyncio.to_thread(store.load, self.path, self._expected())
+            if loaded.problem is not None:
+                self._set_problem(loaded.problem, loaded.moved_to)
+            if loaded.snapshot is not None:
+                await self._resume_from(loaded.snapshot)
+            elif loaded.problem is None:
+                log.info("no snapshot to resume; starting fresh", path=str(self.path))
+        stats = self._engine.stats
+        if stats is not None:
+            self._taken_at = (stats.position, self._engine.summaries_emitted)
+        self._session_whole = True
+
+    def _expected(self) -> Expected:
+        config = self._engine.config
+        prompt = config.cache.system_prompt or DEFAULT_SYSTEM_PROMPT
+        return Expected(config.model.name, config.cache.max_capacity, store.text_digest(prompt))
+
+    async def _resume_from(self, snapshot: Snapshot) -> None:
+        try:
+            await self._engine.resume(snapshot)
+            state = await self._engine.capture_state()  # what the session holds now
+        except ValueError as error:  # it does not fit this session after all
+            await self._set_aside(store.INCOMPATIBLE, str(error))
+            return
+        except Exception as error:  # the re-prefill failed (the session is left empty)
+            log.exception("resuming the snapshot failed")
+            await self._set_aside(store.FAILED, f"{type(error).__name__}: {error}")
+            return
+        self.window = WindowSeen.of(state)
+        age = max(0.0, time.time() - snapshot.written_at)
+        self.resumed = {
+            "window_tokens": len(state.window_ids),
+            "tokens_ingested": state.tokens_ingested,
+            "position": state.position,
+            "summaries_emitted": snapshot.summaries_emitted,
+            "snapshot_age_s": round(age, 3),
+        }
+        log.info("resumed", path=str(self.path), **self.resumed)
+
+    async def _set_aside(self, kind: str, why: str) -> None:
+        moved = await asyncio.to_thread(store.set_aside, self.path, kind, why)
+        self._set_problem(moved.problem or why, moved.moved_to)
+
+    def _set_problem(self, problem: str, moved_to: Path | None) -> None:
+        self.problem = problem
+        where = str(moved_to) if moved_to is not None else None
+        log.warning("snapshot not used; starting fresh", problem=problem, moved_to=where)
+
+    # -------------------------------------------------------------- timer
+
+    async def run(self) -> None:
+        """Every snapshot.every_seconds, a snapshot if the stream moved; until final()."""
+        every = self.settings.every_seconds
+        if not (self.settings.enabled and every):
+            await self._stop.wait()
+            return
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), every)
+            if not self._stop.is_set():
+                await self.take("periodic")
+
+    async def final(self) -> None:
+        """At shutdown, after the final summary: no more timer snapshots, then the last one."""
+        self._stop.set()
+        await self.take("shutdown")
+
+    async def take(self, why: str) -> None:
+        """A snapshot now, if the stream moved since the last one; failures are logged."""
+        async with self._lock:
+            if self._moved():
+                await self._write(why)
+
+    def _moved(self) -> bool:
+        stats = self._engine.stats
+        if not (self.settings.enabled and self._session_whole) or stats is None:
+            return False
+        return (stats.position, self._engine.summaries_emitted) != self._taken_at
+
+    async def _write(self, why: str) -> None:
+        engine = self._engine
+        # Read before the capture: a summary that lands meanwhile is newer than the window,
+        # and a resume then counts its tokens as not yet summarized (the safe side).
+        emitted, last = engine.summaries_emitted, engine.last_summary
+        try:
+            state = await engine.capture_state()
+            snapshot = Snapshot(state, emitted, last, engine.config.as_dict(), time.time())
+            size = await asyncio.to_thread(store.save, self.path, snapshot)
+        except Exception as error:
+            self._metrics.snapshots.inc(result="failed")
+            self.write_error = f"writing {self.path} failed: {type(error).__name__}: {error}"
+            log.warning("snapshot not written; the previous one stays", why=why, error=str(error))
+            return
+        self._taken_at = (state.position, emitted)
+        self.write_error = None
+        self.window = WindowSeen.of(state)
+        self.last_written_epoch_s = snapshot.written_at
+        self._metrics.snapshots.inc(result="written")
+        self._metrics.last_snapshot_time.set(snapshot.written_at)
+        log.info(
+            "snapshot written",
+            why=why,
+            window_tokens=len(state.window_ids),
+            position=state.position,
+            bytes=size,
+        )
+
+    # ------------------------------------------------------------- status
+
+    def status(self) -> dict[str, Any]:
+        """The `snapshot` section of `streamd status`."""
+        last = self.last_written_epoch_s
+        window = self.window
+        return {
+            "enabled": self.settings.enabled,
+            "path": str(self.path),
+            "every_seconds": self.settings.every_seconds,
+            "written": int(self._metrics.snapshots.value(result="written")),
+            "failed": int(self._metrics.snapshots.value(result="failed")),
+            "last_age_s": None if last is None else round(max(0.0, time.time() - last), 3),
+            # The window of the last snapshot written or resumed: digest and count of its ids.
+            "window_tokens": window.tokens if window else None,
+            "window_digest": window.digest if window else None,
+            "window_position": window.position if window else None,
+            "resumed": self.resumed,
+            "problem": self.problem,
+            "write_error": self.write_error,
+        }

@@ -1,0 +1,359 @@
+"""The arithmetic of the soak's verdict: counts in, checks out. No I/O, no clocks.
+
+Per source, summed over the daemon's runs (a SIGKILL starts the counters again,
+so each run's final counts were read while nothing was in flight, and added):
+
+- balance: received = ingested + dropped + rejected + queued;
+- delivery: ZeroMQ PULL is exact, received = sent (less what libzmq refused
+  before the daemon saw it); MQTT QoS 1 is at least once, received >= sent,
+  and the difference is duplicates (a publish or a delivery resent across a
+  broker restart);
+- rejections: each reason as often as its kind was sent (payloads.REJECTED_AS),
+  and no other reason at all;
+- repairs (where the daemon reports them): each kind as often as the spoiled
+  lines sent carry it (payloads.REPAIRS), and no other kind;
+- nothing left queued.
+
+Memory is "flat" when, in every daemon run, the peak of the last third (after
+a warm-up) is at most `bound` times the peak of the first third.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from .monitor import Sample
+from .payloads import REJECTED_AS, REPAIRS
+
+MIN_SAMPLES = 6  # fewer samples after the warm-up than this: too short to judge a trend
+SLICES = 6  # the peak memory is reported per this many equal time slices of a run
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+class Delivery(StrEnum):
+    EXACT = "exact"
+    AT_LEAST_ONCE = "at-least-once"
+
+
+def _add(a: Mapping[str, int], b: Mapping[str, int], sign: int = 1) -> dict[str, int]:
+    keys = dict.fromkeys([*a, *b])
+    summed = {key: a.get(key, 0) + sign * b.get(key, 0) for key in keys}
+    return {key: value for key, value in summed.items() if value}
+
+
+@dataclass(frozen=True)
+class Counts:
+    """One source's counters, as in `streamd status --json` (status.source_counts)."""
+
+    received: int = 0
+    ingested: int = 0
+    queued: int = 0
+    dropped: Mapping[str, int] = field(default_factory=dict)  # by reason
+    rejected: Mapping[str, int] = field(default_factory=dict)  # by reason
+    repaired: Mapping[str, int] = field(default_factory=dict)  # by kind of repair
+
+    @classmethod
+    def from_status(cls, row: Mapping[str, Any] | None) -> Counts:
+        row = row or {}
+        return cls(
+            received=int(row.get("received", 0)),
+            ingested=int(row.get("ingested", 0)),
+            queued=int(row.get("queued", 0)),
+            dropped=dict(row.get("dropped_by_reason", {})),
+            rejected=dict(row.get("rejected_by_reason", {})),
+            repaired=dict(row.get("repaired_by_kind", {})),
+        )
+
+    def __add__(self, other: Counts) -> Counts:
+        return self._combine(other, 1)
+
+    def __sub__(self, other: Counts) -> Counts:
+        return self._combine(other, -1)
+
+    def _combine(self, other: Counts, sign: int) -> Counts:
+        return Counts(
+            received=self.received + sign * other.received,
+            ingested=self.ingested + sign * other.ingested,
+            queued=self.queued + sign * other.queued,
+            dropped=_add(self.dropped, other.dropped, sign),
+            rejected=_add(self.rejected, other.rejected, sign),
+            repaired=_add(self.repaired, other.repaired, sign),
+        )
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+    @property
+    def balanced(self) -> bool:
+        accounted = self.ingested + self.dropped_total + self.rejected_total + self.queued
+        return self.received == accounted
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "received": self.received,
+            "ingested": self.ingested,
+            "dropped": self.dropped_total,
+            "dropped_by_reason": dict(self.dropped),
+            "rejected": self.rejected_total,
+            "rejected_by_reason": dict(self.rejected),
+            "queued": self.queued,
+            "repaired_by_kind": dict(self.repaired),
+        }
+
+
+def total(counts: Iterable[Counts]) -> Counts:
+    summed = Counts()
+    for one in counts:
+        summed += one
+    return summed
+
+
+# --- per source ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceReport:
+    source: str
+    delivery: Delivery
+    sent: Mapping[str, int]  # by kind (payloads.Kind)
+    never_received: Mapping[str, int]  # by kind: refused before the daemon could count them
+    counts: Counts  # summed over the daemon's runs
+    checks: tuple[Check, ...]
+
+    @property
+    def sent_total(self) -> int:
+        return sum(self.sent.values())
+
+    @property
+    def expected_received(self) -> int:
+        return self.sent_total - sum(self.never_received.values())
+
+    @property
+    def duplicates(self) -> int:
+        if self.delivery is Delivery.EXACT:
+            return 0
+        return max(0, self.counts.received - self.expected_received)
+
+    @property
+    def ok(self) -> bool:
+        return all(check.ok for check in self.checks)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "delivery": str(self.delivery),
+            "sent": self.sent_total,
+            "sent_by_kind": dict(self.sent),
+            "never_received_by_kind": dict(self.never_received),
+            "expected_received": self.expected_received,
+            "duplicates": self.duplicates,
+            **self.counts.as_json(),
+            "reconciled": self.ok,
+            "checks": [check.__dict__ for check in self.checks],
+        }
+
+
+def reconcile_source(
+    source: str,
+    delivery: Delivery,
+    sent: Mapping[str, int],
+    counts: Counts,
+    never_received: Mapping[str, int] | None = None,
+    repairs_reported: bool = True,
+) -> SourceReport:
+    """The checks of one source; repairs_reported: the daemon's status counts repairs
+    (repaired_by_kind), so they are checked too."""
+    never = dict(never_received or {})
+    report = SourceReport(source, delivery, dict(sent), never, counts, ())
+    checks = (
+        _balance(report),
+        _delivery(report),
+        *_rejections(report),
+        *(_repairs(report) if repairs_reported else []),
+        _reached_session(report),
+        Check(f"{source}: nothing left queued", counts.queued == 0, f"queued {counts.queued}"),
+    )
+    return SourceReport(source, delivery, report.sent, never, counts, checks)
+
+
+def _within(report: SourceReport, got: int, expected: int) -> bool:
+    """Exact: equal. At least once: no fewer, and no more extra than there were duplicates."""
+    if report.delivery is Delivery.EXACT:
+        return got == expected
+    return expected <= got <= expected + report.duplicates
+
+
+def _balance(report: SourceReport) -> Check:
+    c = report.counts
+    detail = (
+        f"received {c.received} = ingested {c.ingested} + dropped {c.dropped_total} "
+        f"+ rejected {c.rejected_total} + queued {c.queued}"
+    )
+    return Check(f"{report.source}: every message received is accounted for", c.balanced, detail)
+
+
+def _delivery(report: SourceReport) -> Check:
+    received, expected = report.counts.received, report.expected_received
+    never = sum(report.never_received.values())
+    less = f" less {never} refused before the daemon (ZMQ_MAXMSGSIZE)" if never else ""
+    if report.delivery is Delivery.EXACT:
+        detail = f"received {received}, sent {report.sent_total}{less}"
+        return Check(f"{report.source}: received = sent", received == expected, detail)
+    detail = f"received {received}, sent {report.sent_total}{less}: {report.duplicates} duplicates"
+    return Check(f"{report.source}: received >= sent (QoS 1)", received >= expected, detail)
+
+
+def _rejections(report: SourceReport) -> list[Check]:
+    expected: dict[str, int] = {}
+    for kind, reason in REJECTED_AS.items():
+        if kind not in report.never_received:
+            expected[str(reason)] = expected.get(str(reason), 0) + report.sent.get(kind, 0)
+    checks = []
+    for reason in sorted({*expected, *report.counts.rejected}):
+        got, wanted = report.counts.rejected.get(reason, 0), expected.get(reason, 0)
+        detail = f"{got} rejected, {wanted} sent that must be"
+        ok = _within(report, got, wanted)
+        checks.append(Check(f"{report.source}: rejected {reason}", ok, detail))
+    return checks
+
+
+def _repairs(report: SourceReport) -> list[Check]:
+    expected: dict[str, int] = {}
+    for kind, repairs in REPAIRS.items():
+        for repair, per_message in repairs.items():
+            expected[repair] = expected.get(repair, 0) + per_message * report.sent.get(kind, 0)
+    most = max(n for repairs in REPAIRS.values() for n in repairs.values())
+    checks = []
+    for repair in sorted({*expected, *report.counts.repaired}):
+        got, wanted = report.counts.repaired.get(repair, 0), expected.get(repair, 0)
+        if report.delivery is Delivery.EXACT:
+            ok = got == wanted
+        else:  # a duplicate of a spoiled line brings its repairs again
+            ok = wanted <= got <= wanted + most * report.duplicates
+        detail = f"{got} counted, {wanted} in the lines sent"
+        checks.append(Check(f"{report.source}: repaired {repair}", ok, detail))
+    return checks
+
+
+def _reached_session(report: SourceReport) -> Check:
+    rejected_kinds = {str(kind) for kind in REJECTED_AS}
+    accepted = sum(n for kind, n in report.sent.items() if kind not in rejected_kinds)
+    c = report.counts
+    reached = c.ingested + c.dropped_total
+    detail = (
+        f"ingested {c.ingested} + dropped {c.dropped_total}, "
+        f"{accepted} good, bad_utf8 and nul lines sent"
+    )
+    name = f"{report.source}: every acceptable line was ingested or dropped with a reason"
+    return Check(name, _within(report, reached, accepted), detail)
+
+
+# --- summaries ----------------------------------------------------------------------------
+
+
+def summaries_checks(
+    jsonl_lines: int,
+    torn_lines: int,
+    emitted: int,
+    at_shutdown: int,
+    shrank: Sequence[str],
+    repeated_seq: int = 0,
+) -> list[Check]:
+    """The JSONL holds one line per summary the daemon runs emitted (status) plus the one
+    written at shutdown; every line is whole JSON, the file never got smaller, and no
+    seq number comes twice (a restarted daemon numbers on from the file)."""
+    written = Check(
+        "summaries: every summary emitted is in the JSONL",
+        jsonl_lines == emitted + at_shutdown,
+        f"{jsonl_lines} lines, {emitted} emitted + {at_shutdown} at shutdown",
+    )
+    whole = Check(
+        "summaries: the JSONL was never truncated",
+        torn_lines == 0 and not shrank,
+        "; ".join([f"{torn_lines} lines are not whole JSON objects", *shrank])
+        if torn_lines or shrank
+        else "every line whole JSON, the file only grew",
+    )
+    unique = Check(
+        "summaries: every seq number is written once",
+        repeated_seq == 0,
+        f"{repeated_seq} seq numbers written twice" if repeated_seq else "all distinct",
+    )
+    return [written, whole, unique]
+
+
+# --- memory -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Trend:
+    """One daemon run's memory after its warm-up: peaks of the first and last thirds."""
+
+    run: int
+    samples: int
+    first_peak: int | None
+    last_peak: int | None
+    slice_peaks: tuple[int | None, ...]
+
+    @property
+    def ratio(self) -> float | None:
+        if not self.first_peak or self.last_peak is None:
+            return None
+        return self.last_peak / self.first_peak
+
+    def as_json(self) -> dict[str, Any]:
+        ratio = self.ratio
+        return {
+            "run": self.run,
+            "samples": self.samples,
+            "first_third_peak_bytes": self.first_peak,
+            "last_third_peak_bytes": self.last_peak,
+            "ratio": None if ratio is None else round(ratio, 4),
+            "slice_peaks_bytes": list(self.slice_peaks),
+        }
+
+
+def trend(run: int, samples: Sequence[Sample], settled_from_s: float) -> Trend:
+    """The trend of `samples` (one run's, in time order) from `settled_from_s` on."""
+    after = [s for s in samples if s.at_s >= settled_from_s]
+    if len(after) < MIN_SAMPLES:
+        return Trend(run, len(after), None, None, ())
+    start, end = after[0].at_s, after[-1].at_s
+    third = (end - start) / 3
+    first = max(s.value for s in after if s.at_s <= start + third)
+    last = max(s.value for s in after if s.at_s >= end - third)
+    return Trend(run, len(after), first, last, _slice_peaks(after, start, end))
+
+
+def _slice_peaks(samples: Sequence[Sample], start: float, end: float) -> tuple[int | None, ...]:
+    width = (end - start) / SLICES or 1.0
+    peaks: list[int | None] = [None] * SLICES
+    for s in samples:
+        index = min(SLICES - 1, int((s.at_s - start) / width))
+        peaks[index] = max(s.value, peaks[index] or 0)
+    return tuple(peaks)
+
+
+def flat_check(what: str, trends: Sequence[Trend], bound: float) -> Check:
+    """Flat: every judged run's last-third peak within `bound` x its first-third peak."""
+    judged = [t for t in trends if t.ratio is not None]
+    if not judged:
+        why = "no run lasted long enough after its warm-up to judge: lengthen --duration"
+        return Check(f"{what} is flat", False, why)
+    worst = max(judged, key=lambda t: t.ratio or 0.0)
+    ratios = ", ".join(f"run {t.run + 1} x{t.ratio:.3f}" for t in judged)
+    ok = (worst.ratio or 0.0) <= bound
+    return Check(f"{what} is flat", ok, f"last/first third peak: {ratios}; bound x{bound:g}")

@@ -1,0 +1,491 @@
+"""The soak's timeline: start everything, offer traffic, inject the faults, settle, reconcile.
+
+    broker up -> daemon ready and subscribed -> senders and monitor start
+    -> at evenly spaced times: broker restarts (traffic goes on) and, in the
+       middle, one daemon SIGKILL -> at the end, settle and SIGTERM the daemon
+
+Counters die with a SIGKILLed daemon, and messages in flight die with it too,
+so the table is made exact by construction: before the kill (and at the end)
+the senders pause, the broker acknowledges every publish, and the soak waits
+until the daemon's status shows everything sent as received, nothing queued,
+every message accounted for and no summary pending. Those counters are the
+run's final ones; the next run's are taken from its first status (zero, or
+what a resumed daemon carried over) and only the difference is added.
+
+Summaries come from the token trigger only (the seconds trigger is off): it
+fires after a batch, so once nothing is queued none is pending, and the
+JSONL's line count can be compared with the status' count exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from .broker import Broker, free_tcp_port
+from .daemon_process import DaemonProcess
+from .monitor import Monitor, Sample
+from .options import SoakOptions
+from .payloads import Kind, Mix
+from .reconcile import (
+    Check,
+    Counts,
+    Delivery,
+    SourceReport,
+    flat_check,
+    reconcile_source,
+    summaries_checks,
+    total,
+    trend,
+)
+from .report import Faults, Memory, SoakResult, Summaries
+from .senders import MqttSender, Sender, SenderStuck, ZmqSender
+from .waiting import SoakTimeout, poll_until
+
+ZMQ_SOURCE, MQTT_SOURCE = "zmq-pull", "mqtt"  # the daemon's names (daemon/wiring.py)
+SOURCES = (ZMQ_SOURCE, MQTT_SOURCE)
+TOPIC_ROOT = "soak"
+BROKER_DOWN_S = 1.0  # long enough that every client sees the broker gone
+RESUBSCRIBE_TIMEOUT_S = 60.0  # the daemon's reconnect backoff is capped at 30 s
+QUIET_S = 1.0  # settled: the counters stayed the same this long
+TICK_S = 0.5
+HEARTBEAT_S = 30.0  # a progress line this often while the traffic runs
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class DaemonRun:
+    """One daemon process: its counters when it became ready and when it was settled."""
+
+    index: int
+    pid: int
+    ready_at_s: float  # on the monitor's clock
+    baseline: dict[str, Counts]
+    emitted_baseline: int
+    jsonl_lines_at_start: int
+    final: dict[str, Counts] = field(default_factory=dict)
+    emitted_final: int = 0
+
+    def counted(self, source: str) -> Counts:
+        return self.final.get(source, Counts()) - self.baseline.get(source, Counts())
+
+    @property
+    def emitted(self) -> int:
+        return self.emitted_final - self.emitted_baseline
+
+
+def schedule(options: SoakOptions) -> list[tuple[float, str]]:
+    """(seconds after the traffic starts, "broker" or "daemon"), evenly spaced; the daemon
+    kill in the middle, between broker restarts."""
+    events = ["broker"] * options.broker_restarts
+    if options.kill_daemon_once:
+        events.insert(len(events) // 2, "daemon")
+    step = options.duration_s / (len(events) + 1)
+    return [(step * (i + 1), event) for i, event in enumerate(events)]
+
+
+def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """(the records, how many lines are not a whole JSON object)."""
+    if not path.exists():
+        return [], 0
+    records, torn = [], 0
+    for line in path.read_bytes().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            torn += 1
+    return records, torn
+
+
+def _lines(path: Path) -> int:
+    records, torn = read_jsonl(path)
+    return len(records) + torn
+
+
+class Soak:
+    def __init__(self, options: SoakOptions, workdir: Path, progress: Progress) -> None:
+        self.options = options
+        self.workdir = workdir
+        self.progress = progress
+        self.jsonl = workdir / "summaries.jsonl"
+        self.runs: list[DaemonRun] = []
+        self.resubscribed_after: list[float] = []
+        self.ready_after: list[float] = []
+        self.broker_restarts = self.daemon_kills = 0
+        self.repairs_reported = False  # the daemon's status has repaired_by_kind
+        self.began = self.last_heartbeat = time.monotonic()  # of the traffic (see _drive)
+        self.senders: list[Sender] = []
+        self.zmq_address = f"tcp://127.0.0.1:{free_tcp_port()}"
+        (workdir / "state").mkdir(parents=True, exist_ok=True)
+        (workdir / "streamd.toml").write_text("")  # no /etc/streamd/streamd.toml sneaks in
+
+    # ---------------------------------------------------------------- run
+
+    def run(self) -> SoakResult:
+        started = time.monotonic()
+        with contextlib.ExitStack() as cleanup:
+            self.broker = Broker.start_on_free_port(self.workdir / "broker")
+            cleanup.callback(self.broker.stop)
+            self.progress(f"broker: mosquitto on {self.broker.host}:{self.broker.port}")
+            self.daemon = DaemonProcess(
+                self._run_args(), self.workdir / "control.sock", self.workdir / "daemon.log"
+            )
+            self.monitor = Monitor(self.jsonl, self.daemon.status)
+            self.monitor.start()
+            cleanup.callback(self.monitor.stop)
+            cleanup.callback(self._kill_daemon_if_running)
+            self._start_daemon()
+            cleanup.enter_context(self._traffic())
+            self._drive()
+            exit_code, at_shutdown = self._finish()
+        return self._result(time.monotonic() - started, exit_code, at_shutdown)
+
+    def _run_args(self) -> list[str]:
+        o, broker = self.options, self.broker
+        return [
+            # First: the soak's settings below must win (click keeps an option's last value).
+            *o.daemon_args,
+            "--config", str(self.workdir / "streamd.toml"),
+            "--state-dir", str(self.workdir / "state"),
+            "--control-socket", str(self.workdir / "control.sock"),
+            "--model", o.model, "--device", o.device, "--max-capacity", str(o.max_capacity),
+            "--summary-every-tokens", str(o.summary_every_tokens),
+            "--summary-every-seconds", "0",  # see the module docstring
+            "--no-stdout", "--jsonl", str(self.jsonl),
+            "--zmq-bind", self.zmq_address,
+            "--mqtt-host", broker.host, "--mqtt-port", str(broker.port),
+            "--mqtt-topic", f"{TOPIC_ROOT}/#",
+            # Fixed across daemon restarts: the broker keeps the session under this id.
+            "--mqtt-client-id", f"streamd-soak-{broker.port}",
+            "--metrics-port", str(free_tcp_port()),
+            "--log-format", "json",
+        ]  # fmt: skip
+
+    @contextlib.contextmanager
+    def _traffic(self) -> Iterator[None]:
+        context: zmq.Context[Any] = zmq.Context()
+        try:
+            self._make_senders(context)
+            for sender in self.senders:
+                sender.start()
+            yield
+        finally:
+            for sender in self.senders:
+                sender.stop()
+            context.term()
+
+    def _make_senders(self, context: zmq.Context[Any]) -> None:
+        """Into self.senders one by one, so that a failure leaves them all to be closed."""
+        o = self.options
+        blob_times = [o.duration_s * (i + 0.5) / o.blobs for i in range(o.blobs)]
+        senders = self.senders
+        for i in range(o.senders):
+            common = {"rate": o.rate, "blob_bytes": o.blob_bytes}
+            blobs = blob_times if i == 0 else []  # one sender per transport carries the blobs
+            senders.append(
+                ZmqSender(
+                    f"soak-zmq-{i}", context, self.zmq_address,
+                    mix=Mix(o.malformed, seed=o.seed * 1000 + i), blob_times=blobs, **common,
+                )
+            )  # fmt: skip
+            senders.append(
+                MqttSender(
+                    f"soak-mqtt-{i}-{self.broker.port}", self.broker.host, self.broker.port,
+                    f"{TOPIC_ROOT}/{i}", mix=Mix(o.malformed, seed=o.seed * 1000 + 500 + i),
+                    blob_times=blobs, **common,
+                )
+            )  # fmt: skip
+
+    def _drive(self) -> None:
+        self.began = self.last_heartbeat = time.monotonic()
+        for at_s, event in schedule(self.options):
+            self._wait_until(self.began + at_s)
+            if event == "broker":
+                self._restart_broker(self._elapsed_s())
+            else:
+                self._kill_and_restart_daemon(self._elapsed_s())
+        self._wait_until(self.began + self.options.duration_s)
+
+    def _elapsed_s(self) -> float:
+        return time.monotonic() - self.began
+
+    def _wait_until(self, deadline: float) -> None:
+        while (left := deadline - time.monotonic()) > 0:
+            self.daemon.check_running()
+            self._check_senders()
+            if time.monotonic() - self.last_heartbeat >= HEARTBEAT_S:
+                self.last_heartbeat = time.monotonic()
+                self.progress(f"{self._elapsed_s():.0f} s: {self._traffic_line()}")
+            time.sleep(min(TICK_S, left))
+
+    def _traffic_line(self) -> str:
+        """Sent so far and how the daemon keeps up (a growing queue: lower --rate)."""
+        sent = sum(self._sent_totals().values())
+        doc = self.daemon.status()
+        if doc is None:
+            return f"{sent} messages sent; the daemon does not answer"
+        return (
+            f"{sent} messages sent; the daemon has {doc['queue']['depth']} queued, "
+            f"ingests {doc['tokens']['per_second_1m']:.0f} tokens/s"
+        )
+
+    def _check_senders(self) -> None:
+        for sender in self.senders:
+            if sender.error is not None:
+                raise SenderStuck(f"{sender.name} failed: {sender.error!r}") from sender.error
+
+    # ------------------------------------------------------------- faults
+
+    def _restart_broker(self, at_s: float) -> None:
+        self.broker.stop()
+        time.sleep(BROKER_DOWN_S)
+        self.broker.start()
+        self.broker_restarts += 1
+        went = time.monotonic()
+        self.daemon.wait_status(_subscribed, "the daemon to re-subscribe", RESUBSCRIBE_TIMEOUT_S)
+        self.resubscribed_after.append(round(time.monotonic() - went, 2))
+        self.progress(f"{at_s:.0f} s: broker restarted; the daemon re-subscribed")
+
+    def _kill_and_restart_daemon(self, at_s: float) -> None:
+        self._settle("before the SIGKILL")
+        self.monitor.unwatch()
+        self.daemon.kill()
+        self.daemon_kills += 1
+        self.progress(f"{at_s:.0f} s: daemon SIGKILLed (run {len(self.runs)} settled first)")
+        self._start_daemon()
+        for sender in self.senders:
+            sender.resume()
+
+    # ------------------------------------------------------- daemon runs
+
+    def _start_daemon(self) -> None:
+        went = time.monotonic()
+        self.daemon.start()
+        self.monitor.watch(len(self.runs), self.daemon.pid)
+        doc = self.daemon.wait_status(
+            lambda d: d["state"] == "ready" and _subscribed(d),
+            "the daemon to load the model and subscribe",
+            self.options.start_timeout_s,
+        )
+        self.ready_after.append(round(time.monotonic() - went, 2))
+        rows = doc["sources"].values()
+        self.repairs_reported = all("repaired_by_kind" in row for row in rows)
+        self.runs.append(
+            DaemonRun(
+                index=len(self.runs),
+                pid=self.daemon.pid,
+                ready_at_s=self.monitor.now_s(),
+                baseline=_counts(doc),
+                emitted_baseline=int(doc["summaries"]["emitted"]),
+                jsonl_lines_at_start=_lines(self.jsonl),
+            )
+        )
+        self.progress(f"daemon ready (pid {self.daemon.pid}, after {self.ready_after[-1]:.1f} s)")
+
+    def _kill_daemon_if_running(self) -> None:
+        process = self.daemon.process
+        if process is not None and process.poll() is None:
+            self.daemon.kill()
+
+    def _settle(self, when: str) -> None:
+        """Pause the senders, let every message land, and keep the run's final counters."""
+        for sender in self.senders:
+            sender.pause()
+        self.progress(f"settling {when}: senders paused; {self._traffic_line()}")
+        for sender in self.senders:
+            if isinstance(sender, MqttSender):
+                sender.wait_acked(self.options.drain_timeout_s)
+        run, sent = self.runs[-1], self._sent_totals()
+        try:
+            doc = self._quiet_status(lambda d: self._settled(d, run, sent), when)
+        except SoakTimeout as timeout:  # the checks will say what did not add up
+            self.progress(f"{timeout}; reading the counters as they are")
+            doc = self.daemon.status() or {}
+        run.final = _counts(doc)
+        run.emitted_final = int(doc.get("summaries", {}).get("emitted", run.emitted_baseline))
+
+    def _quiet_status(self, check: Callable[[dict[str, Any]], bool], when: str) -> dict[str, Any]:
+        """The first status that passes `check` and has not changed for QUIET_S."""
+        seen: dict[str, Any] = {"key": None, "since": 0.0}
+
+        def quiet() -> dict[str, Any] | None:
+            self.daemon.check_running()
+            doc = self.daemon.status()
+            if doc is None or not check(doc):
+                seen["key"] = None
+                return None
+            key = json.dumps([doc["sources"], doc["summaries"]["emitted"]], sort_keys=True)
+            if key != seen["key"]:
+                seen.update(key=key, since=time.monotonic())
+                return None
+            return doc if time.monotonic() - seen["since"] >= QUIET_S else None
+
+        what = f"the daemon to settle {when} (everything sent received, nothing queued)"
+        return poll_until(quiet, what, self.options.drain_timeout_s)
+
+    def _settled(self, doc: dict[str, Any], run: DaemonRun, sent: dict[str, int]) -> bool:
+        if doc["queue"]["depth"]:
+            return False
+        earlier = self.runs[:-1]
+        for source in SOURCES:
+            now = Counts.from_status(doc["sources"].get(source)) - run.baseline[source]
+            counted = total([*(r.counted(source) for r in earlier), now])
+            if counted.queued or not counted.balanced or counted.received < sent[source]:
+                return False
+        every = doc["summaries"]["every_tokens"]
+        if every and doc["tokens"]["unsummarized"] >= every:
+            return False  # a token-triggered summary is due or running
+        emitted = int(doc["summaries"]["emitted"]) - run.emitted_baseline
+        return _lines(self.jsonl) == run.jsonl_lines_at_start + emitted
+
+    def _sent_totals(self) -> dict[str, int]:
+        """What each source must have received: sent, less ZeroMQ blobs (never received)."""
+        totals = dict.fromkeys(SOURCES, 0)
+        for source, by_kind in self._sent_by_source().items():
+            never = by_kind.get(Kind.BLOB, 0) if source == ZMQ_SOURCE else 0
+            totals[source] = sum(by_kind.values()) - never
+        return totals
+
+    def _sent_by_source(self) -> dict[str, dict[str, int]]:
+        sent: dict[str, dict[str, int]] = {source: {} for source in SOURCES}
+        for sender in self.senders:
+            for kind, count in sender.sent_by_kind().items():
+                sent[sender.source][kind] = sent[sender.source].get(kind, 0) + count
+        return sent
+
+    def _finish(self) -> tuple[int, int]:
+        """Settle, then SIGTERM: (the daemon's exit code, summaries written at shutdown)."""
+        self._settle("at the end")
+        before = _lines(self.jsonl)
+        exit_code = self.daemon.stop()
+        self.monitor.unwatch()
+        records, _ = read_jsonl(self.jsonl)
+        at_shutdown = sum(1 for r in records[before:] if r.get("trigger") == "shutdown")
+        self.progress(f"daemon stopped (exit code {exit_code})")
+        return exit_code, at_shutdown
+
+    # ------------------------------------------------------------ result
+
+    def _result(self, elapsed_s: float, exit_code: int, at_shutdown: int) -> SoakResult:
+        sources = self._source_reports()
+        records, torn = read_jsonl(self.jsonl)
+        seqs = [record.get("seq") for record in records]
+        summaries = Summaries(
+            jsonl_lines=len(records) + torn,
+            emitted=sum(run.emitted for run in self.runs),
+            at_shutdown=at_shutdown,
+            repeated_seq=len(seqs) - len(set(seqs)),
+        )
+        memory = self._memory()
+        checks = [
+            *(check for report in sources for check in report.checks),
+            *summaries_checks(
+                summaries.jsonl_lines, torn, summaries.emitted, at_shutdown,
+                self.monitor.jsonl_shrank, summaries.repeated_seq,
+            ),
+            *self._fault_checks(exit_code),
+        ]  # fmt: skip
+        memory_checks = [flat_check("daemon RSS", memory.rss, memory.bound)]
+        if memory.gpu:
+            memory_checks.append(flat_check("GPU memory", memory.gpu, memory.bound))
+        faults = Faults(
+            self.broker_restarts,
+            self.daemon_kills,
+            tuple(self.resubscribed_after),
+            tuple(self.ready_after),
+        )
+        return SoakResult(
+            settings=self.options.as_json(),
+            elapsed_s=elapsed_s,
+            sources=tuple(sources),
+            summaries=summaries,
+            faults=faults,
+            memory=memory,
+            daemon_exit_code=exit_code,
+            checks=tuple(checks),
+            memory_checks=tuple(memory_checks),
+        )
+
+    def _source_reports(self) -> list[SourceReport]:
+        sent = self._sent_by_source()
+        reports = []
+        for source in SOURCES:
+            counts = total(run.counted(source) for run in self.runs)
+            never: dict[str, int] = {}
+            delivery = Delivery.AT_LEAST_ONCE
+            if source == ZMQ_SOURCE:
+                delivery = Delivery.EXACT
+                if sent[source].get(Kind.BLOB):
+                    never[Kind.BLOB] = sent[source][Kind.BLOB]
+            reports.append(
+                reconcile_source(
+                    source, delivery, sent[source], counts, never, self.repairs_reported
+                )
+            )
+        return reports
+
+    def _fault_checks(self, exit_code: int) -> list[Check]:
+        o = self.options
+        planned = (o.broker_restarts, int(o.kill_daemon_once))
+        done = (self.broker_restarts, self.daemon_kills)
+        detail = (
+            f"broker restarts {done[0]} of {planned[0]}, daemon SIGKILLs {done[1]} of {planned[1]}"
+        )
+        return [
+            Check("faults: every planned fault was injected", done == planned, detail),
+            Check("daemon: SIGTERM at the end exits 0", exit_code == 0, f"exit code {exit_code}"),
+        ]
+
+    def _memory(self) -> Memory:
+        o = self.options
+        rss, gpu = [], []
+        for run in self.runs:
+            settled_from = run.ready_at_s + o.warmup_s
+            rss.append(trend(run.index, _of_run(self.monitor.rss, run.index), settled_from))
+            gpu_samples = _of_run(self.monitor.gpu, run.index)
+            if gpu_samples:
+                gpu.append(trend(run.index, gpu_samples, settled_from))
+        peaks = dict(sorted(self.monitor.peak_rss_by_run.items()))
+        return Memory(tuple(rss), peaks, tuple(gpu), o.warmup_s, o.max_memory_growth)
+
+
+def _of_run(samples: list[Sample], run: int) -> list[Sample]:
+    return [s for s in samples if s.run == run]
+
+
+def _subscribed(doc: dict[str, Any]) -> bool:
+    return bool(doc["sources"].get(MQTT_SOURCE, {}).get("connected"))
+
+
+def _counts(doc: dict[str, Any]) -> dict[str, Counts]:
+    rows = doc.get("sources", {})
+    return {source: Counts.from_status(rows.get(source)) for source in SOURCES}
+
+
+def run_soak(options: SoakOptions, progress: Progress) -> tuple[SoakResult, Path]:
+    """Run the soak; returns the result and the folder with its logs. A temporary folder
+    is removed when the soak passed, and kept (for its logs) when it did not."""
+    workdir = options.workdir or Path(tempfile.mkdtemp(prefix="streamd-soak-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    progress(f"working in {workdir}")
+    result = None
+    try:
+        result = Soak(options, workdir, progress).run()
+        return result, workdir
+    finally:
+        if options.workdir is None and result is not None and result.ok:
+            shutil.rmtree(workdir, ignore_errors=True)

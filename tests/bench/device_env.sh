@@ -1,0 +1,14 @@
+# Source on the GPU machine (device tool) from the repository root:
+#   . tests/bench/device_env.sh && python3 tests/bench/decode_variants.py smollm2-135m
+# The machine's Python has torch and transformers but not this package: import it from
+# the working tree through a small symlinked tree under /tmp (the repo's folders are
+# not laid out as the installed package is).
+R=$(pwd)
+mkdir -p /tmp/pkg/streamd /tmp/site
+for part in cache connectors daemon; do ln -sfn "$R/$part" "/tmp/pkg/streamd/$part"; done
+cp "$R/streamd/__init__.py" /tmp/pkg/streamd/__init__.py
+if ls "$R"/.whl/*.whl >/dev/null 2>&1; then
+  pip install -q --no-index --no-deps --target /tmp/site "$R"/.whl/*.whl 2>/dev/null
+fi
+export PYTHONPATH=/tmp/pkg:/tmp/site
+export REPO_ROOT=$R

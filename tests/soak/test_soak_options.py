@@ -1,0 +1,30 @@
+"""`streamd soak`'s settings: checked at the edge with the option named, and the faults'
+timeline they make."""
+
+from __future__ import annotations
+
+import pytest
+
+from streamd.daemon.soak.options import SoakOptionError, SoakOptions
+from streamd.daemon.soak.runner import schedule
+from tests.daemon.daemon_testing import cli
+
+
+def test_a_setting_that_cannot_work_is_refused_naming_the_option() -> None:
+    with pytest.raises(SoakOptionError, match=r"--warmup = 30: must be under half of --duration"):
+        SoakOptions(duration_s=60, warmup_s=30)
+    with pytest.raises(SoakOptionError, match=r"--malformed = 1: must be at least 0, below 1"):
+        SoakOptions(malformed=1.0)
+
+
+def test_the_command_refuses_it_before_starting_anything() -> None:
+    done = cli("soak", "--duration", "20", "--warmup", "12")
+    assert done.returncode == 2
+    assert "--warmup = 12: must be under half of --duration (20)" in done.stderr
+    assert "working in" not in done.stderr  # no broker, no daemon, no folder
+
+
+def test_faults_are_spread_over_the_run_with_the_kill_between_broker_restarts() -> None:
+    events = schedule(SoakOptions(duration_s=100, broker_restarts=3, kill_daemon_once=True))
+    assert events == [(20.0, "broker"), (40.0, "daemon"), (60.0, "broker"), (80.0, "broker")]
+    assert schedule(SoakOptions(broker_restarts=0, kill_daemon_once=False)) == []
