@@ -263,8 +263,14 @@ class RingModel:
     def run(
         self, plan: ForwardPlan, input_ids: torch.Tensor, logits_to_keep: int = 1
     ) -> torch.Tensor:
-        """input_ids: [1, count] -> logits [1, logits_to_keep or count, vocab]; commits the plan."""
-        logits = self.forward(plan, input_ids, logits_to_keep)
+        """input_ids: [1, count] -> logits [1, logits_to_keep or count, vocab]; commits the plan.
+        A forward that raises (CUDA out of memory) commits nothing: the ring stays as it was
+        for the stream (see StreamCache.abandon)."""
+        try:
+            logits = self.forward(plan, input_ids, logits_to_keep)
+        except BaseException:
+            self.ring.abandon()
+            raise
         self.ring.finish()
         return logits
 

@@ -409,6 +409,12 @@ class StreamCache:
             self.scratch_used += plan.count
         self._plan = None
 
+    def abandon(self) -> None:
+        """Forget a planned forward that failed. Its slots may hold some layers' new keys,
+        but the head did not move: their positions are ahead of every query until the
+        next plan over the same positions overwrites them."""
+        self._plan = None
+
     def reset(self, origin: int | None = None) -> None:
         """Back to an empty session at `origin` (by default the one it had), same tensors,
         so captured graphs stay valid. A resumed stream restarts at its old positions."""

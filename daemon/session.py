@@ -125,11 +125,18 @@ class Session:
         self.runner.prefix(self._tensor(self._prefix_ids))
 
     def _warm_up(self) -> None:
-        """Compile and capture the summary path now, not on the first summary.
+        """Compile and capture a full stream chunk and the summary path now, at start,
+        not in the middle of the stream (on a GPU that takes tens of seconds).
 
-        A summary leaves the stream cache bit-identical, so this changes nothing.
+        A chunk of filler tokens goes through the ring, then a summary; then the ring
+        restarts empty on the same tensors (the captured graphs stay valid), so the
+        session is what a fresh one would be.
         """
+        newline = self._encode("\n", allow_special=False)[:1] or [0]
+        filler = newline * self.ring.layout.chunk
+        self.runner.stream(self._tensor(filler))
         self.summarize()
+        self._restart_ring(origin=0)
         self.summaries = 0
         self.timings = _Timings()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import resource
 
+import pytest
 import torch
 
 from streamd.cache.hf import RingModel, build_ring_cache
@@ -90,3 +91,36 @@ def test_100k_streamed_tokens_allocate_no_cache_tensor_and_rss_stays_flat(
     growth_kib = _rss_kib() - rss_after_warmup
     assert growth_kib < 8 * 1024, f"RSS grew {growth_kib} KiB over 100k tokens"
     assert ring.counters().evicted(ring.layout) == ring.head - ring.stream_start - 256
+
+
+def test_a_forward_that_fails_midway_leaves_the_stream_as_it_was(
+    tiny_model: torch.nn.Module,
+) -> None:
+    """A CUDA OOM inside a chunk (injected here: a layer that raises) must not poison the
+    session: the next chunks give the logits of a stream that never saw the failure."""
+    ids = torch.randint(0, 100, (4 + 3 * 8,), generator=torch.Generator().manual_seed(5))
+    layout = CacheLayout.build(pinned=4, window=12, chunk=8, scratch=4)
+
+    def streamed(fail_second_chunk: bool) -> list[torch.Tensor]:
+        runner = RingModel(tiny_model, build_ring_cache(tiny_model, layout))
+        runner.prefix(ids[:4].unsqueeze(0))
+        out = [runner.stream(ids[4:12].unsqueeze(0))]
+        if fail_second_chunk:
+            layer = tiny_model.model.layers[1]
+
+            def fail(*_: object) -> None:
+                raise torch.OutOfMemoryError("injected: CUDA out of memory")
+
+            handle = layer.register_forward_pre_hook(fail)
+            try:
+                with pytest.raises(torch.OutOfMemoryError):
+                    runner.stream(ids[12:20].unsqueeze(0))
+            finally:
+                handle.remove()
+            runner.ring.set_window(10)  # a live resize is allowed again after the failure
+            runner.ring.set_window(12)
+        out += [runner.stream(ids[s : s + 8].unsqueeze(0)) for s in (12, 20)]
+        return out
+
+    for failed, clean in zip(streamed(True), streamed(False), strict=True):
+        torch.testing.assert_close(failed, clean, rtol=0, atol=0)

@@ -126,3 +126,22 @@ def test_static_decode_gives_the_plain_path_tokens(
         texts.append((first.text, first.generated_tokens, session.summarize().text))
     assert texts[0] == texts[1]
     assert texts[0][1] == 24  # a random model never says stop: the whole budget was decoded
+
+
+def test_the_gpu_warm_up_leaves_a_session_identical_to_a_fresh_one(
+    tiny_loaded: LoadedModel,
+) -> None:
+    """On a GPU a session compiles a full chunk and a summary at start; run here on the
+    CPU, the warm-up must leave no trace: same counters, same next logits."""
+    config = SessionConfig(max_capacity=96, chunk=16, summary_max_tokens=8)
+    warmed, fresh = Session(config, tiny_loaded), Session(config, tiny_loaded)
+    warmed._warm_up()
+    assert warmed.stats().tokens_ingested == 0 and warmed.stats().summaries == 0
+    assert warmed.window_token_ids() == []
+    ids = fresh.tokenize_stream("disk /dev/sda1 is 91% full\nbackup finished in 42 s")
+    for session in (warmed, fresh):
+        session.ingest_ids(ids)
+    assert warmed.window_token_ids() == fresh.window_token_ids() == ids
+    assert warmed.stats().tokens_ingested == fresh.stats().tokens_ingested == len(ids)
+    for name, tensor in fresh.ring.tensors().items():
+        assert torch.equal(warmed.ring.tensors()[name], tensor), name
