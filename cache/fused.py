@@ -104,18 +104,23 @@ def _fuse_layer(layer: Any) -> FusedLayer:
 def _fuse_linears(linears: list[Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One [sum(out), in] weight (and bias); each Linear now holds a view of it.
 
-    Runs once at load: the concatenation is not on the streaming path.
+    Runs once at load: each projection is copied into its rows of one tensor
+    allocated for all of them.
     """
-    weight = torch.cat([m.weight for m in linears], dim=0)
-    biases = [m.bias for m in linears]
-    bias = torch.cat(biases, dim=0) if all(b is not None for b in biases) else None
+    first = linears[0].weight
+    total = sum(m.weight.shape[0] for m in linears)
+    weight = first.new_empty((total, first.shape[1]))
+    has_bias = all(m.bias is not None for m in linears)
+    bias = first.new_empty(total) if has_bias else None
     start = 0
     for m in linears:
-        rows = m.weight.shape[0]
-        m.weight = torch.nn.Parameter(weight[start : start + rows], requires_grad=False)
+        rows = slice(start, start + m.weight.shape[0])
+        weight[rows].copy_(m.weight)
+        m.weight = torch.nn.Parameter(weight[rows], requires_grad=False)
         if bias is not None:
-            m.bias = torch.nn.Parameter(bias[start : start + rows], requires_grad=False)
-        start += rows
+            bias[rows].copy_(m.bias)
+            m.bias = torch.nn.Parameter(bias[rows], requires_grad=False)
+        start = rows.stop
     return weight, bias
 
 
@@ -147,7 +152,6 @@ class FusedDecodeStep:
         self.q_dim = self.heads * self.head_dim
         self.kv_dim = self.kv_heads * self.head_dim
         self.intermediate = int(config.intermediate_size)
-        self.attention = "manual"  # or "sdpa": the single query through one SDPA kernel
         # rotate_half(x) == roll(x, D/2) * [-1.., +1..]: one gather the compiler fuses
         # into the rotation (the in-place halves of rope.rotate_half break its graph).
         half = self.head_dim // 2
@@ -187,23 +191,8 @@ class FusedDecodeStep:
         keys, values = self.ring.keys[index], self.ring.values[index]
         keys.index_copy_(2, plan.write_slots, k.to(keys.dtype))
         values.index_copy_(2, plan.write_slots, v.to(values.dtype))
-        out = self._attend(q, keys, values, plan.mask)
+        out = single_query_attention(q, keys, values, plan.mask, self.head_dim**-0.5)
         return F.linear(out.reshape(1, 1, self.q_dim), layer.o, layer.o_bias)
-
-    def _attend(
-        self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor
-    ) -> torch.Tensor:
-        """q: [1, heads, 1, D]; keys/values: [1, kv_heads, slots, D]; mask: [1, 1, 1, slots]
-        bool. Returns [1, 1, heads, D]."""
-        scale = self.head_dim**-0.5
-        if self.attention == "manual":
-            return single_query_attention(q, keys, values, mask, scale)
-        # The query heads of one KV head become that head's query rows: one fused
-        # attention kernel, K/V read once, no GQA expansion.
-        group = self.heads // self.kv_heads
-        rows = q.view(1, self.kv_heads, group, self.head_dim)
-        out = F.scaled_dot_product_attention(rows, keys, values, attn_mask=mask, scale=scale)
-        return out.view(1, 1, self.heads, self.head_dim)
 
     def _mlp(self, layer: FusedLayer, x: torch.Tensor) -> torch.Tensor:
         gate, up = F.linear(x, layer.gate_up).split(self.intermediate, dim=-1)

@@ -41,7 +41,8 @@ def free_tcp_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _accepts(host: str, port: int) -> bool:
+def accepts_tcp(host: str, port: int) -> bool:
+    """Whether something listens on host:port (a connection opens within 0.2 s)."""
     try:
         with socket.create_connection((host, port), timeout=0.2):
             return True
@@ -101,7 +102,7 @@ class Broker:
             )
         deadline = time.monotonic() + START_TIMEOUT_S
         # It listens before it has loaded everything: wait for its "running" line too.
-        while not (" running" in self._log_text()[before:] and _accepts(self.host, self.port)):
+        while not (" running" in self._log_text()[before:] and accepts_tcp(self.host, self.port)):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 why = self._log_text()[before:][-2000:]

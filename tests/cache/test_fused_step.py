@@ -135,21 +135,3 @@ def test_models_that_cannot_be_fused_decode_through_their_own_forward() -> None:
     runner.ring.begin_scratch()
     assert len(decoder.generate(first, 5)) == 5
     runner.ring.end_scratch()
-
-
-@torch.inference_mode()
-def test_both_attention_kernels_of_the_fused_step_agree() -> None:
-    model = _model("llama")
-    runner, _ = _streamed(model)
-    fused = FusedDecodeStep(model, runner.ring)
-    ring = runner.ring
-    ring.begin_scratch()
-    ring.arm_decode()
-    ring.refresh_decode()
-    token = torch.tensor([[3]])
-    manual = fused.forward(ring.decode_plan, token)
-    fused.attention = "sdpa"
-    sdpa = fused.forward(ring.decode_plan, token)
-    ring.finish_decode(1)
-    ring.end_scratch()
-    torch.testing.assert_close(sdpa, manual, rtol=1e-5, atol=1e-5)
