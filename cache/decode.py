@@ -35,6 +35,9 @@ class DecodeOptions:
     # Decode through FusedDecodeStep (q/k/v and gate/up fused) where the model allows
     # it; else, or with False, through the model's own forward.
     fused: bool = True
+    # In the fused step, attention through streamd::decode_attention (Triton kernels on
+    # a GPU) rather than inline torch ops.
+    attention_op: bool = True
 
 
 def pick_token(
@@ -89,7 +92,7 @@ class StaticDecoder:
         if reason is not None:
             log.info("decoding through the model's own forward: %s", reason)
             return None
-        return FusedDecodeStep(runner.model, runner.ring)
+        return FusedDecodeStep(runner.model, runner.ring, options.attention_op)
 
     @property
     def fused(self) -> bool:
@@ -128,7 +131,10 @@ class StaticDecoder:
         torch.cuda.current_stream(self.ring.device).wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         self.ring.arm_decode()
-        with torch.cuda.graph(graph), torch.inference_mode():
+        with (
+            torch.cuda.graph(graph, pool=self.runner.graph_pool, stream=stream),
+            torch.inference_mode(),
+        ):
             self._step_fn()
         self._graph, self._graph_generation = graph, self.ring.generation
 

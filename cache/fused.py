@@ -26,7 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .hf import single_query_attention
+from .decode_attention import decode_attention, decode_attention_reference
 from .ring import ForwardPlan, StreamCache
 
 FUSABLE_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2"})
@@ -134,12 +134,15 @@ def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor
 class FusedDecodeStep:
     """forward(plan, token) like RingModel.forward, for one token, over fused weights."""
 
-    def __init__(self, model: Any, ring: StreamCache) -> None:
+    def __init__(self, model: Any, ring: StreamCache, attention_op: bool = True) -> None:
         reason = fusion_unsupported(model)
         if reason is not None:
             raise ValueError(f"no fused decode step: {reason}")
         config = model.config
         self.ring = ring
+        # streamd::decode_attention (two Triton kernels a layer on a GPU) or the same
+        # arithmetic as inline torch ops (kept to measure one against the other)
+        self._decode_attention = decode_attention if attention_op else decode_attention_reference
         self.layers = fused_layers(model)
         self.embed = model.get_input_embeddings().weight
         self.final_norm = model.model.norm.weight
@@ -180,18 +183,18 @@ class FusedDecodeStep:
         sin: torch.Tensor,
     ) -> torch.Tensor:
         """x: [1, 1, hidden] -> [1, 1, hidden]; this token's K/V go into the ring."""
-        qkv = F.linear(x, layer.qkv, layer.qkv_bias)
-        q, k, v = qkv.split([self.q_dim, self.kv_dim, self.kv_dim], dim=-1)
-        q = q.view(1, 1, self.heads, self.head_dim).transpose(1, 2)  # [1, heads, 1, D]
-        k = k.view(1, 1, self.kv_heads, self.head_dim).transpose(1, 2)
-        v = v.view(1, 1, self.kv_heads, self.head_dim).transpose(1, 2)
-        half = self.head_dim // 2
-        q = q * cos + q.roll(half, dims=-1) * sin  # sin carries the rotate-half signs
-        k = k * cos + k.roll(half, dims=-1) * sin
-        keys, values = self.ring.keys[index], self.ring.values[index]
-        keys.index_copy_(2, plan.write_slots, k.to(keys.dtype))
-        values.index_copy_(2, plan.write_slots, v.to(values.dtype))
-        out = single_query_attention(q, keys, values, plan.mask, self.head_dim**-0.5)
+        qkv = F.linear(x, layer.qkv, layer.qkv_bias).view(-1)
+        out = self._decode_attention(
+            qkv,
+            cos.view(-1),
+            sin.view(-1),
+            plan.write_slots,
+            plan.mask.view(-1),
+            self.ring.keys[index],
+            self.ring.values[index],
+            self.heads,
+            self.head_dim**-0.5,
+        )  # [heads * D]
         return F.linear(out.reshape(1, 1, self.q_dim), layer.o, layer.o_bias)
 
     def _mlp(self, layer: FusedLayer, x: torch.Tensor) -> torch.Tensor:

@@ -134,20 +134,25 @@ def main() -> None:
         print(f"== {shape}", flush=True)
         model = random_model(shape, torch.device("cuda"), torch.bfloat16)
         vocab = model.config.vocab_size
-        for compiled in (False, True):
+        for compiled in (False, True) if "--eager-ingest" in sys.argv else (True,):
             began = time.perf_counter()
             runner, first = _streamed(model, compile=compiled)
             print(f"  ingest compile={compiled} (setup {time.perf_counter() - began:.0f} s)")
             _profile_ingest(runner, vocab)
         base = dict(stop_ids=frozenset(), compile=True)
         ref = _variant(runner, first, vocab, "hf forward", DecodeOptions(**base, fused=False))
+        variants = {
+            "fused, torch attention": DecodeOptions(**base, attention_op=False),
+            "fused, attention op": DecodeOptions(**base),
+        }
         for descent in (False, True):
             if descent and "--descent" not in sys.argv:
                 continue
             inductor_config.coordinate_descent_tuning = descent
-            name = f"fused{' descent' if descent else ''}"
-            tokens = _variant(runner, first, vocab, name, DecodeOptions(**base))
-            print(f"  same tokens as the hf forward: {tokens == ref}")
+            for name, options in variants.items():
+                name = f"{name}{' descent' if descent else ''}"
+                tokens = _variant(runner, first, vocab, name, options)
+                print(f"  same tokens as the hf forward: {tokens == ref}")
         inductor_config.coordinate_descent_tuning = False
         del runner, model
         torch.cuda.empty_cache()

@@ -6,6 +6,11 @@ import pytest
 import torch
 
 from streamd.cache.decode import DecodeOptions, StaticDecoder
+from streamd.cache.decode_attention import (
+    decode_attention,
+    decode_attention_reference,
+    triton_available,
+)
 from streamd.cache.hf import RingModel, build_ring_cache
 from streamd.cache.layout import CacheLayout
 
@@ -53,13 +58,18 @@ def _plain(runner: RingModel, first: torch.Tensor, count: int) -> list[int]:
     return out
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_graph_replayed_decode_gives_the_plain_tokens(dtype: torch.dtype) -> None:
+@pytest.mark.parametrize(
+    ("dtype", "compiled"),
+    [(torch.float32, False), (torch.bfloat16, False), (torch.bfloat16, True)],
+)
+def test_graph_replayed_decode_gives_the_plain_tokens(dtype: torch.dtype, compiled: bool) -> None:
     model = _model(dtype)
     tokens = torch.randint(0, 1024, (600,), device="cuda", generator=None)
     runner, first = _stream(model, tokens)
     want = _plain(runner, first, 60)
-    decoder = StaticDecoder(runner, 1024, DecodeOptions(frozenset(), cuda_graph=True))
+    options = DecodeOptions(frozenset(), cuda_graph=True, compile=compiled)
+    decoder = StaticDecoder(runner, 1024, options)
+    assert decoder.fused
     for _ in range(2):  # the first call captures, the second replays a captured graph
         runner.ring.begin_scratch()
         got = decoder.generate(first, 60)
@@ -75,3 +85,30 @@ def test_cuda_ring_logits_match_the_cpu_ring() -> None:
     cpu_model = model.to("cpu")
     _, cpu = _stream(cpu_model, tokens.cpu())
     assert (gpu.cpu() - cpu).abs().max().item() < 1e-3
+
+
+@pytest.mark.parametrize(("heads", "kv_heads", "dim"), [(9, 3, 64), (32, 8, 128)])
+def test_triton_decode_attention_matches_the_torch_reference(
+    heads: int, kv_heads: int, dim: int
+) -> None:
+    assert triton_available(torch.device("cuda"))
+    torch.manual_seed(0)
+    slots, dtype = 4272, torch.bfloat16
+    qkv = torch.randn(heads * dim + 2 * kv_heads * dim, device="cuda").to(dtype)
+    angle = torch.rand(dim // 2, device="cuda") * 3
+    cos = torch.cat([angle.cos(), angle.cos()]).to(dtype)
+    sin = torch.cat([-angle.sin(), angle.sin()]).to(dtype)
+    keys = torch.randn(1, kv_heads, slots, dim, device="cuda").to(dtype)
+    values = torch.randn_like(keys)
+    mask = torch.rand(slots, device="cuda") < 0.6
+    mask[1000] = True
+    slot = torch.tensor([1000], device="cuda")
+    ref_keys, ref_values = keys.clone(), values.clone()
+    want = decode_attention_reference(qkv, cos, sin, slot, mask, ref_keys, ref_values, heads, 0.1)
+    got = decode_attention(qkv, cos, sin, slot, mask, keys, values, heads, 0.1)
+    torch.testing.assert_close(got, want, atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(keys, ref_keys, atol=2e-2, rtol=1e-2)  # rounded once, not thrice
+    assert torch.equal(values, ref_values)
+    untouched = torch.ones(slots, dtype=torch.bool, device="cuda")
+    untouched[1000] = False
+    assert torch.equal(keys[:, :, untouched], ref_keys[:, :, untouched])
