@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from .fused import FusedDecodeStep, fusion_unsupported
-from .hf import RingModel, allow_one_compile_per_capture, capture_stream
+from .hf import RingModel, allow_one_compile_per_capture, capture_stream, warm_up_or_unfused
 from .ring import ForwardPlan
 
 log = logging.getLogger(__name__)
@@ -139,21 +139,14 @@ class StaticDecoder:
         self._graph, self._graph_generation = graph, self.ring.generation
 
     def _warm_up(self) -> None:
-        try:
-            self._warm_up_steps()
-        except Exception as error:
-            if self._step_fn is self._step:
-                raise
-            # torch.compile needs a working Triton/C toolchain; an eager step still
-            # replays as one graph, only with more (unfused) kernels.
-            log.warning("torch.compile of the decode step failed, decoding unfused: %s", error)
-            self._step_fn = self._step
-            self._warm_up_steps()
+        self._step_fn = warm_up_or_unfused(
+            self._step_fn, self._step, self._warm_up_steps, "the decode step"
+        )
 
-    def _warm_up_steps(self) -> None:
+    def _warm_up_steps(self, step: Callable[[], None]) -> None:
         for _ in range(3):
             self.ring.arm_decode()
-            self._step_fn()
+            step()
 
     def _run_steps(self, count: int) -> None:
         for _ in range(count):

@@ -208,6 +208,29 @@ def allow_one_compile_per_capture() -> None:
     dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 64)
 
 
+def warm_up_or_unfused(
+    compiled: Callable[..., Any],
+    eager: Callable[..., Any],
+    warm_up: Callable[[Callable[..., Any]], None],
+    what: str,
+) -> Callable[..., Any]:
+    """warm_up(compiled) and return it; if that fails, warm_up(eager) and return eager.
+
+    torch.compile needs a working Triton/C toolchain. Without one, an eager
+    forward still replays as one CUDA graph, only with more (unfused) kernels.
+    Errors of the eager function itself are raised.
+    """
+    try:
+        warm_up(compiled)
+        return compiled
+    except Exception as error:
+        if compiled == eager:  # bound methods: equal, not identical
+            raise
+        log.warning("torch.compile of %s failed, running unfused: %s", what, error)
+        warm_up(eager)
+        return eager
+
+
 _CAPTURE_STREAMS: dict[torch.device, torch.cuda.Stream] = {}
 
 
@@ -321,16 +344,9 @@ class RingModel:
         return entry
 
     def _warm_up(self, plan: ForwardPlan, ids: torch.Tensor) -> None:
-        try:
-            self._capturable(plan, ids, 1)
-        except Exception as error:
-            if self._capturable == self._eager:
-                raise
-            # torch.compile needs a working Triton/C toolchain; an eager forward
-            # still replays as one graph, only with more (unfused) kernels.
-            log.warning("torch.compile of the prefill forward failed, running unfused: %s", error)
-            self._capturable = self._eager
-            self._eager(plan, ids, 1)
+        self._capturable = warm_up_or_unfused(
+            self._capturable, self._eager, lambda forward: forward(plan, ids, 1), "the prefill"
+        )
 
     def _eager(
         self, plan: ForwardPlan, input_ids: torch.Tensor, logits_to_keep: int
