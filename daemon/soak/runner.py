@@ -31,7 +31,7 @@ from typing import Any
 
 import zmq
 
-from .broker import Broker, free_tcp_port
+from .broker import free_tcp_port, start_soak_broker
 from .daemon_process import DaemonProcess
 from .monitor import Monitor, Sample
 from .options import SoakOptions
@@ -138,7 +138,7 @@ class Soak:
     def run(self) -> SoakResult:
         started = time.monotonic()
         with contextlib.ExitStack() as cleanup:
-            self.broker = Broker.start_on_free_port(self.workdir / "broker")
+            self.broker = start_soak_broker(self.workdir / "broker")
             cleanup.callback(self.broker.stop)
             self.progress(f"broker: mosquitto on {self.broker.host}:{self.broker.port}")
             self.daemon = DaemonProcess(

@@ -20,7 +20,7 @@ import pytest
 import zmq
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.conftest import Mosquitto, free_tcp_port
+from streamd.daemon.soak.broker import Broker, free_tcp_port
 from tests.daemon.daemon_testing import (
     CLI,
     Daemon,
@@ -37,7 +37,7 @@ SUMMARY_TOPIC = "streamd/test/summaries"
 
 
 class Endpoints:
-    def __init__(self, broker: Mosquitto) -> None:
+    def __init__(self, broker: Broker) -> None:
         self.broker = broker
         self.pull = free_zmq_endpoint()
         self.pub = free_zmq_endpoint()
@@ -53,15 +53,15 @@ class Endpoints:
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
-    broker = Mosquitto(tmp_path_factory.mktemp("mosquitto"), free_tcp_port())
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    broker = Broker(tmp_path_factory.mktemp("mosquitto"), free_tcp_port())
     broker.start()
     yield broker
     broker.stop()
 
 
 @pytest.fixture(scope="module")
-def endpoints(broker: Mosquitto) -> Iterator[Endpoints]:
+def endpoints(broker: Broker) -> Iterator[Endpoints]:
     endpoints = Endpoints(broker)
     yield endpoints
     endpoints.close()

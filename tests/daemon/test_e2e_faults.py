@@ -19,7 +19,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.conftest import Mosquitto, free_tcp_port
+from streamd.daemon.soak.broker import Broker, free_tcp_port
 from tests.daemon.daemon_testing import (
     CLI,
     Daemon,
@@ -37,11 +37,13 @@ RECOVERY_TIMEOUT_S = 60.0  # the daemon's reconnect backoff doubles: 0.5, 1, 2, 
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     """Persistent, as a production broker is: the daemon's session and the QoS 1 messages
     queued for it survive a restart."""
     workdir = tmp_path_factory.mktemp("mosquitto")
-    broker = Mosquitto(workdir, free_tcp_port(), persistence_dir=workdir / "db")
+    broker = Broker(
+        workdir, free_tcp_port(), persistence_dir=workdir / "db", save_every_change=True
+    )
     broker.start()
     yield broker
     broker.stop()
@@ -54,7 +56,7 @@ def pull() -> str:
 
 @pytest.fixture(scope="module")
 def daemon(
-    tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, broker: Mosquitto, pull: str
+    tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, broker: Broker, pull: str
 ) -> Iterator[Daemon]:
     port = str(broker.port)
     args = daemon_args(
@@ -95,7 +97,7 @@ class QueueingPublisher:
     """A paho client on its own network thread. While the broker is away it keeps QoS 1
     publishes and sends them once it has reconnected (every second it tries)."""
 
-    def __init__(self, broker: Mosquitto) -> None:
+    def __init__(self, broker: Broker) -> None:
         self._acknowledged: set[int] = set()
         self._lock = threading.Lock()
         self.client = paho.Client(
@@ -131,7 +133,7 @@ class QueueingPublisher:
 
 @pytest.mark.parametrize("kill", [False, True], ids=["restarted", "killed"])
 def test_qos1_messages_published_while_the_broker_was_down_all_arrive(
-    daemon: Daemon, broker: Mosquitto, kill: bool
+    daemon: Daemon, broker: Broker, kill: bool
 ) -> None:
     """At least once, across a broker restart: the daemon reconnects by itself, and its
     persistent session (kept by the broker) gets every QoS 1 message published meanwhile."""

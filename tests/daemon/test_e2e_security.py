@@ -26,7 +26,7 @@ from streamd.connectors.zmq_security import (
     make_curve_client,
 )
 from streamd.daemon.config import ConfigError, is_loopback_endpoint, load_config
-from tests.conftest import Mosquitto, free_tcp_port
+from streamd.daemon.soak.broker import Broker, free_tcp_port
 from tests.daemon.daemon_testing import (
     Daemon,
     clean_env,
@@ -228,14 +228,14 @@ class Secured:
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     """A broker that lets in only MQTT_USER with MQTT_PASSWORD."""
     workdir = tmp_path_factory.mktemp("mosquitto")
     passwords = workdir / "passwords"
     command = ["mosquitto_passwd", "-b", "-c", str(passwords), MQTT_USER, MQTT_PASSWORD]
     subprocess.run(command, check=True, capture_output=True)
     extra = f"allow_anonymous false\npassword_file {passwords}\n"
-    broker = Mosquitto(workdir, free_tcp_port(), extra)
+    broker = Broker(workdir, free_tcp_port(), extra_config=extra)
     broker.start()
     yield broker
     broker.stop()
@@ -243,7 +243,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
 
 @pytest.fixture(scope="module")
 def secured(
-    tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, keys: Keys, broker: Mosquitto
+    tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, keys: Keys, broker: Broker
 ) -> Iterator[Secured]:
     """Binds on every interface, CURVE on; the MQTT password from the environment, as the
     README advises; debug logging, the most a log ever says."""

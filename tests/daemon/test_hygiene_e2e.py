@@ -17,7 +17,7 @@ import pytest
 import zmq
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.conftest import Mosquitto, free_tcp_port
+from streamd.daemon.soak.broker import Broker, free_tcp_port
 from tests.daemon.daemon_testing import Daemon, daemon_args, free_zmq_endpoint
 
 pytestmark = pytest.mark.network
@@ -37,7 +37,7 @@ REPAIRED = {"replaced": 3, "stripped": 5, "cut": 1}
 
 
 class Setup:
-    def __init__(self, broker: Mosquitto) -> None:
+    def __init__(self, broker: Broker) -> None:
         self.broker = broker
         self.pull = free_zmq_endpoint()
         self.metrics_port = free_tcp_port()
@@ -76,7 +76,7 @@ class Setup:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    broker = Mosquitto(tmp_path_factory.mktemp("mosquitto"), free_tcp_port())
+    broker = Broker(tmp_path_factory.mktemp("mosquitto"), free_tcp_port())
     broker.start()
     setup = Setup(broker)
     yield setup

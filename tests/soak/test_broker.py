@@ -10,7 +10,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from streamd.daemon.soak.broker import Broker
+from streamd.daemon.soak.broker import Broker, start_soak_broker
 
 pytestmark = pytest.mark.network
 
@@ -58,7 +58,7 @@ def publish(broker: Broker, payload: bytes) -> None:
 def test_a_message_queued_for_an_offline_subscriber_survives_a_broker_restart(
     tmp_path: Path,
 ) -> None:
-    broker = Broker.start_on_free_port(tmp_path)
+    broker = start_soak_broker(tmp_path)
     try:
         subscriber = Subscriber(broker)
         subscriber.subscribe()
