@@ -83,8 +83,10 @@ def decode_attention(
     heads: int,
     scale: float,
 ) -> torch.Tensor:
-    """See decode_attention_reference for the shapes; Triton kernels on a CUDA GPU."""
-    if triton_available(qkv.device):
+    """See decode_attention_reference for the shapes; Triton kernels on a CUDA GPU
+    (for head dims that are powers of two, as Triton's block shapes must be)."""
+    dim = keys.shape[3]
+    if triton_available(qkv.device) and dim >= 16 and dim & (dim - 1) == 0:
         return decode_attention_triton(qkv, cos, sin, slot, mask, keys, values, heads, scale)
     return decode_attention_reference(qkv, cos, sin, slot, mask, keys, values, heads, scale)
 
