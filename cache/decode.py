@@ -35,8 +35,8 @@ class DecodeOptions:
     # Decode through FusedDecodeStep (q/k/v and gate/up fused) where the model allows
     # it; else, or with False, through the model's own forward.
     fused: bool = True
-    # In the fused step, attention through streamd::decode_attention (Triton kernels on
-    # a GPU) rather than inline torch ops.
+    # In the fused step, attention through streamd::decode_attention where its Triton
+    # kernels run (a CUDA GPU), rather than inline torch ops.
     attention_op: bool = True
 
 

@@ -26,7 +26,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .decode_attention import decode_attention, decode_attention_reference
+from .decode_attention import (
+    decode_attention,
+    decode_attention_reference,
+    triton_available,
+)
 from .ring import ForwardPlan, StreamCache
 
 FUSABLE_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2"})
@@ -140,9 +144,11 @@ class FusedDecodeStep:
             raise ValueError(f"no fused decode step: {reason}")
         config = model.config
         self.ring = ring
-        # streamd::decode_attention (two Triton kernels a layer on a GPU) or the same
-        # arithmetic as inline torch ops (kept to measure one against the other)
-        self._decode_attention = decode_attention if attention_op else decode_attention_reference
+        # streamd::decode_attention where its Triton kernels run (two a layer), else the
+        # same arithmetic as inline torch ops: on a CPU the custom op's dispatch alone
+        # would cost about as much as the attention itself.
+        use_op = attention_op and triton_available(ring.device)
+        self._decode_attention = decode_attention if use_op else decode_attention_reference
         self.layers = fused_layers(model)
         self.embed = model.get_input_embeddings().weight
         self.final_norm = model.model.norm.weight
