@@ -156,10 +156,8 @@ class FusedDecodeStep:
         self.rotary = model.model.rotary_emb
         self.eps = float(config.rms_norm_eps)
         self.heads = int(config.num_attention_heads)
-        shape = ring.shape
-        self.kv_heads, self.head_dim = shape.kv_heads, shape.head_dim
+        self.head_dim = ring.shape.head_dim
         self.q_dim = self.heads * self.head_dim
-        self.kv_dim = self.kv_heads * self.head_dim
         self.intermediate = int(config.intermediate_size)
         # rotate_half(x) == roll(x, D/2) * [-1.., +1..]: one gather the compiler fuses
         # into the rotation (the in-place halves of rope.rotate_half break its graph).
@@ -172,7 +170,7 @@ class FusedDecodeStep:
         """token: [1, 1] int64 -> logits [1, 1, vocab]; K/V written to plan.write_slots."""
         h = F.embedding(token, self.embed)  # [1, 1, hidden]
         cos, sin = self.rotary(h, plan.position_ids)  # [1, 1, D] each, model dtype
-        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1) * self._rotate_sign  # [1, 1, 1, D]
+        cos, sin = cos.view(-1), (sin * self._rotate_sign).view(-1)  # [D] each
         for index, layer in enumerate(self.layers):
             x = _rms_norm(h, layer.input_norm, self.eps)
             h = h + self._attention(index, layer, x, plan, cos, sin)
@@ -188,12 +186,13 @@ class FusedDecodeStep:
         cos: torch.Tensor,
         sin: torch.Tensor,
     ) -> torch.Tensor:
-        """x: [1, 1, hidden] -> [1, 1, hidden]; this token's K/V go into the ring."""
+        """x: [1, 1, hidden]; cos, sin: [D] -> [1, 1, hidden]; this token's K/V go into
+        the ring."""
         qkv = F.linear(x, layer.qkv, layer.qkv_bias).view(-1)
         out = self._decode_attention(
             qkv,
-            cos.view(-1),
-            sin.view(-1),
+            cos,
+            sin,
             plan.write_slots,
             plan.mask.view(-1),
             self.ring.keys[index],

@@ -328,8 +328,8 @@ def streamd_generate(
     """Prompt streamed through the ring, then the static decoder:
     (TTFT, TPOT, tokens, peak MB, MB reserved by the graphs' pool).
 
-    The prompt after the sinks is one chunk, so on a GPU every forward is a
-    replayed CUDA graph; the first of two runs captures them, the second is timed.
+    The prompt after the sinks is `rows_chunks` full chunks, so on a GPU every forward
+    is a replayed CUDA graph; the first of two runs captures them, the second is timed.
     """
     device = prompt.device
     layout = rows_layout(options)
