@@ -151,10 +151,6 @@ class Broker:
                 self.process.wait()
         self.process = None
 
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
     def log(self, chars: int = 4000) -> str:
         """The end of its log (for assertion messages)."""
         return self._log_text()[-chars:]

@@ -189,11 +189,12 @@ def reconcile_source(
     return SourceReport(source, delivery, report.sent, never, counts, checks)
 
 
-def _within(report: SourceReport, got: int, expected: int) -> bool:
-    """Exact: equal. At least once: no fewer, and no more extra than there were duplicates."""
+def _within(report: SourceReport, got: int, expected: int, per_duplicate: int = 1) -> bool:
+    """Exact: equal. At least once: no fewer, and no more extra than each duplicate can
+    bring (`per_duplicate` counts a message)."""
     if report.delivery is Delivery.EXACT:
         return got == expected
-    return expected <= got <= expected + report.duplicates
+    return expected <= got <= expected + per_duplicate * report.duplicates
 
 
 def _balance(report: SourceReport) -> Check:
@@ -239,10 +240,7 @@ def _repairs(report: SourceReport) -> list[Check]:
     checks = []
     for repair in sorted({*expected, *report.counts.repaired}):
         got, wanted = report.counts.repaired.get(repair, 0), expected.get(repair, 0)
-        if report.delivery is Delivery.EXACT:
-            ok = got == wanted
-        else:  # a duplicate of a spoiled line brings its repairs again
-            ok = wanted <= got <= wanted + most * report.duplicates
+        ok = _within(report, got, wanted, most)  # a duplicate brings its repairs again
         detail = f"{got} counted, {wanted} in the lines sent"
         checks.append(Check(f"{report.source}: repaired {repair}", ok, detail))
     return checks
