@@ -539,6 +539,7 @@ def summaries(control_socket: Path | None, as_json: bool, follow: bool, last: in
 @main.command()
 @click.option(
     "--duration",
+    "duration_s",
     type=click.FloatRange(min=10),
     default=90.0,
     help="Seconds of traffic, faults included (model loading and settling come on top).",
@@ -582,6 +583,7 @@ def summaries(control_socket: Path | None, as_json: bool, follow: bool, last: in
 )
 @click.option(
     "--warmup",
+    "warmup_s",
     type=click.FloatRange(min=0),
     default=10.0,
     help="Seconds after each daemon start whose memory is not judged.",
@@ -594,6 +596,7 @@ def summaries(control_socket: Path | None, as_json: bool, follow: bool, last: in
 )
 @click.option(
     "--drain-timeout",
+    "drain_timeout_s",
     type=click.FloatRange(min=1),
     default=120.0,
     help="Seconds the daemon gets to take in what was sent before counters are read.",
@@ -640,8 +643,7 @@ def soak(json_path: Path | None, **settings: Any) -> None:
     from .soak.command import run_command
     from .soak.options import SoakOptions
 
-    names = {"duration": "duration_s", "warmup": "warmup_s", "drain_timeout": "drain_timeout_s"}
-    options = _or_exit(lambda: SoakOptions(**{names.get(k, k): v for k, v in settings.items()}))
+    options = _or_exit(lambda: SoakOptions(**settings))
     sys.exit(run_command(options, json_path, click.echo, _progress))
 
 

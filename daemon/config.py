@@ -42,6 +42,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+# About 2M tokens of text: minutes of backlog for a GPU, bounded memory for the host.
+QUEUE_MAX_CHARS = 8 * 1024 * 1024
+
 DEFAULT_CONFIG_PATH = Path("/etc/streamd/streamd.toml")
 ENV_PREFIX = "STREAMD_"
 # STREAMD_* names that are not config keys, so unknown_environment() stays quiet about them.
@@ -400,9 +403,8 @@ class SourcesConfig(_Section):
 class IngestConfig(_Section):
     section: ClassVar[str] = "ingest"
 
-    # The queue between the sources and the model, in characters of text (about 4 a
-    # token). 8 Mi characters is minutes of backlog for a GPU and bounded host memory.
-    queue_max_chars: int = field(default=8 * 1024 * 1024, metadata=_rules(at_least=1024))
+    # The queue between the sources and the model, in characters of text (about 4 a token).
+    queue_max_chars: int = field(default=QUEUE_MAX_CHARS, metadata=_rules(at_least=1024))
 
 
 @dataclass(frozen=True)
@@ -533,17 +535,22 @@ def is_loopback_endpoint(endpoint: str) -> bool:
         return False
 
 
-def _check_exposed_binds(config: Config) -> None:
-    """A bind beyond loopback needs CURVE, or allow_insecure said in so many words."""
-    security = config.security
-    if security.curve_server or security.allow_insecure:
-        return
+def zmq_binds(config: Config) -> list[tuple[_Section, str, str]]:
+    """Every endpoint the daemon binds a ZeroMQ socket to: (section, setting, endpoint)."""
     binds: list[tuple[_Section, str, str]] = [
         (config.sources, "zmq_pull", endpoint) for endpoint in config.sources.zmq_pull
     ]
     if config.outputs.zmq_pub is not None:
         binds.append((config.outputs, "zmq_pub", config.outputs.zmq_pub))
-    for section, name, endpoint in binds:
+    return binds
+
+
+def _check_exposed_binds(config: Config) -> None:
+    """A bind beyond loopback needs CURVE, or allow_insecure said in so many words."""
+    security = config.security
+    if security.curve_server or security.allow_insecure:
+        return
+    for section, name, endpoint in zmq_binds(config):
         if not is_loopback_endpoint(endpoint):
             raise section._invalid(
                 name,

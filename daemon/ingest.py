@@ -41,16 +41,14 @@ from streamd.connectors import (
     decode_message,
 )
 
+from .config import QUEUE_MAX_CHARS
 from .metrics import StreamdMetrics
 
 log = structlog.get_logger(__name__)
 
-# About 2M tokens of text: minutes of backlog for a GPU, bounded memory for the host.
-QUEUE_MAX_CHARS = 8 * 1024 * 1024
 QUEUE_FULL = "queue_full"  # evicted (drop-oldest) or refused for want of room
 SHUTDOWN = "shutdown"  # still queued when the shutdown's drain time ran out
 ENGINE_ERROR = "engine_error"  # in a batch that failed on the engine thread (after its retry)
-DROP_REASONS = (QUEUE_FULL, SHUTDOWN, ENGINE_ERROR)
 # Payloads above this are decoded off the loop; below, a thread hop costs more than decoding.
 DECODE_OFF_LOOP_BYTES = 64 * 1024
 # What the decoder repairs in accepted messages (streamd_ingest_repaired_total{kind}): the

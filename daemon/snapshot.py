@@ -23,6 +23,7 @@ from a worker thread.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -75,8 +76,9 @@ class SessionState:
         """Absolute position of the oldest window token."""
         return self.position - len(self.window_ids)
 
-    @property
+    @functools.cached_property
     def digest(self) -> str:
+        """Of the window ids; hashed once (a snapshot's encode and its log both ask)."""
         return window_digest(self.window_ids)
 
     def check(self) -> None:

@@ -39,7 +39,7 @@ from streamd.connectors.zmq_security import (
     load_public_key,
 )
 
-from .config import BLOCK, Config, MqttConfig, SecurityConfig, is_loopback_endpoint
+from .config import BLOCK, Config, MqttConfig, SecurityConfig, is_loopback_endpoint, zmq_binds
 from .metrics import StreamdMetrics
 
 log = structlog.get_logger(__name__)
@@ -108,7 +108,7 @@ async def open_zmq_security(config: Config, resources: AsyncExitStack) -> ZmqKey
     authenticator listening (closed with `resources`). Without it, binds beyond loopback
     were refused by the config unless allow_insecure: then this warns, loudly."""
     keys = load_zmq_keys(config.security)
-    binds = [*config.sources.zmq_pull, *filter(None, [config.outputs.zmq_pub])]
+    binds = [endpoint for _, _, endpoint in zmq_binds(config)]
     if keys.server is not None:
         authenticator = ZapAuthenticator(keys.authorized)
         await authenticator.open()
