@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,17 +27,44 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 BrokerFactory = Callable[[str], Broker]
 
 
-@pytest.fixture
-def mosquitto_factory(tmp_path: Path) -> Iterator[BrokerFactory]:
-    """Starts brokers with extra config lines (TLS, auth, limits); all stopped at teardown."""
+def _require_mosquitto() -> None:
     try:
         find_mosquitto()
     except BrokerError as error:
         pytest.fail(f"{error}, or deselect with -m 'not network'")
+
+
+@pytest.fixture
+def mosquitto_factory(tmp_path: Path) -> Iterator[BrokerFactory]:
+    """Starts brokers with extra config lines (TLS, auth, limits); all stopped at teardown."""
+    _require_mosquitto()
     started: list[Broker] = []
 
     def start(extra_config: str = "") -> Broker:
         broker = Broker.start_on_free_port(tmp_path, extra_config=extra_config)
+        started.append(broker)
+        return broker
+
+    try:
+        yield start
+    finally:
+        for broker in started:
+            broker.stop()
+
+
+@pytest.fixture(scope="module")
+def module_mosquitto_factory(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., Broker]]:
+    """Starts brokers that serve a whole module (as its one daemon does), each with
+    Broker.start_on_free_port(workdir, **options): persistence, extra_config, ...; a fresh
+    workdir unless one is given. All stopped when the module is done."""
+    _require_mosquitto()
+    started: list[Broker] = []
+
+    def start(workdir: Path | None = None, **options: Any) -> Broker:
+        folder = workdir if workdir is not None else tmp_path_factory.mktemp("mosquitto")
+        broker = Broker.start_on_free_port(folder, **options)
         started.append(broker)
         return broker
 

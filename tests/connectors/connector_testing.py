@@ -13,6 +13,7 @@ from typing import Any
 from streamd.connectors.messages import RawMessage
 
 DEFAULT_TIMEOUT_S = 5.0
+ANY_PORT = "tcp://127.0.0.1:*"  # a ZeroMQ bind on a loopback port the OS picks
 
 
 async def eventually(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +16,7 @@ import pytest
 import zmq
 import zmq.asyncio
 import zmq.auth
-from connector_testing import Inbox, eventually, running
+from connector_testing import ANY_PORT, Inbox, eventually, running
 from zmq.utils.monitor import recv_monitor_message
 
 from streamd.connectors.checks import ConfigError
@@ -36,7 +36,6 @@ from streamd.connectors.zmq_security import (
 from streamd.connectors.zmq_sources import ZmqPullConfig, ZmqPullSource, ZmqSubConfig, ZmqSubSource
 
 pytestmark = pytest.mark.network
-ANY_PORT = "tcp://127.0.0.1:*"
 # A refused send waits this long for a receiver; the handshake fails in milliseconds.
 REFUSED_TIMEOUT_S = 2.0
 
@@ -65,13 +64,6 @@ def keys(tmp_path: Path) -> Keys:
     authorized.mkdir()
     (authorized / "friend.key").write_bytes((tmp_path / "friend.key").read_bytes())
     return Keys(tmp_path, pairs["server"], pairs["friend"], pairs["stranger"], authorized)
-
-
-@pytest.fixture
-async def context() -> AsyncIterator[zmq.asyncio.Context]:
-    context = zmq.asyncio.Context()
-    yield context
-    context.destroy(linger=0)
 
 
 async def send(

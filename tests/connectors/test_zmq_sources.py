@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 import zmq
 import zmq.asyncio
-from connector_testing import Inbox, eventually, running
+from connector_testing import ANY_PORT, Inbox, eventually, running
 
 from streamd.connectors.zmq_sources import ZmqPullConfig, ZmqPullSource, ZmqSubConfig, ZmqSubSource
 
 pytestmark = pytest.mark.network
-ANY_PORT = "tcp://127.0.0.1:*"
-
-
-@pytest.fixture
-async def context() -> AsyncIterator[zmq.asyncio.Context]:
-    context = zmq.asyncio.Context()
-    yield context
-    context.destroy(linger=0)
 
 
 def pusher(context: zmq.asyncio.Context, address: str) -> zmq.asyncio.Socket:

@@ -6,6 +6,7 @@ Import as `from tests.daemon.daemon_testing import ...` (pytest registers the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -17,6 +18,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+
+from streamd.daemon.config import CacheConfig, Config, ModelConfig, SummaryConfig, load_config
 
 T = TypeVar("T")
 
@@ -71,6 +74,73 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def log_events(path: Path) -> list[dict[str, Any]]:
+    """The JSON events of a daemon log (its stdout is a file, so it logs JSON), each from
+    its line's first "{"; lines without one, or not JSON from there, are skipped."""
+    events = []
+    for line in path.read_text(errors="replace").splitlines():
+        start = line.find("{")
+        if start < 0:
+            continue
+        with contextlib.suppress(ValueError):
+            events.append(json.loads(line[start:]))
+    return events
+
+
+# --- status documents -------------------------------------------------------------------------
+
+
+def row(status: dict[str, Any], source: str) -> dict[str, Any]:
+    """One source's counters in a status document."""
+    return dict(status["sources"][source])
+
+
+def all_counted(status: dict[str, Any], source: str, received: int) -> bool:
+    """`source` has received `received` messages, and each is counted ingested, dropped,
+    rejected or queued: received = the sum, exactly. Whether the queue is empty is the
+    caller's to add (this source's share of it, or the daemon's whole queue)."""
+    r = row(status, source)
+    accounted = r["ingested"] + r["dropped"] + r["rejected"] + r["queued"]
+    return bool(r["received"] == received == accounted)
+
+
+# --- config files and in-process configs ------------------------------------------------------
+
+# A fixed environment so defaults that follow $RUNTIME_DIRECTORY etc. are the same everywhere.
+BASE_ENV = {"RUNTIME_DIRECTORY": "/run/streamd", "STATE_DIRECTORY": "/var/lib/streamd"}
+
+
+def write(folder: Path, text: str = "") -> Path:
+    """`text` as folder/streamd.toml; its path."""
+    path = folder / "streamd.toml"
+    path.write_text(text)
+    return path
+
+
+def load(folder: Path, text: str = "", **env: str) -> Config:
+    """`text` as a config file, loaded in BASE_ENV plus `env`."""
+    return load_config(write(folder, text), environ=BASE_ENV | env)
+
+
+def tiny_config(
+    model_dir: Path,
+    every_tokens: int = 0,
+    *,
+    max_tokens: int = 8,
+    chunk: int = 64,
+    state_dir: Path | None = None,
+) -> Config:
+    """The tiny model on the CPU in a 256-token cache; summaries only when asked (or every
+    `every_tokens`). Config's own state_dir unless `state_dir` is given."""
+    state = {"state_dir": state_dir} if state_dir is not None else {}
+    return Config(
+        model=ModelConfig(name=str(model_dir), device="cpu"),
+        cache=CacheConfig(max_capacity=256, chunk=chunk),
+        summary=SummaryConfig(every_tokens=every_tokens, every_seconds=0.0, max_tokens=max_tokens),
+        **state,
+    )
 
 
 class Daemon:
@@ -133,6 +203,12 @@ class Daemon:
 
     def summaries(self) -> list[dict[str, Any]]:
         return read_jsonl(self.jsonl)
+
+    def summarize(self) -> dict[str, Any]:
+        """`streamd summarize --json` at this daemon: the new summary record."""
+        done = self.ctl("summarize", "--json")
+        assert done.returncode == 0, done.stderr
+        return dict(json.loads(done.stdout))
 
     def _check_running(self) -> None:
         if self.process is not None and self.process.poll() is not None:

@@ -6,17 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from streamd.daemon.config import Config, ConfigError, SourcesConfig, load_config
+from streamd.daemon.config import Config, ConfigError, SourcesConfig
 from streamd.daemon.service import Service
 from streamd.daemon.wiring import build_sources
-
-BASE_ENV = {"RUNTIME_DIRECTORY": "/run/streamd", "STATE_DIRECTORY": "/var/lib/streamd"}
-
-
-def load(tmp_path: Path, text: str, **env: str) -> Config:
-    path = tmp_path / "streamd.toml"
-    path.write_text(text)
-    return load_config(path, environ=BASE_ENV | env)
+from tests.daemon.daemon_testing import load
 
 
 def policies(config: Config) -> dict[str, bool]:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import zmq
 
-from tests.daemon.daemon_testing import Daemon, daemon_args, free_zmq_endpoint
+from tests.daemon.daemon_testing import Daemon, all_counted, daemon_args, free_zmq_endpoint, row
 
 pytestmark = pytest.mark.network
 
@@ -72,18 +72,13 @@ def daemon(
         assert daemon.stop() == 0, daemon.log()
 
 
-def row(status: dict[str, Any], source: str) -> dict[str, Any]:
-    return dict(status["sources"][source])
-
-
 def settled_at(daemon: Daemon, source: str, received: int, timeout_s: float = 60.0) -> Any:
     """The status once `source` has received `received` messages and every one is ingested,
     dropped or rejected (none queued, none in flight): received = the sum, exactly."""
 
     def settled(s: dict[str, Any]) -> bool:
-        r = row(s, source)
-        accounted = r["ingested"] + r["dropped"] + r["rejected"] + r["queued"]
-        return r["received"] == received == accounted and s["queue"]["depth"] == 0
+        # The daemon's whole queue empty, not only this source's share of it.
+        return all_counted(s, source, received) and s["queue"]["depth"] == 0
 
     return daemon.wait_status(settled, f"{received} messages on {source}, all counted", timeout_s)
 

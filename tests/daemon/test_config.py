@@ -24,20 +24,9 @@ from streamd.daemon.config import (
     load_config,
     unknown_environment,
 )
+from tests.daemon.daemon_testing import BASE_ENV, load, write
 
 EXAMPLE = Path(__file__).parents[2] / "systemd" / "streamd.toml"
-# A fixed environment so defaults that follow $RUNTIME_DIRECTORY etc. are the same everywhere.
-BASE_ENV = {"RUNTIME_DIRECTORY": "/run/streamd", "STATE_DIRECTORY": "/var/lib/streamd"}
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "streamd.toml"
-    path.write_text(text)
-    return path
-
-
-def load(tmp_path: Path, text: str = "", **env: str) -> Config:
-    return load_config(write(tmp_path, text), environ=BASE_ENV | env)
 
 
 def test_defaults_follow_systemd_directories() -> None:

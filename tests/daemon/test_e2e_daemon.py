@@ -11,7 +11,7 @@ import json
 import subprocess
 import threading
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,11 +53,8 @@ class Endpoints:
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    broker = Broker(tmp_path_factory.mktemp("mosquitto"), free_tcp_port())
-    broker.start()
-    yield broker
-    broker.stop()
+def broker(module_mosquitto_factory: Callable[..., Broker]) -> Broker:
+    return module_mosquitto_factory()
 
 
 @pytest.fixture(scope="module")
@@ -97,12 +94,6 @@ def send(daemon: Daemon, *args: str, lines: bytes) -> None:
 
 def received(status: dict[str, Any], source: str) -> int:
     return int(status["sources"][source]["received"])
-
-
-def summarize(daemon: Daemon) -> dict[str, Any]:
-    done = daemon.ctl("summarize", "--json")
-    assert done.returncode == 0, done.stderr
-    return dict(json.loads(done.stdout))
 
 
 # --- status ------------------------------------------------------------------------------
@@ -238,7 +229,7 @@ def test_a_summary_reaches_every_output(daemon: Daemon, endpoints: Endpoints) ->
 
         def summary_on_zmq() -> dict[str, Any] | None:
             # A new subscriber misses what is published before it is connected: ask again.
-            record = summarize(daemon)
+            record = daemon.summarize()
             if subscriber.poll(1000):
                 got = json.loads(subscriber.recv())
                 return got if got["seq"] == record["seq"] else None
@@ -267,7 +258,7 @@ def test_summarize_prints_the_summary_for_people(daemon: Daemon) -> None:
 
 
 def test_summaries_lists_recent_ones_and_follow_prints_new_ones(daemon: Daemon) -> None:
-    last_seq = summarize(daemon)["seq"]
+    last_seq = daemon.summarize()["seq"]
     recent = daemon.ctl("summaries", "--json", "--last", "2")
     assert recent.returncode == 0, recent.stderr
     assert [json.loads(line)["seq"] for line in recent.stdout.splitlines()][-1] == last_seq
@@ -282,7 +273,7 @@ def test_summaries_lists_recent_ones_and_follow_prints_new_ones(daemon: Daemon) 
         reader.start()
 
         def followed() -> bool:
-            summarize(daemon)  # until the follower, once it is polling, prints one
+            daemon.summarize()  # until the follower, once it is polling, prints one
             return bool(printed)
 
         try:

@@ -44,12 +44,6 @@ def send_and_wait(daemon: Daemon, pull: str, lines: int) -> dict[str, Any]:
     )
 
 
-def summarize(daemon: Daemon) -> dict[str, Any]:
-    done = daemon.ctl("summarize", "--json")
-    assert done.returncode == 0, done.stderr
-    return dict(json.loads(done.stdout))
-
-
 def assert_resumed(daemon: Daemon, saved: dict[str, Any], before: dict[str, Any]) -> None:
     """The restarted daemon holds the snapshot's window and goes on from its counters."""
     status = daemon.wait_ready()
@@ -76,7 +70,7 @@ def test_sigkill_then_restart_resumes_the_window_of_the_last_snapshot(
     try:
         first.wait_ready()
         send_and_wait(first, pull, 30)  # more than the window of 256 - pinned tokens
-        record = summarize(first)
+        record = first.summarize()
 
         def snapshot_caught_up() -> tuple[dict[str, Any], dict[str, Any]] | None:
             status, saved = first.status(), snapshot_file(first)
@@ -107,7 +101,7 @@ def test_sigkill_then_restart_resumes_the_window_of_the_last_snapshot(
         assert_resumed(second, saved, before)
         after = send_and_wait(second, pull, 5)
         assert after["tokens"]["ingested"] > before["tokens"]["ingested"]
-        next_record = summarize(second)
+        next_record = second.summarize()
     finally:
         assert second.stop() == 0, second.log()
     assert next_record["seq"] == record["seq"] + 1  # the numbering goes on
@@ -216,9 +210,9 @@ def test_summary_numbers_go_on_from_the_jsonl_after_a_sigkill_without_snapshot(
     try:
         first.wait_ready()
         send_and_wait(first, pull, 3)
-        assert summarize(first)["seq"] == 1
+        assert first.summarize()["seq"] == 1
         send_and_wait(first, pull, 3)
-        assert summarize(first)["seq"] == 2
+        assert first.summarize()["seq"] == 2
         assert first.process is not None
         os.kill(first.process.pid, signal.SIGKILL)
         assert first.process.wait(30) == -signal.SIGKILL
@@ -229,7 +223,7 @@ def test_summary_numbers_go_on_from_the_jsonl_after_a_sigkill_without_snapshot(
     try:
         second.wait_ready()
         send_and_wait(second, pull, 3)
-        assert summarize(second)["seq"] == 3
+        assert second.summarize()["seq"] == 3
     finally:
         assert second.stop() == 0, second.log()
     assert [r["seq"] for r in second.summaries()] == [1, 2, 3]  # no text after the third

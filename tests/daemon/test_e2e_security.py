@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,8 +32,10 @@ from tests.daemon.daemon_testing import (
     clean_env,
     cli,
     daemon_args,
+    log_events,
     sample_log_lines,
     wait_until,
+    write,
 )
 
 pytestmark = pytest.mark.network
@@ -69,26 +71,20 @@ def test_what_counts_as_loopback(endpoint: str, loopback: bool) -> None:
     assert is_loopback_endpoint(endpoint) is loopback
 
 
-def config_file(folder: Path, text: str = "") -> Path:
-    path = folder / "streamd.toml"
-    path.write_text(text)
-    return path
-
-
 def test_a_bind_beyond_loopback_needs_curve_or_allow_insecure(tmp_path: Path) -> None:
     exposed = '[sources]\nzmq_pull = ["tcp://0.0.0.0:5555"]\n'
     with pytest.raises(ConfigError) as refused:
-        load_config(config_file(tmp_path, exposed), environ={})
+        load_config(write(tmp_path, exposed), environ={})
     assert str(refused.value) == (
         "sources.zmq_pull = ['tcp://0.0.0.0:5555']: tcp://0.0.0.0:5555 listens beyond "
         f"loopback without authentication (anyone who reaches the port could use it); {FIXES} "
         f"(from {tmp_path / 'streamd.toml'})"
     )
     with pytest.raises(ConfigError, match=r"^outputs\.zmq_pub = 'tcp://\*:1': tcp://\*:1 listens"):
-        load_config(config_file(tmp_path), environ={"STREAMD_OUTPUTS_ZMQ_PUB": "tcp://*:1"})
+        load_config(write(tmp_path), environ={"STREAMD_OUTPUTS_ZMQ_PUB": "tcp://*:1"})
 
     insecure = exposed + "[security]\nallow_insecure = true\n"
-    assert load_config(config_file(tmp_path, insecure), environ={}).sources.zmq_pull == (
+    assert load_config(write(tmp_path, insecure), environ={}).sources.zmq_pull == (
         "tcp://0.0.0.0:5555",
     )
     # CURVE on binds: no allow_insecure needed (the key files are read at start).
@@ -96,7 +92,7 @@ def test_a_bind_beyond_loopback_needs_curve_or_allow_insecure(tmp_path: Path) ->
         '[security]\nzmq_curve_secret_key_file = "/k/streamd.key_secret"\n'
         'zmq_curve_authorized_keys = "/k/clients"\n'
     )
-    assert load_config(config_file(tmp_path, curve), environ={}).security.curve_server
+    assert load_config(write(tmp_path, curve), environ={}).security.curve_server
 
 
 @pytest.mark.parametrize(
@@ -120,14 +116,8 @@ def test_curve_settings_that_cannot_work_are_refused(
     tmp_path: Path, settings: dict[str, str], message: str
 ) -> None:
     with pytest.raises(ConfigError) as refused:
-        load_config(config_file(tmp_path), environ={}, overrides=settings)
+        load_config(write(tmp_path), environ={}, overrides=settings)
     assert str(refused.value).startswith(message)
-
-
-def log_events(daemon: Daemon) -> list[dict[str, Any]]:
-    """The daemon's JSON log lines (its stdout is a file, so it logs JSON)."""
-    lines = daemon.log_path.read_text(errors="replace").splitlines()
-    return [json.loads(line) for line in lines if line.startswith("{")]
 
 
 # --- the daemon at start -------------------------------------------------------------------
@@ -168,7 +158,7 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
 def run_until_exit(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """`streamd run` that is expected to stop at start."""
     control = str(folder / "control.sock")
-    base = ["run", "--config", str(config_file(folder)), "--control-socket", control]
+    base = ["run", "--config", str(write(folder)), "--control-socket", control]
     return cli(*base, "--metrics-port", "0", "--no-stdout", *args)
 
 
@@ -206,7 +196,7 @@ def test_allow_insecure_binds_beyond_loopback_and_says_so(
     daemon.start()
     try:
         daemon.wait_ready()
-        warnings = [event for event in log_events(daemon) if "INSECURE" in event["event"]]
+        warnings = [event for event in log_events(daemon.log_path) if "INSECURE" in event["event"]]
         assert [(w["level"], w["endpoints"]) for w in warnings] == [
             ("warning", [f"tcp://0.0.0.0:{port}"])
         ]
@@ -228,17 +218,16 @@ class Secured:
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+def broker(
+    tmp_path_factory: pytest.TempPathFactory, module_mosquitto_factory: Callable[..., Broker]
+) -> Broker:
     """A broker that lets in only MQTT_USER with MQTT_PASSWORD."""
     workdir = tmp_path_factory.mktemp("mosquitto")
     passwords = workdir / "passwords"
     command = ["mosquitto_passwd", "-b", "-c", str(passwords), MQTT_USER, MQTT_PASSWORD]
     subprocess.run(command, check=True, capture_output=True)
     extra = f"allow_anonymous false\npassword_file {passwords}\n"
-    broker = Broker(workdir, free_tcp_port(), extra_config=extra)
-    broker.start()
-    yield broker
-    broker.stop()
+    return module_mosquitto_factory(workdir, extra_config=extra)
 
 
 @pytest.fixture(scope="module")
@@ -321,7 +310,8 @@ def test_a_sender_without_an_authorized_key_gets_nothing_in(
     assert received(after) == received(before) + 1
     if who == "stranger":  # the daemon names the key it refused (a public key)
         stranger_key = zmq.auth.load_certificate(keys.public("stranger"))[0].decode()
-        refusals = [e for e in log_events(secured.daemon) if e["event"] == "zmq connection refused"]
+        events = log_events(secured.daemon.log_path)
+        refusals = [e for e in events if e["event"] == "zmq connection refused"]
         assert [e["client_key"] for e in refusals] == [stranger_key]
 
 
@@ -337,9 +327,7 @@ def test_the_summary_pub_socket_serves_an_authorized_subscriber(
 
         def summary_on_zmq() -> bool:
             # A new subscriber misses what is published before it is connected: ask again.
-            done = secured.daemon.ctl("summarize", "--json")
-            assert done.returncode == 0, done.stderr
-            seq = json.loads(done.stdout)["seq"]
+            seq = secured.daemon.summarize()["seq"]
             return bool(subscriber.poll(1000)) and json.loads(subscriber.recv())["seq"] == seq
 
         wait_until(summary_on_zmq, "a summary on the CURVE PUB socket")
@@ -373,7 +361,7 @@ def test_no_secret_reaches_the_log_or_status(secured: Secured, keys: Keys) -> No
         assert MQTT_PASSWORD not in text, where
         assert secret_key not in text, where
     # The log does speak of both, so the checks above looked where a leak would be.
-    events = {event["event"]: event for event in log_events(daemon)}
+    events = {event["event"]: event for event in log_events(daemon.log_path)}
     config = events["starting"]["config"]
     assert config["sources"]["mqtt"]["password"] == "***"
     assert config["security"]["zmq_curve_authorized_keys"] == str(keys.clients)

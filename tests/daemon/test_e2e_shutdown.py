@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
 import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -19,21 +16,13 @@ from tests.daemon.daemon_testing import (
     cli,
     daemon_args,
     free_zmq_endpoint,
+    log_events,
     sample_log_lines,
     signal_name,
     wait_until,
 )
 
 pytestmark = pytest.mark.network
-
-
-def log_events(daemon: Daemon) -> list[dict[str, Any]]:
-    """The daemon's JSON log lines (its stdout is a file, so it logs JSON)."""
-    events = []
-    for line in daemon.log_path.read_text(errors="replace").splitlines():
-        with contextlib.suppress(ValueError):
-            events.append(json.loads(line[line.find("{") :]))
-    return events
 
 
 @pytest.fixture
@@ -76,7 +65,7 @@ def test_sigterm_writes_a_final_summary_and_systemd_hears_every_step(
     assert "no streamd daemon answering" in gone.stderr
 
     # The last log line accounts for every message: all 8 ingested, none lost uncounted.
-    stopped = [event for event in log_events(daemon) if event.get("event") == "stopped"]
+    stopped = [event for event in log_events(daemon.log_path) if event.get("event") == "stopped"]
     pull = stopped[-1]["sources"]["zmq-pull"]
     assert (pull["received"], pull["ingested"], pull["dropped"], pull["rejected"]) == (8, 8, 0, 0)
 

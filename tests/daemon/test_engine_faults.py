@@ -15,13 +15,13 @@ import pytest
 import structlog
 import torch
 
-from streamd.daemon.config import CacheConfig, Config, ModelConfig, SummaryConfig
 from streamd.daemon.engine import Engine
 from streamd.daemon.ingest import IngestQueue, Lines
 from streamd.daemon.metrics import StreamdMetrics
 from streamd.daemon.model_loading import LoadedModel
 from streamd.daemon.session import Session, SessionConfig
 from streamd.daemon.session_worker import SessionWorker
+from tests.daemon.daemon_testing import tiny_config
 
 CHUNK = 64
 POISON = "POISON: every forward pass of a batch holding this line fails"
@@ -106,11 +106,7 @@ async def harness(tiny_loaded: LoadedModel, tiny_model_dir: Path) -> AsyncIterat
     async def keep(record: dict[str, Any]) -> None:
         pass
 
-    config = Config(
-        model=ModelConfig(name=str(tiny_model_dir), device="cpu"),
-        cache=CacheConfig(max_capacity=256, chunk=CHUNK),
-        summary=SummaryConfig(every_tokens=0, every_seconds=0.0, max_tokens=8),
-    )
+    config = tiny_config(tiny_model_dir, chunk=CHUNK)
     metrics, queue = StreamdMetrics(), IngestQueue()
     holder: list[Harness] = []
 

@@ -5,10 +5,9 @@ logged with why; and the session goes on ingesting and summarizing."""
 
 from __future__ import annotations
 
-import json
 import re
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,14 @@ import zmq
 from paho.mqtt.enums import CallbackAPIVersion
 
 from streamd.daemon.soak.broker import Broker, free_tcp_port
-from tests.daemon.daemon_testing import Daemon, daemon_args, free_zmq_endpoint
+from tests.daemon.daemon_testing import (
+    Daemon,
+    all_counted,
+    daemon_args,
+    free_zmq_endpoint,
+    log_events,
+    row,
+)
 
 pytestmark = pytest.mark.network
 
@@ -75,13 +81,10 @@ class Setup:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    broker = Broker(tmp_path_factory.mktemp("mosquitto"), free_tcp_port())
-    broker.start()
-    setup = Setup(broker)
+def setup(module_mosquitto_factory: Callable[..., Broker]) -> Iterator[Setup]:
+    setup = Setup(module_mosquitto_factory())
     yield setup
     setup.context.term()
-    broker.stop()
 
 
 @pytest.fixture(scope="module")
@@ -105,15 +108,9 @@ def daemon(
         assert daemon.stop() == 0, daemon.log()
 
 
-def row(status: dict[str, Any], source: str) -> dict[str, Any]:
-    return dict(status["sources"][source])
-
-
 def settled(status: dict[str, Any], source: str, received: int) -> bool:
-    """`received` messages in, none queued, and every one accounted for."""
-    r = row(status, source)
-    accounted = r["ingested"] + r["dropped"] + r["rejected"] + r["queued"]
-    return r["received"] == received == accounted and r["queued"] == 0
+    """`received` messages in, none of this source's queued, and every one accounted for."""
+    return all_counted(status, source, received) and row(status, source)["queued"] == 0
 
 
 def test_bad_bytes_are_repaired_counted_and_the_session_goes_on(
@@ -149,9 +146,7 @@ def test_bad_bytes_are_repaired_counted_and_the_session_goes_on(
     assert table.returncode == 0, table.stderr
     assert re.search(r"zmq-pull .*; repaired: cut \d+, replaced \d+, stripped \d+", table.stdout)
 
-    done = daemon.ctl("summarize", "--json")
-    assert done.returncode == 0, done.stderr
-    record = json.loads(done.stdout)
+    record = daemon.summarize()
     assert record["stream_tokens"] == after["tokens"]["ingested"]
     assert record["generated_tokens"] >= 1
 
@@ -188,12 +183,7 @@ def test_oversized_empty_and_malformed_messages_are_rejected_by_source_and_reaso
     assert setup.metric("streamd_ingest_rejected_total", source="mqtt", reason="too_large") == 1
 
     # The log says why, once per source and reason.
-    events = [
-        json.loads(line)
-        for line in daemon.log_path.read_text().splitlines()
-        if line.startswith("{")
-    ]
-    rejections = [e for e in events if e.get("event") == "message rejected"]
+    rejections = [e for e in log_events(daemon.log_path) if e.get("event") == "message rejected"]
     mqtt_too_large = [e for e in rejections if (e["source"], e["reason"]) == ("mqtt", "too_large")]
     assert [e["detail"] for e in mqtt_too_large] == [f"{MIB + 1} bytes > max_message_bytes {MIB}"]
     assert mqtt_too_large[0]["level"] == "warning"

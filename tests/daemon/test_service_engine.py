@@ -14,12 +14,9 @@ from typing import Any
 import pytest
 
 from streamd.daemon.config import (
-    CacheConfig,
     Config,
     ControlConfig,
     MetricsConfig,
-    ModelConfig,
-    SummaryConfig,
 )
 from streamd.daemon.engine import Engine, RateWindow, utc_timestamp
 from streamd.daemon.gpu import NO_ANSWER, NvmlReader, gpu_status
@@ -29,16 +26,9 @@ from streamd.daemon.metrics import StreamdMetrics
 from streamd.daemon.service import Service, StartupError
 from streamd.daemon.session_worker import Ingested, SessionWorker
 from streamd.daemon.status import READY
+from tests.daemon.daemon_testing import tiny_config
 
 POISON = "this line makes the worker fail"
-
-
-def tiny_config(model_dir: Path, every_tokens: int = 0) -> Config:
-    return Config(
-        model=ModelConfig(name=str(model_dir), device="cpu"),
-        cache=CacheConfig(max_capacity=256, chunk=64),
-        summary=SummaryConfig(every_tokens=every_tokens, every_seconds=0.0, max_tokens=8),
-    )
 
 
 class FailsOnPoison(SessionWorker):

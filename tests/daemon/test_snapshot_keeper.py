@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 
-from streamd.daemon.config import CacheConfig, Config, ModelConfig, SummaryConfig
+from streamd.daemon.config import Config
 from streamd.daemon.engine import Engine
 from streamd.daemon.ingest import IngestQueue, Lines
 from streamd.daemon.metrics import StreamdMetrics
 from streamd.daemon.snapshot import window_digest
 from streamd.daemon.snapshot_keeper import SnapshotKeeper
+from tests.daemon.daemon_testing import tiny_config
 
 LINES = tuple(
     f"Jan 31 12:00:{i:02} host sshd[{i}]: Failed password from 10.0.0.{i}" for i in range(6)
@@ -56,18 +57,9 @@ class Daemonless:
         assert self.engine.stop(5)
 
 
-def tiny_config(model_dir: Path, state_dir: Path) -> Config:
-    return Config(
-        model=ModelConfig(name=str(model_dir), device="cpu"),
-        cache=CacheConfig(max_capacity=256, chunk=64),
-        summary=SummaryConfig(every_tokens=0, every_seconds=0.0, max_tokens=4),
-        state_dir=state_dir,
-    )
-
-
 @pytest.fixture
 async def daemonless(tiny_model_dir: Path, tmp_path: Path) -> AsyncIterator[Daemonless]:
-    running = Daemonless(tiny_config(tiny_model_dir, tmp_path / "state"))
+    running = Daemonless(tiny_config(tiny_model_dir, max_tokens=4, state_dir=tmp_path / "state"))
     await running.start()
     try:
         yield running
@@ -123,7 +115,7 @@ async def test_what_was_written_is_resumed_by_the_next_engine(
     before = daemonless.engine.stats
     assert before is not None
 
-    restarted = Daemonless(tiny_config(tiny_model_dir, tmp_path / "state"))
+    restarted = Daemonless(tiny_config(tiny_model_dir, max_tokens=4, state_dir=tmp_path / "state"))
     await restarted.start()
     try:
         after = restarted.engine.stats

@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.daemon.daemon_testing import CLI, clean_env, read_jsonl
+from tests.daemon.daemon_testing import CLI, clean_env, log_events, read_jsonl
 
 pytestmark = pytest.mark.network
 
@@ -33,16 +32,6 @@ def run_soak(model_dir: Path, workdir: Path, out: Path) -> subprocess.CompletedP
     return subprocess.run(
         [*CLI, *args], capture_output=True, text=True, timeout=SOAK_TIMEOUT_S, env=clean_env()
     )
-
-
-def log_events(path: Path) -> list[dict[str, Any]]:
-    events = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            events.append(json.loads(line))
-        except ValueError:
-            continue
-    return events
 
 
 def test_a_short_soak_reconciles_exactly_and_memory_stays_flat(
