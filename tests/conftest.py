@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,21 +28,18 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 BrokerFactory = Callable[[str], Broker]
 
 
-def _require_mosquitto() -> None:
+@contextlib.contextmanager
+def _brokers(default_workdir: Callable[[], Path]) -> Iterator[Callable[..., Broker]]:
+    """start(workdir=None, **options) -> a started Broker (options as for Broker()); every
+    broker started is stopped on exit."""
     try:
         find_mosquitto()
     except BrokerError as error:
         pytest.fail(f"{error}, or deselect with -m 'not network'")
-
-
-@pytest.fixture
-def mosquitto_factory(tmp_path: Path) -> Iterator[BrokerFactory]:
-    """Starts brokers with extra config lines (TLS, auth, limits); all stopped at teardown."""
-    _require_mosquitto()
     started: list[Broker] = []
 
-    def start(extra_config: str = "") -> Broker:
-        broker = Broker.start_on_free_port(tmp_path, extra_config=extra_config)
+    def start(workdir: Path | None = None, **options: Any) -> Broker:
+        broker = Broker.start_on_free_port(workdir or default_workdir(), **options)
         started.append(broker)
         return broker
 
@@ -50,29 +48,24 @@ def mosquitto_factory(tmp_path: Path) -> Iterator[BrokerFactory]:
     finally:
         for broker in started:
             broker.stop()
+
+
+@pytest.fixture
+def mosquitto_factory(tmp_path: Path) -> Iterator[BrokerFactory]:
+    """Starts brokers with extra config lines (TLS, auth, limits); all stopped at teardown."""
+    with _brokers(lambda: tmp_path) as start:
+        yield lambda extra_config="": start(extra_config=extra_config)
 
 
 @pytest.fixture(scope="module")
 def module_mosquitto_factory(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., Broker]]:
-    """Starts brokers that serve a whole module (as its one daemon does), each with
-    Broker.start_on_free_port(workdir, **options): persistence, extra_config, ...; a fresh
-    workdir unless one is given. All stopped when the module is done."""
-    _require_mosquitto()
-    started: list[Broker] = []
-
-    def start(workdir: Path | None = None, **options: Any) -> Broker:
-        folder = workdir if workdir is not None else tmp_path_factory.mktemp("mosquitto")
-        broker = Broker.start_on_free_port(folder, **options)
-        started.append(broker)
-        return broker
-
-    try:
+    """Starts brokers that serve a whole module (as its one daemon does): start(workdir=None,
+    **options) with Broker's options (persistence, extra_config, ...), in a fresh workdir
+    unless one is given. All stopped when the module is done."""
+    with _brokers(lambda: tmp_path_factory.mktemp("mosquitto")) as start:
         yield start
-    finally:
-        for broker in started:
-            broker.stop()
 
 
 @pytest.fixture
