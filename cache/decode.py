@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -41,13 +41,20 @@ class DecodeOptions:
 
 
 def pick_token(
-    logits: torch.Tensor, seen: torch.Tensor, penalty: float, temperature: float
+    logits: torch.Tensor,
+    seen: torch.Tensor,
+    penalty: float,
+    temperature: float,
+    banned: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Next token on the device. logits: [vocab]; seen: [vocab] bool. Returns [1] int64."""
+    """Next token on the device. logits, seen, banned: [vocab] (bool masks). Returns [1] int64.
+    A banned token is never picked."""
     scores = logits.float()
     if penalty != 1.0:
         damped = torch.where(scores > 0, scores / penalty, scores * penalty)
         scores = torch.where(seen, damped, scores)
+    if banned is not None:
+        scores = scores.masked_fill(banned, float("-inf"))
     if temperature > 0.0:
         probs = torch.softmax(scores / temperature, dim=-1)
         # argmax(p / E) with E ~ Exp(1) samples from p without a host sync
@@ -70,6 +77,8 @@ class StaticDecoder:
         )
         self._step_index = torch.zeros(1, dtype=torch.int64, device=device)
         self._seen = torch.zeros(vocab, dtype=torch.bool, device=device)
+        self._banned = torch.zeros(vocab, dtype=torch.bool, device=device)
+        self._banned_ids: tuple[int, ...] = ()
         self._graph: torch.cuda.CUDAGraph | None = None
         self._graph_generation = -1
         self.use_graph = options.cuda_graph and device.type == "cuda"
@@ -114,7 +123,8 @@ class StaticDecoder:
         plan: ForwardPlan = self.ring.decode_plan
         logits = self._forward(plan, self._token)[0, -1]
         o = self.options
-        self._record(pick_token(logits, self._seen, o.repetition_penalty, o.temperature))
+        picked = pick_token(logits, self._seen, o.repetition_penalty, o.temperature, self._banned)
+        self._record(picked)
         self.ring.advance_decode()
 
     # ---------------------------------------------------------------- graphs
@@ -124,6 +134,9 @@ class StaticDecoder:
             return
         # Warm up on a side stream (cuBLAS handles, allocator), then capture one step.
         # Both run inside the caller's scratch bracket, whose end restores the cache.
+        # The warm-up steps record tokens at _step_index: left where the last generate()
+        # ended (up to scratch + 1), three more would index past _generated.
+        self._step_index.zero_()
         stream = capture_stream(self.ring.device)
         stream.wait_stream(torch.cuda.current_stream(self.ring.device))
         with torch.cuda.stream(stream), torch.inference_mode():
@@ -158,24 +171,40 @@ class StaticDecoder:
     # -------------------------------------------------------------- generate
 
     @torch.inference_mode()
-    def generate(self, first_logits: torch.Tensor, max_new_tokens: int) -> list[int]:
+    def generate(
+        self,
+        first_logits: torch.Tensor,
+        max_new_tokens: int,
+        stop: Callable[[list[int]], bool] | None = None,
+        seen: Sequence[int] = (),
+        banned: Sequence[int] = (),
+    ) -> list[int]:
         """Tokens after the instruction, stop token excluded.
 
         first_logits: [vocab], the instruction prefill's last position. Must be
         called inside ring.begin_scratch() / end_scratch(), after the prefill.
+        `stop(tokens)` is asked at every host check too (a sentence ended, say);
+        the tokens past that point are returned, for the caller to cut. The
+        repetition penalty counts `seen` (tokens of earlier calls) as generated;
+        `banned` tokens are never picked.
         """
         if self.use_graph:
             self._ensure_graph()
         limit = min(max_new_tokens, self.ring.decode_steps_left() + 1)
-        self._seen.zero_()
+        _mark(self._seen, seen)
+        if tuple(banned) != self._banned_ids:  # the same set each call: marked once
+            _mark(self._banned, banned)
+            self._banned_ids = tuple(banned)
         self._step_index.zero_()
         o = self.options
-        self._record(pick_token(first_logits, self._seen, o.repetition_penalty, o.temperature))
+        self._record(
+            pick_token(first_logits, self._seen, o.repetition_penalty, o.temperature, self._banned)
+        )
         self.ring.arm_decode()
         done = 1
         tokens = self._generated[:1].tolist()  # the first token: one sync, for TTFT
         self.first_token_at = time.perf_counter()
-        while not self._stopped(tokens) and done < limit:
+        while not self._stopped(tokens) and not (stop and stop(tokens)) and done < limit:
             steps = min(o.block, limit - done)
             self._run_steps(steps)
             done += steps
@@ -191,3 +220,10 @@ class StaticDecoder:
             if token in self.options.stop_ids:
                 return tokens[:index]
         return tokens
+
+
+def _mark(mask: torch.Tensor, ids: Sequence[int]) -> None:
+    """mask: [vocab] bool, set to exactly `ids` (in place: a captured graph reads it)."""
+    mask.zero_()
+    if ids:
+        mask[torch.tensor(list(ids), device=mask.device)] = True

@@ -290,13 +290,18 @@ class RingModel:
 
     @torch.inference_mode()
     def run(
-        self, plan: ForwardPlan, input_ids: torch.Tensor, logits_to_keep: int = 1
+        self,
+        plan: ForwardPlan,
+        input_ids: torch.Tensor,
+        logits_to_keep: int = 1,
+        graph: bool = True,
     ) -> torch.Tensor:
         """input_ids: [1, count] -> logits [1, logits_to_keep or count, vocab]; commits the plan.
         A forward that raises (CUDA out of memory) commits nothing: the ring stays as it was
-        for the stream (see StreamCache.abandon)."""
+        for the stream (see StreamCache.abandon). graph=False runs it eagerly: a size seen
+        once should not cost a capture (and a compile)."""
         try:
-            logits = self.forward(plan, input_ids, logits_to_keep)
+            logits = self.forward(plan, input_ids, logits_to_keep, graph)
         except BaseException:
             self.ring.abandon()
             raise
@@ -304,10 +309,14 @@ class RingModel:
         return logits
 
     def forward(
-        self, plan: ForwardPlan, input_ids: torch.Tensor, logits_to_keep: int = 1
+        self,
+        plan: ForwardPlan,
+        input_ids: torch.Tensor,
+        logits_to_keep: int = 1,
+        graph: bool = True,
     ) -> torch.Tensor:
         """The model's forward over a plan, uncommitted (decode steps replayed as a graph)."""
-        if self._graphable(plan, logits_to_keep):
+        if graph and self._graphable(plan, logits_to_keep):
             return self._replay(plan, input_ids)
         return self._eager(plan, input_ids, logits_to_keep)
 
@@ -371,5 +380,8 @@ class RingModel:
     def stream(self, input_ids: torch.Tensor, logits_to_keep: int = 1) -> torch.Tensor:
         return self.run(self.ring.plan_stream(input_ids.shape[1]), input_ids, logits_to_keep)
 
-    def scratch(self, input_ids: torch.Tensor, logits_to_keep: int = 1) -> torch.Tensor:
-        return self.run(self.ring.plan_scratch(input_ids.shape[1]), input_ids, logits_to_keep)
+    def scratch(
+        self, input_ids: torch.Tensor, logits_to_keep: int = 1, graph: bool = True
+    ) -> torch.Tensor:
+        plan = self.ring.plan_scratch(input_ids.shape[1])
+        return self.run(plan, input_ids, logits_to_keep, graph)

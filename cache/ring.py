@@ -254,6 +254,23 @@ class StreamCache:
         self.scratch_used += steps
         self._plan = None
 
+    def rewind_scratch(self, used: int) -> None:
+        """Keep only the first `used` summary slots: a guided summary forgets what the
+        model wrote past a sentence end before it writes the next words itself.
+        The dropped slots become empty (invisible); end_scratch() zeroes them later."""
+        if self.fence is None:
+            raise RuntimeError("begin_scratch() first")
+        if self._plan is not None:
+            raise RuntimeError("rewind between forwards, not during one")
+        if not 0 <= used <= self.scratch_used:
+            raise LayoutError(f"rewind to {used} of {self.scratch_used} summary slots used")
+        start = self.layout.scratch_start
+        # Every slot from `used` on, not only up to scratch_used: a slot past scratch_used
+        # may hold a position nobody counted (the decode graph's warm-up steps write the
+        # slot at scratch_used; an abandoned plan its slots), which a later query would see.
+        self.slot_pos[start + used :].fill_(EMPTY)
+        self.scratch_used = used
+
     def end_scratch(self) -> None:
         """Forget the summary: the cache returns bit-identical to before begin_scratch()."""
         start = self.layout.scratch_start

@@ -10,6 +10,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
+from .eval_summaries_cli import eval_summaries
 from .run_options import run_options
 
 T = TypeVar("T")
@@ -30,6 +31,7 @@ def main() -> None:
     \b
     Try it:       streamd demo
     Measure it:   streamd eval --tokens 16384 --max-capacity 256
+    Judge it:     streamd eval-summaries /var/log/auth.log --compare
     Run it:       streamd run --config /etc/streamd/streamd.toml
     Feed it:      journalctl -f | streamd send
     Watch it:     streamd status; streamd summaries --follow
@@ -654,6 +656,8 @@ def _or_exit(make: Callable[[], T]) -> T:
     except (ValueError, RuntimeError) as error:
         _fail(str(error))
 
+
+main.add_command(eval_summaries)
 
 if __name__ == "__main__":
     main()

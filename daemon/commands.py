@@ -20,6 +20,7 @@ import click
 
 from .config import find_control_socket
 from .control import ControlClient, ControlError, DaemonUnreachable
+from .grounding import top_patterns_text
 from .status import READY, render_status_table
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_READY, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -89,7 +90,8 @@ def render_summary(record: dict[str, Any]) -> str:
         f"{record.get('window_first')}..{record.get('window_last')}"
         + (f", TTFT {ttft * 1000:.0f} ms" if isinstance(ttft, int | float) else "")
     )
-    return f"{header}\n{record.get('text') or '(empty)'}\n"
+    patterns = top_patterns_text(record.get("facts"))
+    return f"{header}\n{record.get('text') or '(empty)'}\n{patterns}"
 
 
 def _echo_summary(record: dict[str, Any], as_json: bool) -> None:

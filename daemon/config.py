@@ -42,6 +42,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from streamd.facts.claims import POLICIES
+from streamd.facts.records import PROFILES
+
 # About 2M tokens of text: minutes of backlog for a GPU, bounded memory for the host.
 QUEUE_MAX_CHARS = 8 * 1024 * 1024
 
@@ -326,6 +329,13 @@ class SummaryConfig(_Section):
     # Only fires if new text arrived since the last summary.
     every_seconds: float = field(default=60.0, metadata=_rules(at_least=0, hint="0 turns it off"))
     max_tokens: int = field(default=128, metadata=_rules(at_least=1, at_most=4096))
+    # grounded: the model completes sentences written from mined facts, its claims checked;
+    # plain: the bare question and whatever the model writes (a large model on a GPU).
+    mode: str = field(default="grounded", metadata=_rules(choices=("grounded", "plain")))
+    # What the stream is (the digest and question fit it): decided per window by default.
+    profile: str = field(default="auto", metadata=_rules(choices=PROFILES))
+    # A model sentence with a claim nothing supports: removed (drop-sentence) or kept and listed.
+    unsupported: str = field(default="drop-sentence", metadata=_rules(choices=POLICIES))
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 
+from .grounding import top_patterns_text
 from .session import Session
 from .session_api import Summary
 
@@ -63,6 +64,8 @@ def _print_summary(echo: Echo, summary: Summary) -> None:
         f"(TTFT {summary.ttft_s * 1000:.0f} ms, {summary.tpot_s * 1000:.1f} ms/token) ==="
     )
     echo(summary.text or "(empty)")
+    if summary.facts is not None:
+        echo(top_patterns_text(summary.facts.as_dict()).rstrip("\n"))
     echo("")
 
 
@@ -80,8 +83,9 @@ def run_demo(session: Session, options: DemoOptions, echo: Echo) -> DemoTotals:
             _print_summary(echo, totals.summaries[-1])
             since_summary = 0
         time.sleep(max(0.0, 1.0 - (time.perf_counter() - tick)))
-    totals.summaries.append(session.summarize())
-    _print_summary(echo, totals.summaries[-1])
+    if since_summary:  # a summary of nothing new would repeat the last one
+        totals.summaries.append(session.summarize())
+        _print_summary(echo, totals.summaries[-1])
     return totals
 
 

@@ -106,6 +106,8 @@ def summary_record(seq: int, summary: Summary, trigger: str, epoch_s: float) -> 
         "generated_tokens": summary.generated_tokens,
         "model": summary.model,
         "trigger": trigger,
+        "facts": summary.facts.as_dict() if summary.facts else None,
+        "verification": summary.verification.as_dict() if summary.verification else None,
     }
 
 
@@ -223,9 +225,14 @@ class Engine:
         failure is logged and counted, not raised (the stream goes on)."""
         async with self._summary_lock:
             if not still_due():
+                self.skip(trigger)
                 return
             with contextlib.suppress(EngineError):  # logged and counted where it happened
                 await self._summarize_locked(trigger)
+
+    def skip(self, trigger: str) -> None:
+        """A trigger fired with no new text since the last summary: no summary, counted."""
+        self._metrics.summaries_skipped.inc(trigger=trigger)
 
     async def summarize(self, trigger: str) -> dict[str, Any]:
         """A summary now (request, shutdown); raises EngineError if the session failed."""

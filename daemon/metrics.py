@@ -318,6 +318,22 @@ class StreamdMetrics:
         self.last_summary_time = r.gauge(
             "streamd_last_summary_timestamp_seconds", "Unix time of the last summary."
         )
+        self.summaries_skipped = r.counter(
+            "streamd_summaries_skipped_total",
+            "Summaries not written because no new text arrived since the last one, by trigger.",
+            ["trigger"],
+        )
+        self.summary_claims = r.counter(
+            "streamd_summary_claims_total",
+            "Checkable claims (IPs, numbers, names, paths, quotes, dates) the model wrote in "
+            "summaries, by result (supported by the window text or the facts, or unsupported).",
+            ["result"],
+        )
+        self.summary_sentences_removed = r.counter(
+            "streamd_summary_sentences_removed_total",
+            "Sentences of the model kept out of summaries (unsupported claim, echo, repeat, "
+            "incomplete).",
+        )
         self.queue_depth = r.gauge("streamd_queue_depth", "Messages waiting in the ingest queue.")
         self.source_reconnects = r.counter(
             "streamd_source_reconnects_total", "Reconnections to a broker, by source.", ["source"]

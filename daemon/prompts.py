@@ -33,6 +33,7 @@ DEFAULT_SUMMARY_QUESTION = (
 class Framing:
     prefix: str  # system prompt + opening of the data turn: the pinned prefix
     summary_request: str  # ends the data turn with the question, opens the reply
+    reply_open: str  # ends the data turn and opens the reply (after a grounded request)
 
 
 def build_framing(
@@ -50,4 +51,4 @@ def build_framing(
     else:  # base models: a plain-text frame
         text = f"{system_prompt}\n\n{DATA_INTRO}{_PLACEHOLDER}\n\nSummary:\n"
     prefix, suffix = text.split(_PLACEHOLDER)
-    return Framing(prefix=prefix, summary_request=question + suffix)
+    return Framing(prefix=prefix, summary_request=question + suffix, reply_open=suffix)

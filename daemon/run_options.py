@@ -58,6 +58,15 @@ RUN_OPTIONS = (
     RunOption("--summary-every-seconds", "summary.every_seconds", "Summarize every S seconds, if "
               "new text arrived (0: never).", "S"),
     RunOption("--summary-max-tokens", "summary.max_tokens", "Longest summary, in tokens.", "N"),
+    RunOption("--summary-mode", "summary.mode", "grounded (the model completes sentences "
+              "written from exact facts mined from the lines; its claims are checked) or plain "
+              "(the bare question, unchecked).", "MODE"),
+    RunOption("--profile", "summary.profile", "What the stream is: logs (templates, counts, "
+              "entities), transcript (speakers, terms), or auto (decided per window).", "KIND"),
+    RunOption("--summary-unsupported", "summary.unsupported", "A sentence of the model with a "
+              "claim (IP, number, name, path, quote, date) that neither the window text nor the "
+              "facts support: drop-sentence (removed) or flag (kept, listed in the record).",
+              "POLICY"),
     RunOption("--zmq-bind", "sources.zmq_pull", "Bind a ZeroMQ PULL socket here for `streamd "
               "send` (repeatable; replaces the default).", "ADDR", multiple=True),
     RunOption("--zmq-sub", "sources.zmq_sub", "Connect a ZeroMQ SUB socket to this publisher "

@@ -367,6 +367,7 @@ class Service:
         if self.engine.has_unsummarized_text:
             await self._final_summary()
         else:
+            self.engine.skip("shutdown")
             log.info("no final summary: no text since the last one")
         await self.snapshots.final()  # after the final summary, which it records
 

@@ -8,65 +8,28 @@ bit-identical; set_max_capacity() resizes live.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from streamd.cache.decode import DecodeOptions, StaticDecoder, pick_token
+from streamd.cache.decode import DecodeOptions, StaticDecoder
 from streamd.cache.hf import RingModel, build_ring_cache
 from streamd.cache.layout import CacheLayout, LayoutError, StreamCounters
+from streamd.facts.tracker import FactsTracker
 
-from .model_loading import DEFAULT_MODEL, LoadedModel, load_model
-from .prompts import DEFAULT_SYSTEM_PROMPT, build_framing
+from .guided import GuidedDecoder, RequestShape, TokenGenerator
+from .model_loading import LoadedModel, load_model
+from .prompts import DEFAULT_SUMMARY_QUESTION, build_framing
 from .session_api import SessionStats, Summary
-from .snapshot import SessionState, SnapshotCorrupt, text_digest
+from .session_config import MIN_PINNED, OPENER_TOKENS, SessionConfig, SessionConfigError
+from .snapshot import SessionState, check_restorable, text_digest
+from .summarizer import PlainDecoder, Summarizer, SummaryText, Written
 from .window_ids import TokenWindow
-
-MIN_PINNED = 4  # StreamingLLM: 4 sink tokens are enough, fewer and window attention collapses
-
-
-class SessionConfigError(ValueError):
-    """A session setting that cannot work; the message names it and the fix."""
-
-
-@dataclass(frozen=True)
-class SessionConfig:
-    model: str = DEFAULT_MODEL
-    device: str = "auto"
-    dtype: str = "auto"
-    max_capacity: int = 1024  # P + W: tokens any query sees (pinned prefix included)
-    chunk: int = 256  # C: stream tokens per forward pass
-    summary_max_tokens: int = 128
-    # >1 discourages tokens already generated; small models loop without it.
-    repetition_penalty: float = 1.2
-    temperature: float = 0.0  # 0 = greedy
-    # "static": device-side decode steps, one CUDA graph replayed per token on a GPU;
-    # "plain": one ordinary forward per token (the reference the fast path must match).
-    decode: str = "static"
-    system_prompt: str = DEFAULT_SYSTEM_PROMPT
-    rebase_threshold: int = 2**15
-
-    def __post_init__(self) -> None:
-        checks = [
-            ("max_capacity", self.max_capacity, 2 * MIN_PINNED),
-            ("chunk", self.chunk, 1),
-            ("summary_max_tokens", self.summary_max_tokens, 1),
-            ("rebase_threshold", self.rebase_threshold, 1),
-        ]
-        if self.decode not in ("static", "plain"):
-            raise SessionConfigError(f"decode = {self.decode!r}: use static or plain")
-        if not 0.0 <= self.temperature <= 5.0:
-            raise SessionConfigError(f"temperature = {self.temperature!r}: must be 0 (greedy)..5")
-        if not 1.0 <= self.repetition_penalty <= 2.0:
-            raise SessionConfigError(
-                f"repetition_penalty = {self.repetition_penalty!r}: must be between 1.0 and 2.0"
-            )
-        for name, value, lowest in checks:
-            if not isinstance(value, int) or value < lowest:
-                raise SessionConfigError(f"{name} = {value!r}: must be an integer >= {lowest}")
 
 
 @dataclass
@@ -87,6 +50,12 @@ class Session:
         framing = build_framing(self.tokenizer, config.system_prompt)
         self._prefix_ids = self._encode(framing.prefix, allow_special=True)
         self._request_ids = self._encode(framing.summary_request, allow_special=True)
+        self._summary_text = SummaryText(
+            plain_request=self._request_ids,
+            reply_open=self._encode(framing.reply_open, allow_special=True),
+            echo_sources=(config.system_prompt, DEFAULT_SUMMARY_QUESTION),
+        )
+        self.facts = FactsTracker(profile=config.profile)
         self._stop_ids = self._stop_token_ids()
         layout = self._layout(config)
         # The stream ids the window holds, for snapshots (the cache keeps only K/V).
@@ -119,10 +88,38 @@ class Session:
                 stop_ids=frozenset(self._stop_ids),
                 repetition_penalty=config.repetition_penalty,
                 temperature=config.temperature,
+                # on a CPU a host check costs nothing beside a step: stop at a sentence end
+                block=16 if gpu else 1,
                 compile=self._on_gpu,
             ),
         )
+        self.summarizer = self._summarizer(self.decoder)
         self.runner.prefix(self._tensor(self._prefix_ids))
+
+    def _summarizer(self, static: StaticDecoder) -> Summarizer:
+        config = self.config
+        generator: TokenGenerator = static
+        if config.decode == "plain":
+            stops = frozenset(self._stop_ids)
+            penalty, temperature = config.repetition_penalty, config.temperature
+            generator = PlainDecoder(self.runner, stops, penalty, temperature)
+        newline = self._encode("\n", allow_special=False)[:1] or [0]
+        shape = RequestShape(config.summary_request_tokens, newline[0], pad=self.runner.cuda_graphs)
+        text_ids = functools.partial(self._encode, allow_special=False)
+        quotes = quote_token_ids(self.tokenizer, int(self.loaded.model.config.vocab_size))
+        guided = GuidedDecoder(
+            self.runner, generator, text_ids, self._encode_texts, self._decode_ids, shape, quotes
+        )
+        policy = "flag" if config.unsupported == "flag" else "drop-sentence"
+        return Summarizer(self.runner, generator, guided, self._summary_text, self.facts, policy)
+
+    def _encode_texts(self, texts: list[str]) -> list[list[int]]:
+        """Stream text, many at once (one call into the tokenizer)."""
+        batch = self.tokenizer(texts, add_special_tokens=False, split_special_tokens=True)
+        return [list(ids) for ids in batch.input_ids]
+
+    def _decode_ids(self, ids: list[int]) -> str:
+        return str(self.tokenizer.decode(ids, skip_special_tokens=True))
 
     def _warm_up(self) -> None:
         """Compile and capture a full stream chunk and the summary path now, at start,
@@ -155,7 +152,10 @@ class Session:
                 f"max_capacity = {config.max_capacity}: must exceed the pinned prefix of "
                 f"{pinned} tokens (the system prompt); try {pinned + 512} or more"
             )
-        scratch = len(self._request_ids) + config.summary_max_tokens
+        request = len(self._request_ids)
+        if config.summary_mode == "grounded":  # the plain path still fits (--compare)
+            request = max(request, config.summary_request_tokens + OPENER_TOKENS)
+        scratch = request + config.summary_max_tokens
         try:
             return CacheLayout.build(
                 pinned=pinned, window=window, chunk=config.chunk, scratch=scratch
@@ -183,7 +183,7 @@ class Session:
 
     def tokenize_stream(self, text: str) -> list[int]:
         """One message = one or more lines; every line ends in a newline token."""
-        lines = [line for line in text.splitlines() if line.strip()]
+        lines = stream_lines(text)
         if not lines:
             return []
         return self._encode("\n".join(lines) + "\n", allow_special=False)
@@ -193,7 +193,12 @@ class Session:
         on_chunk(tokens, seconds) is called after each chunk's forward pass."""
         ids = self.tokenize_stream(text)
         self.ingest_ids(ids, on_chunk)
+        self.observe(text)
         return len(ids)
+
+    def observe(self, text: str) -> None:
+        """The facts miner takes in the lines of text the ring has taken in."""
+        self.facts.observe(stream_lines(text))
 
     def ingest_ids(
         self, ids: list[int], on_chunk: Callable[[int, float], None] | None = None
@@ -225,59 +230,56 @@ class Session:
         finally:
             self.ring.end_scratch()
 
-    def summarize(self, max_new_tokens: int | None = None) -> Summary:
-        """Greedy summary after the stream head; the stream cache is left bit-identical."""
+    def window_text(self) -> str:
+        """The stream text any query sees now, as the model read it."""
+        return self._decode_ids(self.window_token_ids())
+
+    def _window_lines(self, text: str) -> list[str]:
+        """The window's whole lines: once tokens were evicted, the first may be a part."""
+        lines = stream_lines(text)
+        return lines[1:] if self.counters().evicted(self.ring.layout) else lines
+
+    def summarize(self, max_new_tokens: int | None = None, grounded: bool | None = None) -> Summary:
+        """A summary after the stream head; the stream cache is left bit-identical.
+        Grounded (by default, the configured summary_mode): on the facts, checked
+        (summarizer.py); else the bare question."""
+        if grounded is None:
+            grounded = self.config.summary_mode == "grounded"
         budget = self.config.summary_max_tokens
         limit = budget if max_new_tokens is None else max(1, min(max_new_tokens, budget))
         counters = self.counters()
+        window_text = self.window_text()
         began = time.perf_counter()
         with self._scratch():
-            generated, first_token_s = self._decode(limit, began)
+            if grounded:
+                lines = self._window_lines(window_text)
+                written = self.summarizer.grounded(limit, window_text, lines)
+            else:
+                written = self.summarizer.plain(limit, self._decode_ids)
         latency = time.perf_counter() - began
-        tpot = (latency - first_token_s) / max(1, len(generated) - 1)
+        return self._summary(written, counters, latency, window_text)
+
+    def _summary(
+        self, written: Written, counters: StreamCounters, latency: float, window_text: str
+    ) -> Summary:
+        tpot = (latency - written.first_token_s) / max(1, written.generated_tokens - 1)
         self.summaries += 1
-        self.timings.last_summary_ttft_s = first_token_s
+        self.timings.last_summary_ttft_s = written.first_token_s
         self.timings.last_summary_tpot_s = tpot
         return Summary(
-            text=self.tokenizer.decode(generated, skip_special_tokens=True).strip(),
+            text=written.text,
             stream_tokens=counters.seen,
             window_first=counters.window_start(self.ring.layout),
             window_last=counters.head - 1 if counters.seen else -1,
-            generated_tokens=len(generated),
-            ttft_s=first_token_s,
+            generated_tokens=written.generated_tokens,
+            ttft_s=written.first_token_s,
             tpot_s=tpot,
             latency_s=latency,
             model=self.model_name,
+            facts=written.facts,
+            verification=written.verification,
+            window_text=window_text,
         )
-
-    def _decode(self, limit: int, began: float) -> tuple[list[int], float]:
-        if self.config.decode == "plain":
-            return self._decode_plain(limit, began)
-        logits = self.runner.scratch(self._tensor(self._request_ids))
-        generated = self.decoder.generate(logits[0, -1], limit)
-        return generated, self.decoder.first_token_at - began
-
-    def _decode_plain(self, limit: int, began: float) -> tuple[list[int], float]:
-        """One ordinary forward per token, token picked on the host: the reference path."""
-        logits = self.runner.scratch(self._tensor(self._request_ids))
-        token = self._pick(logits[0, -1], [])
-        first_token_s = time.perf_counter() - began
-        generated: list[int] = []
-        while token not in self._stop_ids:
-            generated.append(token)
-            if len(generated) >= limit:
-                break
-            logits = self.runner.scratch(self._tensor([token]))
-            token = self._pick(logits[0, -1], generated)
-        return generated, first_token_s
-
-    def _pick(self, logits: torch.Tensor, generated: list[int]) -> int:
-        """logits: [vocab] -> the next token, with the repetition penalty on `generated`."""
-        seen = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
-        if generated:
-            seen[torch.tensor(generated, device=logits.device)] = True
-        config = self.config
-        return int(pick_token(logits, seen, config.repetition_penalty, config.temperature))
 
     # ------------------------------------------------------------ control
 
@@ -374,7 +376,7 @@ class Session:
         fit this session; if the re-prefill itself fails, the session is left empty,
         not half restored, and the error raised.
         """
-        self._check_restorable(state)
+        check_restorable(state, self.ring.layout, int(self.loaded.model.config.vocab_size))
         try:
             self._restart_ring(origin=state.window_start - self.ring.layout.pinned)
             self._tokens_before_ring = state.tokens_ingested - len(state.window_ids)
@@ -390,22 +392,13 @@ class Session:
         self.ring.reset(origin=origin)
         self.runner.prefix(self._tensor(self._prefix_ids))
 
-    def _check_restorable(self, state: SessionState) -> None:
-        layout = self.ring.layout
-        vocab = int(self.loaded.model.config.vocab_size)
-        try:
-            state.check()
-        except SnapshotCorrupt as error:
-            raise SessionConfigError(f"snapshot: {error}") from None
-        if state.pinned != layout.pinned:
-            raise SessionConfigError(
-                f"snapshot: its pinned prefix has {state.pinned} tokens, this session's "
-                f"{layout.pinned} (another system prompt or chat template)"
-            )
-        if len(state.window_ids) > layout.window:
-            raise SessionConfigError(
-                f"snapshot: {len(state.window_ids)} window tokens, this session's window "
-                f"holds {layout.window}"
-            )
-        if any(token >= vocab for token in state.window_ids):
-            raise SessionConfigError(f"snapshot: a token id past the vocabulary of {vocab}")
+
+def stream_lines(text: str) -> list[str]:
+    """The lines of a message as the stream holds them: blank ones dropped."""
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def quote_token_ids(tokenizer: Any, vocab: int) -> list[int]:
+    """Every token id below `vocab` (the model's logits) that writes a double quote mark."""
+    pieces = tokenizer.convert_ids_to_tokens(list(range(min(len(tokenizer), vocab))))
+    return [i for i, piece in enumerate(pieces) if piece and any(q in piece for q in '"“”')]

@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from streamd.facts.claims import Verification
+from streamd.facts.records import SummaryFacts
+
 
 @dataclass(frozen=True)
 class Summary:
@@ -24,6 +27,10 @@ class Summary:
     tpot_s: float  # mean time per output token after the first
     latency_s: float  # whole summary, wall time
     model: str
+    facts: SummaryFacts | None = None  # what a grounded summary rests on
+    verification: Verification | None = None  # its claims, as checked
+    # The exact stream text the model saw (for eval-summaries; not in the records).
+    window_text: str = field(default="", repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

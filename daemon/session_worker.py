@@ -37,6 +37,9 @@ def session_config(config: Config) -> SessionConfig:
         chunk=config.cache.chunk,
         summary_max_tokens=config.summary.max_tokens,
         system_prompt=config.cache.system_prompt or DEFAULT_SYSTEM_PROMPT,
+        summary_mode=config.summary.mode,
+        profile=config.summary.profile,
+        unsupported=config.summary.unsupported,
     )
 
 
@@ -95,6 +98,7 @@ class SessionWorker:
         chunk = session.ring.layout.chunk
         retries = self._metrics.ingest_retries
         retried = prefill_with_retry(session.ingest_ids, ids, chunk, observe, retries)
+        session.observe(text)  # the facts miner: only what the ring took in
         return Ingested(len(ids), self._observed_stats(), retried)
 
     def summarize(self) -> tuple[Summary, SessionStats]:
@@ -105,6 +109,11 @@ class SessionWorker:
             m.inter_token_latency.observe(summary.tpot_s)
         m.summary_latency.observe(summary.latency_s)
         m.generation_tokens.inc(summary.generated_tokens)
+        checked = summary.verification
+        if checked is not None:
+            m.summary_claims.inc(checked.supported, result="supported")
+            m.summary_claims.inc(checked.checked - checked.supported, result="unsupported")
+            m.summary_sentences_removed.inc(len(checked.removed_sentences))
         return summary, self._observed_stats()
 
     def set_max_capacity(self, n: int) -> Resized:

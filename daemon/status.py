@@ -56,7 +56,7 @@ def status_document(
             "unsummarized": engine.unsummarized_tokens,
         },
         "queue": {"depth": queue.depth, "chars": queue.chars, "max_chars": queue.max_chars},
-        "summaries": _summaries(engine),
+        "summaries": _summaries(engine, metrics),
         "sources": _sources(metrics, sources, queue.queued_by_source()),
         "outputs": outputs.names,
         "latency": {
@@ -103,14 +103,34 @@ def _cache(engine: Engine) -> dict[str, Any]:
     }
 
 
-def _summaries(engine: Engine) -> dict[str, Any]:
+def _summaries(engine: Engine, metrics: StreamdMetrics) -> dict[str, Any]:
     last = engine.last_summary_epoch_s
+    claims = _by_label(metrics.summary_claims.values())
+    checked = claims.get("supported", 0) + claims.get("unsupported", 0)
     return {
         "emitted": engine.summaries_emitted,
+        "skipped": sum(_by_label(metrics.summaries_skipped.values()).values()),
         "last_age_s": None if last is None else round(max(0.0, time.time() - last), 3),
         "every_tokens": engine.config.summary.every_tokens,
         "every_seconds": engine.config.summary.every_seconds,
+        # The model's checkable claims (before drop-sentence) and how many were supported.
+        "claims_checked": checked,
+        "claims_supported": claims.get("supported", 0),
+        "claims_supported_ratio": round(claims.get("supported", 0) / checked, 4)
+        if checked
+        else None,
+        "sentences_removed": int(metrics.summary_sentences_removed.value()),
     }
+
+
+def _claims_text(summaries: dict[str, Any]) -> str:
+    ratio = summaries.get("claims_supported_ratio")
+    if ratio is None:
+        return "none checked yet"
+    return (
+        f"{summaries['claims_supported']} of {summaries['claims_checked']} supported "
+        f"({100 * ratio:.0f}%), {summaries['sentences_removed']} sentences removed"
+    )
 
 
 def _sources(
@@ -231,8 +251,10 @@ def render_status_table(doc: dict[str, Any]) -> str:
         ("queue", f"{doc['queue']['depth']} messages waiting"),
         (
             "summaries",
-            f"{summaries['emitted']} emitted, last {_age(summaries['last_age_s'])} ({every})",
+            f"{summaries['emitted']} emitted, {summaries['skipped']} skipped (nothing new), "
+            f"last {_age(summaries['last_age_s'])} ({every})",
         ),
+        ("claims", _claims_text(summaries)),
         ("prefill", _latency_text(latency["prefill_chunk_s"])),
         ("TTFT", _latency_text(latency["summary_ttft_s"])),
         ("TPOT", _latency_text(latency["summary_tpot_s"])),

@@ -244,7 +244,8 @@ def test_a_summary_reaches_every_output(daemon: Daemon, endpoints: Endpoints) ->
     in_file = [r for r in daemon.summaries() if r["seq"] == record["seq"]]
     assert in_file == [record]
     keys = {"seq", "time", "stream_tokens", "window_first", "window_last", "text", "latency_s",
-            "ttft_s", "tpot_s", "generated_tokens", "model", "trigger"}  # fmt: skip
+            "ttft_s", "tpot_s", "generated_tokens", "model", "trigger", "facts",
+            "verification"}  # fmt: skip
     assert set(record) == keys
     assert record["trigger"] == "request" and record["time"].endswith("Z")
     assert isinstance(record["text"], str) and record["generated_tokens"] >= 1

@@ -88,8 +88,17 @@ def test_a_second_sigterm_abandons_a_slow_shutdown_and_exits_1(
 ) -> None:
     pull = free_zmq_endpoint()
     # 3500 summary tokens take the tiny model many seconds on a CPU: the final summary is
-    # still being written when the second signal comes.
-    args = daemon_args(tiny_model_dir, "--zmq-bind", pull, "--summary-max-tokens", "3500")
+    # still being written when the second signal comes. (Plain: a grounded summary ends
+    # its sentences within a few dozen tokens each, whatever the budget.)
+    args = daemon_args(
+        tiny_model_dir,
+        "--zmq-bind",
+        pull,
+        "--summary-max-tokens",
+        "3500",
+        "--summary-mode",
+        "plain",
+    )
     daemon = Daemon(tmp_path, args)
     daemon.start()
     try:

@@ -1,0 +1,172 @@
+"""Runs a SummaryPlan in the ring's scratch slots (engine thread, torch).
+
+The first forward holds the digest, the question, the reply's opening and the
+first openers, padded to a fixed size on a GPU so that one captured graph
+serves every summary. Then, per segment, the model writes until its sentence
+ends; what it wrote past that end is forgotten (rewound) and the next opener
+goes in. The stream cache is never touched: all of it lives in scratch slots.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from streamd.cache.hf import RingModel
+from streamd.facts.sentences import split_sentences
+
+from .grounding import SummaryPlan, Written
+
+Encode = Callable[[str], list[int]]  # text -> ids, special tokens split (stream text)
+
+
+class TokenGenerator(Protocol):
+    """StaticDecoder, or the plain reference path (summarizer.PlainDecoder)."""
+
+    first_token_at: float
+
+    def generate(
+        self,
+        first_logits: torch.Tensor,
+        max_new_tokens: int,
+        stop: Callable[[list[int]], bool] | None = None,
+        seen: Sequence[int] = (),
+        banned: Sequence[int] = (),
+    ) -> list[int]: ...
+
+
+@dataclass(frozen=True)
+class GuidedResult:
+    written: tuple[Written, ...]
+    generated_tokens: int
+    first_token_s: float  # from the start to the first generated token on the host
+
+
+@dataclass(frozen=True)
+class RequestShape:
+    """The first forward: `tokens` in all, padded with `pad_id` before the digest
+    when `pad` (a GPU replays one captured graph of that size)."""
+
+    tokens: int
+    pad_id: int
+    pad: bool
+
+
+class GuidedDecoder:
+    def __init__(
+        self,
+        runner: RingModel,
+        decoder: TokenGenerator,
+        encode: Encode,
+        encode_many: Callable[[list[str]], list[list[int]]],
+        decode: Callable[[list[int]], str],
+        shape: RequestShape,
+        banned: Sequence[int] = (),
+    ) -> None:
+        self.runner = runner
+        self.ring = runner.ring
+        self.decoder = decoder
+        self._encode = encode
+        self._encode_many = encode_many
+        self._decode = decode
+        self.shape = shape
+        # Tokens the model may not write after an opener: quote marks (its "quotes" are
+        # invented and pair up with the facts' quoted templates).
+        self.banned = tuple(banned)
+
+    def _tensor(self, ids: list[int]) -> torch.Tensor:
+        return torch.tensor([ids], dtype=torch.long, device=self.ring.device)
+
+    def first_ids(self, plan: SummaryPlan, reply_open: list[int], forced: str) -> list[int]:
+        """Digest + question + reply opening + the first forced words, at most
+        shape.tokens long (digest lines dropped from its end to fit), padded if asked.
+        One batched tokenizer call: this is on the way to the first token."""
+        rows = plan.digest.split("\n")
+        texts = [plan.question, forced, "\n\n" + rows[0], *("\n" + row for row in rows[1:])]
+        question, opener, *digest_rows = self._encode_many(texts)
+        tail = question + reply_open + opener
+        room = self.shape.tokens - len(tail)
+        digest: list[int] = []
+        for row in digest_rows:  # the digest's lines by importance: keep a prefix that fits
+            if len(digest) + len(row) > room:
+                break
+            digest += row
+        ids = (digest + tail)[-self.shape.tokens :]  # no digest line fits: keep the tail
+        if self.shape.pad:
+            ids = [self.shape.pad_id] * (self.shape.tokens - len(ids)) + ids
+        return ids
+
+    def run(self, plan: SummaryPlan, reply_open: list[int], budget: int) -> GuidedResult:
+        """Must run inside ring.begin_scratch() / end_scratch()."""
+        began = time.perf_counter()
+        written: list[Written] = []
+        pending = ""  # forced words not yet fed to the model
+        carry: list[int] = []  # the model's kept tokens not yet in the cache
+        generated = 0
+        first_token_s = 0.0
+        started = False  # the first forward (digest, question, openers) has run
+        seen: list[int] = []  # the model's kept tokens: the repetition penalty spans segments
+        for segment in plan.segments:
+            pending += (" " if written else "") + segment.opener + segment.joiner
+            limit = min(segment.tokens, budget - generated)
+            if limit <= 0:
+                written.append(Written(segment, ""))
+                continue
+            first = not started
+            if first:
+                ids = self.first_ids(plan, reply_open, pending)
+            else:
+                ids = carry + self._encode(pending)
+            if self.ring.decode_steps_left() < len(ids) + limit:
+                written.append(Written(segment, ""))  # out of summary slots: openers only
+                continue
+            logits = self.runner.scratch(self._tensor(ids), graph=first)
+            started = True
+            before = self.ring.scratch_used
+            tokens = self.decoder.generate(
+                logits[0, -1], limit, self._sentence_done, seen, self.banned
+            )
+            if first:
+                first_token_s = self.decoder.first_token_at - began
+            # StaticDecoder asks `stop` once a block (16 steps on a GPU) and so writes past
+            # the sentence end: cut back to where a decoder that asks after every token
+            # (PlainDecoder, a CPU) stops. Else the overshoot eats the budget of the later
+            # segments, and the sentence split, which looks past a stop, may see other text.
+            tokens = tokens[: self._stop_point(tokens)]
+            generated += len(tokens)
+            kept, completion = self._first_sentence(tokens)
+            in_cache = min(len(kept), self.ring.scratch_used - before)
+            self.ring.rewind_scratch(before + in_cache)
+            carry = kept[in_cache:]
+            seen += kept
+            written.append(Written(segment, completion))
+            # An unfinished completion is forgotten: the model goes on after a full stop.
+            pending = "" if completion else "."
+        return GuidedResult(tuple(written), generated, first_token_s)
+
+    def _stop_point(self, tokens: list[int]) -> int:
+        """The shortest prefix of `tokens` at which _sentence_done stops a decoder."""
+        for count in range(1, len(tokens)):
+            if self._sentence_done(tokens[:count]):
+                return count
+        return len(tokens)
+
+    def _sentence_done(self, tokens: list[int]) -> bool:
+        text = self._decode(tokens)
+        return "\n" in text or len(split_sentences(text)) > 1
+
+    def _first_sentence(self, tokens: list[int]) -> tuple[list[int], str]:
+        """(the tokens of the completion's first sentence, its text); ([], "") when it
+        wrote no complete sentence."""
+        sentences = split_sentences(self._decode(tokens).split("\n")[0])
+        first = sentences[0].strip() if sentences else ""
+        if not first.rstrip("\"')]").endswith((".", "!", "?")):
+            return [], ""
+        for count in range(1, len(tokens) + 1):
+            if self._decode(tokens[:count]).strip().startswith(first):
+                return tokens[:count], first
+        return [], ""
