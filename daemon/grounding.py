@@ -98,7 +98,9 @@ def _severity_text(severity: dict[str, int]) -> str:
 def short_template(template: str) -> str:
     if len(template) <= TEMPLATE_CHARS:
         return template
-    return template[: TEMPLATE_CHARS - 3].rstrip() + "..."
+    # Cut between words: a quote that ends inside one is found nowhere (claims.py).
+    cut = template[: TEMPLATE_CHARS - 3].rsplit(" ", 1)[0]
+    return cut.rstrip(" ,;:") + "..."
 
 
 def quoted(template: str) -> str:

@@ -89,7 +89,7 @@ class Session:
                 repetition_penalty=config.repetition_penalty,
                 temperature=config.temperature,
                 # on a CPU a host check costs nothing beside a step: stop at a sentence end
-                block=16 if gpu else 1,
+                block=8 if gpu else 1,
                 compile=self._on_gpu,
             ),
         )

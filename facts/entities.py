@@ -119,29 +119,35 @@ _TOKEN_BRANCHES = (
     *WORD_BRANCHES,  # severity words (facts.severity)
 )
 _TOKEN_SCAN = re.compile(_DELIMITERS + "(?:" + "|".join(_TOKEN_BRANCHES) + ")")
-# User names that show only with the words around them (sshd, PAM, ftp, web auth), looked
-# for in the whole line when one of _USER_CUES is among its words.
+# User names that show only with the words around them (sshd, PAM, ftp, web auth). Each
+# regex opens with a literal (which `re` finds fast) and runs only when its cue word is
+# among the line's words.
 _NOT_A_NAME = r"(?!(?:from|by|to|not|found|unknown|is|was|has|in|with|name|account)\b)"
-_CONTEXT_USERS = re.compile(
-    _DELIMITERS
-    + "(?:"
-    + "|".join(
-        (
-            rf"for (?P<u_for>[A-Za-z_]{_NAME}?)(?= from\b)",
-            rf"failures for (?P<u_failures>{_NAME})",  # "Too many authentication failures"
-            rf"[Ii](?:nvalid|llegal) user {_NOT_A_NAME}(?P<u_invalid>{_NAME})",
-            rf"authenticating user {_NOT_A_NAME}(?P<u_authenticating>{_NAME})",
-            rf"[Uu](?:ser|SER) {_NOT_A_NAME}(?P<u_phrase>{_NAME})(?:\(uid=\d+\))?(?= from\b"
-            r"| not (?:allowed|found)| to access|: (?:password|authentication|authorization)"
-            r"| by\b| \(Login failed\)|: no such user)",
-            r"[Uu](?:ser|SER) ['\"`](?P<u_quoted>[^'\"`\s]+)['\"]",
-            r"for user \[(?P<u_bracket>[^\]\s]+)\]",  # pure-ftpd
-            r"pid \d+\] \[(?P<u_vsftpd>[^\]\s]+)\] (?:FAIL|OK) LOGIN",  # vsftpd
-        )
-    )
-    + ")"
+_AFTER_FOR = re.compile(
+    rf"for (?<!\wfor )(?:(?P<u_for>[A-Za-z_]{_NAME}?)(?= from\b)"
+    r"|user \[(?P<u_bracket>[^\]\s]+)\]"  # pure-ftpd
+    rf"|(?<=failures for )(?P<u_failures>{_NAME}))"  # "Too many authentication failures"
 )
-_USER_CUES = frozenset(("for", "user", "User", "USER", "FAIL", "OK"))
+_AFTER_USER = re.compile(  # "[Ii]nvalid user X", "User X from", "user 'X'"
+    rf"ser (?:(?<=[Ii]nvalid user |[Ii]llegal user ){_NOT_A_NAME}(?P<u_invalid>{_NAME})"
+    rf"|(?<=authenticating user ){_NOT_A_NAME}(?P<u_authenticating>{_NAME})"
+    rf"|(?<=\b[Uu]ser ){_NOT_A_NAME}(?P<u_phrase>{_NAME})(?:\(uid=\d+\))?(?= from\b"
+    r"| not (?:allowed|found)| to access|: (?:password|authentication|authorization)| by\b)"
+    r"|(?<=\b[Uu]ser )['\"`](?P<u_quoted>[^'\"`\s]+)['\"])"
+)
+_AFTER_USER_CAPS = re.compile(  # proftpd, MySQL
+    rf"USER (?:(?P<u_proftpd>{_NAME})(?= \(Login failed\)|: no such user)"
+    r"|'(?P<u_caps_quoted>[^'\s]+)')"
+)
+_VSFTPD_USER = re.compile(r"pid \d+\] \[(?P<u_vsftpd>[^\]\s]+)\] (?:FAIL|OK) LOGIN")
+# The regexes, with the words that call for them, in a fixed order.
+_USER_PATTERNS = (
+    (frozenset(("for",)), _AFTER_FOR),
+    (frozenset(("user", "User")), _AFTER_USER),
+    (frozenset(("USER",)), _AFTER_USER_CAPS),
+    (frozenset(("FAIL", "OK")), _VSFTPD_USER),
+)
+_CUE_WORDS = frozenset().union(*(words for words, _ in _USER_PATTERNS))
 _BRACKET_CLF = re.compile(rf"\[({_CLF})\]")  # an access log's time, anywhere in the line
 # An access log's request end and status: "GET /x HTTP/1.1" 404
 _REQUEST_STATUS = re.compile(r"(HTTP/\d(?:\.\d)?\") ([1-5]\d\d)(?!\S)")
@@ -232,9 +238,8 @@ def scan_line(line: str) -> ScannedLine:
         level = line_level(line)
         if level is not None:
             found |= BIT[level]
-    if not _USER_CUES.isdisjoint(tokens):
-        text = line if end else " " + line  # a user phrase follows a delimiter
-        entities.extend(("user", m[m.lastgroup or ""]) for m in _CONTEXT_USERS.finditer(text, end))
+    if not _CUE_WORDS.isdisjoint(tokens):
+        _context_users(line, end, tokens, entities)
     masked_line = " ".join(masked)
     if " HTTP/" in line:
         masked_line = _keep_status(line, masked_line, entities)
@@ -242,6 +247,13 @@ def scan_line(line: str) -> ScannedLine:
         clf = _BRACKET_CLF.search(line)
         timestamp = None if clf is None else clf.group(1)
     return ScannedLine(masked_line, tuple(entities), timestamp, IN_ORDER[found])
+
+
+def _context_users(line: str, end: int, tokens: list[str], entities: list[tuple[str, str]]) -> None:
+    cues = _CUE_WORDS.intersection(tokens)
+    for words, pattern in _USER_PATTERNS:
+        if not words.isdisjoint(cues):
+            entities.extend(("user", m[m.lastgroup or ""]) for m in pattern.finditer(line, end))
 
 
 def _keep_status(line: str, masked: str, entities: list[tuple[str, str]]) -> str:
