@@ -100,6 +100,8 @@ def short_template(template: str) -> str:
         return template
     # Cut between words: a quote that ends inside one is found nowhere (claims.py).
     cut = template[: TEMPLATE_CHARS - 3].rsplit(" ", 1)[0]
+    if cut.count('"') % 2:  # nor one that leaves a quote mark open (it pairs with the next)
+        cut = cut[: cut.rindex('"')]
     return cut.rstrip(" ,;:") + "..."
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -170,3 +170,9 @@ class GuidedDecoder:
             if self._decode(tokens[:count]).strip().startswith(first):
                 return tokens[:count], first
         return [], ""
+
+
+def quote_token_ids(tokenizer: Any, vocab: int) -> list[int]:
+    """Every token id below `vocab` (the model's logits) that writes a double quote mark."""
+    pieces = tokenizer.convert_ids_to_tokens(list(range(min(len(tokenizer), vocab))))
+    return [i for i, piece in enumerate(pieces) if piece and any(q in piece for q in '"“”')]

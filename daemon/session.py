@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
@@ -22,7 +21,7 @@ from streamd.cache.hf import RingModel, build_ring_cache
 from streamd.cache.layout import CacheLayout, LayoutError, StreamCounters
 from streamd.facts.tracker import FactsTracker
 
-from .guided import GuidedDecoder, RequestShape, TokenGenerator
+from .guided import GuidedDecoder, RequestShape, TokenGenerator, quote_token_ids
 from .model_loading import LoadedModel, load_model
 from .prompts import DEFAULT_SUMMARY_QUESTION, build_framing
 from .session_api import SessionStats, Summary
@@ -396,9 +395,3 @@ class Session:
 def stream_lines(text: str) -> list[str]:
     """The lines of a message as the stream holds them: blank ones dropped."""
     return [line for line in text.splitlines() if line.strip()]
-
-
-def quote_token_ids(tokenizer: Any, vocab: int) -> list[int]:
-    """Every token id below `vocab` (the model's logits) that writes a double quote mark."""
-    pieces = tokenizer.convert_ids_to_tokens(list(range(min(len(tokenizer), vocab))))
-    return [i for i, piece in enumerate(pieces) if piece and any(q in piece for q in '"“”')]

@@ -105,7 +105,7 @@ _NOT_NAMES = STOPWORDS | word_set(
     "records creation lockout locked lockouts errors error failures failure attempts attempt "
     "invalid unknown valid multiple several various different other others every many more "
     "most accounts account users user new existing same named called known listed reported "
-    "flagged blocked banned denied rejected"
+    "flagged blocked banned denied rejected can cannot should will may might must"
 )
 # After "by"/"for" a name must look like an identifier or be a stock account name.
 _ACCOUNTS = word_set(

@@ -8,15 +8,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from .severity import (
-    BIT,
-    IN_ORDER,
-    LEVEL_STARTS,
-    PHRASES,
-    SEVERITY_OF,
-    WORD_BRANCHES,
-    line_level,
-)
+from . import severity
 
 # --- leading timestamp and syslog header -------------------------------------------------------
 
@@ -34,16 +26,8 @@ _LEADING_TIME = (
     rf"|\d{{6}} +(?:\d{{6}}|{_HMS})"  # HDFS "081109 203615", MySQL "130324  0:04:00"
     rf"|{_CTIME}"  # vsftpd
 )
-# Level words are no syslog host or program ("2024-01-02 03:04:05 ERROR db: ..."): checked
-# after the match (cheaper than in the regex).
-_LEVEL_WORDS = frozenset(
-    (
-        *("info", "warn", "warning", "error", "err", "debug", "notice", "note"),
-        *("crit", "critical", "fatal", "trace", "alert", "emerg"),
-    )
-)
-_HOSTNAME = r"(?:[\w][\w.-]*|[0-9A-Fa-f]*:[0-9A-Fa-f:.]+(?= ))"
-_PROGRAM = r"[A-Za-z_][\w.@/-]*"
+_HOSTNAME = r"(?:[\w][\w.-]*+|[0-9A-Fa-f]*:[0-9A-Fa-f:.]+(?= ))"
+_PROGRAM = r"[A-Za-z_][\w.@/-]*+"
 # "prog[pid]:", "prog(x)[pid]:", "prog:", "prog[pid] " and "[prog]:"; (x) is e.g. dovecot's
 # "auth-worker(304)" or "pop(pam_unix)". A Solaris "[ID 800047 auth.info]" tag goes with it.
 _PROGRAM_FIELD = (
@@ -84,7 +68,6 @@ _IPV6_AFTER_FIRST_GROUP = (  # after "2001:"
     rf"|(?:{_H16}:){{0,6}}:)"  # trailing "::"
 )
 _NAME = r"[\w.@$\\-]+"
-_FIELD_END = r"(?=[\s,;)]|$)"
 # A token is scanned with a space in front; every branch starts right after one of these
 # delimiters (part of the match). `re` skips a branch at once when its first item is a
 # literal or a set that does not match: hence "\d\d*" rather than "\d+", and an empty group
@@ -95,11 +78,7 @@ _TOKEN_BRANCHES = (
     r"(?P<upath>/[^\s\"'<>?#;,]*)?(?:[?#][^\s\"'<>;,]*)?(?P<url>)",
     # user names in key=value fields: PAM, dovecot, postfix, exim; dovecot's "pam(user,ip)"
     r"user=<(?P<u_angle>[^\s>]+)>",
-    rf"user=(?P<u_pam>{_NAME}){_FIELD_END}",
-    rf"ruser=(?P<u_ruser>{_NAME}){_FIELD_END}",
-    rf"logname=(?P<u_logname>{_NAME}){_FIELD_END}",
-    rf"sasl_username=(?P<u_sasl>{_NAME})",
-    rf"set_id=(?P<u_set_id>{_NAME}){_FIELD_END}",
+    rf"(?:r?user|logname|set_id|sasl_username)=(?P<u_field>{_NAME})(?=[\s,;)]|$)",
     r"[pslc](?:am|ql|dap|asswd|asswd-file|heckpassword)\((?P<u_passdb>[^,\s()]+)(?=,)",
     # times inside the line (the leading one goes with the header)
     rf"\d(?:\d/{_MONTH}/\d{{4}}:\d\d:\d\d:\d\d(?:\.\d+)?(?=\]|$)"
@@ -116,7 +95,7 @@ _TOKEN_BRANCHES = (
     # a DNS name ends in a letters-only label, checked against file names in _mask_special
     r"[A-Za-z0-9](?<!@.)(?:[\w-]*+\.)++(?P<tld>[A-Za-z]{2,63})(?![\w.@-])(?P<host>)",
     r"/[\w.~%+@/-]*+(?P<query>\?[^\s\"'<>]*)?(?=[\s\"'),;\]>]|$)(?P<path>)",
-    *WORD_BRANCHES,  # severity words (facts.severity)
+    *severity.WORD_BRANCHES,  # severity words (facts.severity)
 )
 _TOKEN_SCAN = re.compile(_DELIMITERS + "(?:" + "|".join(_TOKEN_BRANCHES) + ")")
 # User names that show only with the words around them (sshd, PAM, ftp, web auth). Each
@@ -126,6 +105,7 @@ _NOT_A_NAME = r"(?!(?:from|by|to|not|found|unknown|is|was|has|in|with|name|accou
 _AFTER_FOR = re.compile(
     rf"for (?<!\wfor )(?:(?P<u_for>[A-Za-z_]{_NAME}?)(?= from\b)"
     r"|user \[(?P<u_bracket>[^\]\s]+)\]"  # pure-ftpd
+    r"|'(?P<u_for_quoted>[^'\s]+)' from\b"  # dropbear
     rf"|(?<=failures for )(?P<u_failures>{_NAME}))"  # "Too many authentication failures"
 )
 _AFTER_USER = re.compile(  # "[Ii]nvalid user X", "User X from", "user 'X'"
@@ -135,68 +115,54 @@ _AFTER_USER = re.compile(  # "[Ii]nvalid user X", "User X from", "user 'X'"
     r"| not (?:allowed|found)| to access|: (?:password|authentication|authorization)| by\b)"
     r"|(?<=\b[Uu]ser )['\"`](?P<u_quoted>[^'\"`\s]+)['\"])"
 )
-_AFTER_USER_CAPS = re.compile(  # proftpd, MySQL
-    rf"USER (?:(?P<u_proftpd>{_NAME})(?= \(Login failed\)|: no such user)"
-    r"|'(?P<u_caps_quoted>[^'\s]+)')"
+_RARER_USERS = re.compile(  # proftpd, MySQL; vsftpd "[pid 1] [X] FAIL LOGIN"
+    rf"USER (?:(?P<u_proftpd>{_NAME})(?= \(Login failed\)|: no such user)|'(?P<u_caps>[^'\s]+)')"
+    r"|pid \d+\] \[(?P<u_vsftpd>[^\]\s]+)\] (?:FAIL|OK) LOGIN"
 )
-_VSFTPD_USER = re.compile(r"pid \d+\] \[(?P<u_vsftpd>[^\]\s]+)\] (?:FAIL|OK) LOGIN")
 # The regexes, with the words that call for them, in a fixed order.
 _USER_PATTERNS = (
     (frozenset(("for",)), _AFTER_FOR),
     (frozenset(("user", "User")), _AFTER_USER),
-    (frozenset(("USER",)), _AFTER_USER_CAPS),
-    (frozenset(("FAIL", "OK")), _VSFTPD_USER),
+    (frozenset(("USER", "FAIL", "OK")), _RARER_USERS),
 )
 _CUE_WORDS = frozenset().union(*(words for words, _ in _USER_PATTERNS))
 _BRACKET_CLF = re.compile(rf"\[({_CLF})\]")  # an access log's time, anywhere in the line
-# An access log's request end and status: "GET /x HTTP/1.1" 404
-_REQUEST_STATUS = re.compile(r"(HTTP/\d(?:\.\d)?\") ([1-5]\d\d)(?!\S)")
+_REQUEST_STATUS = re.compile(r"(HTTP/\d(?:\.\d)?\") ([1-5]\d\d)(?!\S)")  # "GET /x HTTP/1.1" 404
+_REMOTE_USER = re.compile(r"\S+ \S+ ([^\s\[\-][^\s\[]*) \[")  # host ident user [time]
 
-# Branch name -> (entity kind or "", mask).
-_PLAIN_BRANCHES = {
-    "stamp": ("", "<TIME>"),
-    "mac": ("", "<NUM>"),
-    "ip6": ("ip", "<IP>"),
-    "ip6_": ("ip", "<IP>"),
-    "hex": ("", "<NUM>"),
-    "num": ("", "<NUM>"),
-}
+# Branch name -> (entity kind or "", mask); the other branches need a check (_mask_special).
+_PLAIN_BRANCHES = {"stamp": ("", "<TIME>"), "ip6": ("ip", "<IP>"), "ip6_": ("ip", "<IP>")}
+_PLAIN_BRANCHES.update(dict.fromkeys(("mac", "hex", "num"), ("", "<NUM>")))
 _USER_BRANCHES = frozenset(name for name in _TOKEN_SCAN.groupindex if name.startswith("u_"))
 
 
-def _words(text: str) -> frozenset[str]:
-    return frozenset(text.split())
-
-
 # File name endings that look like a top-level domain; "app.log" is not a host.
-_FILE_ENDINGS = _words(
-    """log txt conf cfg ini json xml yml yaml toml csv tsv php html htm shtml xhtml js mjs css py
+_FILE_ENDINGS_TEXT = """
+    log txt conf cfg ini json xml yml yaml toml csv tsv php html htm shtml xhtml js mjs css py
     pyc sh bash pl pm rb go rs java class jar war cpp hpp hh cc so dll exe bin gz tgz bz2 xz zip
     tar rar deb rpm pid sock lock tmp bak old orig swp db sqlite sql md rst pdf doc docx xls xlsx
     png jpg jpeg gif svg ico webp mp3 mp4 asp aspx jsp cgi htaccess htpasswd pem crt key csr
     service socket timer mount target slice scope err out env ts tsx vue map wasm iso img whl
-    egg po mo inc tpl bat cmd ps ps1 tf lua erl ex exs kt swift scala dat idx tmpl"""
-)
-_IP4_FULL = re.compile(_IPV4)
+    egg po mo inc tpl bat cmd ps ps1 tf lua erl ex exs kt swift scala dat idx tmpl
+"""
+_FILE_ENDINGS = frozenset(_FILE_ENDINGS_TEXT.split())
 _IP6_FULL = re.compile(rf"(?::{_IPV6_AFTER_COLON}|{_H16}:{_IPV6_AFTER_FIRST_GROUP})")
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|0?\d?\d)"  # "030" too: fail2ban's tests have one
 _IP4_OCTETS = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}")
+_HOST_PREFIX = re.compile(r"[A-Za-z0-9](?:[\w-]*\.)+([A-Za-z]{2,63})")
+# A number, a time, or an IPv4 address with a port (":25", "#53"; "]:25" if "[" is an edge)
 _SIMPLE_VALUE = re.compile(
-    rf"(?P<address>{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET})(?:[:#]\d{{1,5}})?(?P<ip>)"
-    r"|\d{1,2}:\d\d:\d\d(?:[.,]\d+)?(?P<time>)|\d+(?:[.:/]\d+)*(?P<num>)"
+    rf"(?P<address>{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET})(?P<port>(?:[:#]|\]:)\d{{1,5}})?"
+    r"(?P<ip>)|\d{1,2}:\d\d:\d\d(?:[.,]\d+)?(?P<time>)|\d+(?:[.:/]\d+)*(?P<num>)"
 )
 _EDGES = "[]()<>{},;:*'\""
-_DIGIT = re.compile(r"\d")
 _USER_KEYS = frozenset(("user", "ruser", "logname", "sasl_username", "set_id"))
 
 
 class ScannedLine(NamedTuple):
-    """A line's masked text, its (kind, value) entities, its timestamp as written, and its
-    severities (SEVERITIES order). Entities come in line order, but for user names found by
-    the words around them, which come last.
-
-    A NamedTuple, not a frozen dataclass: one is made per line and it is cheaper.
-    """
+    """A line's masked text, (kind, value) entities (in line order, but user names found by
+    the words around them last), timestamp as written, and severities (SEVERITIES order).
+    A NamedTuple, not a frozen dataclass: one is made per line, and it is cheaper."""
 
     masked: str
     entities: tuple[tuple[str, str], ...]
@@ -204,18 +170,17 @@ class ScannedLine(NamedTuple):
     severities: tuple[str, ...] = ()
 
 
-# What one whitespace-separated token contributes, whatever its neighbours: its masked text,
-# its entities, its severities (as BIT bits), and its lower-case form if that may be half of
-# a two-word severity PHRASE ("invalid user").
+# A whitespace-separated token's masked text, entities, severities (severity.BIT bits), and
+# lower-case form if it may be half of a two-word severity phrase ("invalid user").
 _Token = tuple[str, tuple[tuple[str, str], ...], int, str]
 
-# Token -> _Token for tokens seen before (most words of a log, names, paths), but not those
-# with a varying number: a dict hit instead of a regex pass. Bounded: cleared when full.
+# Tokens seen before (words, names, paths; not varying numbers): a dict hit, not a regex
+# pass. Bounded: cleared when full.
 _TOKEN_CACHE: dict[str, _Token] = {}
 _TOKEN_CACHE_SIZE = 50_000
 _NUMBER: _Token = ("<NUM>", (), 0, "")
-_PHRASE_WORDS = frozenset(word for phrase in PHRASES for word in phrase)
-_PHRASE_BITS = {phrase: BIT[severity] for phrase, severity in PHRASES.items()}
+_PHRASE_WORDS = frozenset(word for phrase in severity.PHRASES for word in phrase)
+_PHRASE_BITS = {phrase: severity.BIT[level] for phrase, level in severity.PHRASES.items()}
 
 
 def scan_line(line: str) -> ScannedLine:
@@ -234,19 +199,19 @@ def scan_line(line: str) -> ScannedLine:
         if word:  # "invalid user", "timed out", ...
             found |= _PHRASE_BITS.get((previous_word, word), 0)
         previous_word = word
-    if line[:1] in LEVEL_STARTS:
-        level = line_level(line)
+    if line[:1] in severity.LEVEL_STARTS:
+        level = severity.line_level(line)
         if level is not None:
-            found |= BIT[level]
+            found |= severity.BIT[level]
     if not _CUE_WORDS.isdisjoint(tokens):
         _context_users(line, end, tokens, entities)
     masked_line = " ".join(masked)
     if " HTTP/" in line:
-        masked_line = _keep_status(line, masked_line, entities)
+        masked_line = _access_log(line, masked_line, entities)
     if timestamp is None and "[" in line:
         clf = _BRACKET_CLF.search(line)
         timestamp = None if clf is None else clf.group(1)
-    return ScannedLine(masked_line, tuple(entities), timestamp, IN_ORDER[found])
+    return ScannedLine(masked_line, tuple(entities), timestamp, severity.IN_ORDER[found])
 
 
 def _context_users(line: str, end: int, tokens: list[str], entities: list[tuple[str, str]]) -> None:
@@ -256,32 +221,31 @@ def _context_users(line: str, end: int, tokens: list[str], entities: list[tuple[
             entities.extend(("user", m[m.lastgroup or ""]) for m in pattern.finditer(line, end))
 
 
-def _keep_status(line: str, masked: str, entities: list[tuple[str, str]]) -> str:
-    """An access log's status ("GET /x HTTP/1.1" 404) is an entity, and stays in the mask."""
+def _access_log(line: str, masked: str, entities: list[tuple[str, str]]) -> str:
+    """An access log's status ("GET /x" 404) is an entity, kept in the mask; so is its user."""
     request = _REQUEST_STATUS.search(line)
     if request is None:
         return masked
     entities.append(("status", request[2]))
+    remote = _REMOTE_USER.match(line)
+    if remote is not None:
+        entities.append(("user", remote[1]))
     return masked.replace(f"{request[1]} <NUM>", f"{request[1]} {request[2]}", 1)
 
 
 def _scan_token(token: str) -> _Token:
     """Scan one token (with a space in front, a delimiter); remember it if it is plain."""
-    if token.isdigit():
-        return _NUMBER  # ports, counts: the commonest variable tokens
-    simple = _simple_token(token)
+    simple = _NUMBER if token.isdigit() else _simple_token(token)  # ports, counts, addresses
     if simple is not None:
         return simple
-    text = " " + token
+    text, bits, last = " " + token, 0, 1
     entities: list[tuple[str, str]] = []
-    bits = 0
-    pieces = []
-    last = 1
+    pieces: list[str] = []
     for match in _TOKEN_SCAN.finditer(text):
         branch = match.lastgroup
         start = match.start() + 1  # after the delimiter
         if branch is None:  # a severity word
-            bits |= BIT[SEVERITY_OF[text[start : match.end()].lower()]]
+            bits |= severity.BIT[severity.SEVERITY_OF[text[start : match.end()].lower()]]
             continue
         if branch in _USER_BRANCHES:
             entities.append(("user", match[branch]))
@@ -304,7 +268,7 @@ def _scan_token(token: str) -> _Token:
     word = token.strip("\"'()[]<>{},.;:!?").lower()
     info = (masked, tuple(entities), bits, word if word in _PHRASE_WORDS else "")
     # Worth keeping unless it holds a number (an address, a port, an id) that varies.
-    if _DIGIT.search(token) is None or (masked == token and not entities):
+    if not any(map(str.isdigit, token)) or (masked == token and not entities):
         if len(_TOKEN_CACHE) >= _TOKEN_CACHE_SIZE:
             _TOKEN_CACHE.clear()
         _TOKEN_CACHE[token] = info
@@ -312,26 +276,39 @@ def _scan_token(token: str) -> _Token:
 
 
 def _simple_token(token: str) -> _Token | None:
-    """A token that is a number, time or IPv4 address (with a port) behind a key or a bracket:
-    "1.2.3.4", "[1.2.3.4]:", "rip=1.2.3.4,", "unknown[1.2.3.4]", "uid=0", "[31602]", "80;"
-    (the shapes most variable tokens have) without a regex pass over all branches."""
+    """A number, time or IPv4 address (with a port) behind a key, bracket or host: "[1.2.3.4]:25",
+    "rip=1.2.3.4,", "mail.example.com[1.2.3.4]", "uid=0", "[31602]", "14:34:10" (the shapes of
+    most varying tokens) with a small regex, not the token regex (several times dearer)."""
+    if token[-1].isdigit() and _IP4_OCTETS.fullmatch(token):  # the commonest: a bare address
+        return ("<IP>", (("ip", token),), 0, "")
     core = token.strip(_EDGES)
     prefix, _, value = core.rpartition("=") if "=" in core else core.rpartition("[")
-    if not value[:1].isdigit() or not (prefix.isalpha() or not prefix) or prefix in _USER_KEYS:
-        return None  # a host, a number, or a user name may hide in the prefix
+    if not value[:1].isdigit():
+        return None
+    entities: list[tuple[str, str]] = []
+    if prefix and not prefix.isalpha():
+        host = _HOST_PREFIX.fullmatch(prefix)  # postfix's "host[1.2.3.4]"
+        if host is None or not _is_domain_tld(host.group(1)):
+            return None  # a number, or something else, may hide in the prefix
+        entities.append(("host", prefix))
+    elif prefix in _USER_KEYS:
+        return None  # "user=1234" names a user
     simple = _SIMPLE_VALUE.fullmatch(value)
     if simple is None:
         return None
     kind = simple.lastgroup
     if kind == "ip":
-        address = simple["address"]
-        mask = "<IP>" if len(address) == len(value) else "<IP>:<NUM>"
-        entities: tuple[tuple[str, str], ...] = (("ip", address),)
+        entities.append(("ip", simple["address"]))
+        port = simple["port"]
+        mask = "<IP>" if port is None else "<IP>]:<NUM>" if port[0] == "]" else "<IP>:<NUM>"
     else:
         mask = "<TIME>" if kind == "time" else "<NUM>"
-        entities = ()
-    start = len(token) - len(token.lstrip(_EDGES)) + len(core) - len(value)
-    return (token[:start] + mask + token[start + len(value) :], entities, 0, "")
+    stop = len(token) - len(token.lstrip(_EDGES)) + len(core)
+    start = stop - len(value)
+    if entities and entities[0][0] == "host":
+        start -= len(prefix) + 1
+        mask = "<HOST>[" + mask
+    return (token[:start] + mask + token[stop:], tuple(entities), 0, "")
 
 
 def _header(line: str) -> tuple[int, str | None, list[tuple[str, str]], str]:
@@ -344,17 +321,14 @@ def _header(line: str) -> tuple[int, str | None, list[tuple[str, str]], str]:
     if head is not None:
         timestamp = head["ts"] or head["bts"] or head["tai"]
         program, host = head["prog"] or head["bprog"], head["host"]
-        if program is None or _is_level(program) or (host is not None and _is_level(host)):
+        levels = severity.LEVEL_WORDS  # "ERROR db:" is no host and program
+        if program is None or program.lower() in levels or (host or "").lower() in levels:
             return head.end("lead"), timestamp, [], ""
         return _with_program(head.end(), timestamp, host, program)
     head = _PID_HEADER.match(line) if "[" in line else None
-    if head is not None and not _is_level(head["prog"]):
+    if head is not None and head["prog"].lower() not in severity.LEVEL_WORDS:
         return _with_program(head.end(), None, head["host"], head["prog"])
     return 0, None, [], ""
-
-
-def _is_level(word: str) -> bool:
-    return word.lower() in _LEVEL_WORDS
 
 
 def _with_program(
@@ -379,7 +353,7 @@ def _mask_special(
     if branch == "ip4":
         port = match.start("port")
         address = text[start : port if port >= 0 else end]
-        if not _valid_ipv4(address):
+        if _IP4_OCTETS.fullmatch(address) is None:  # 999.1.1.1
             return "<NUM>"
         entities.append(("ip", address))
         return "<IP>" if port < 0 else "<IP>:<NUM>"
@@ -398,10 +372,6 @@ def _mask_special(
     return _mask_url(match, entities)
 
 
-def _valid_ipv4(text: str) -> bool:
-    return _IP4_OCTETS.fullmatch(text) is not None
-
-
 def _is_domain_tld(tld: str) -> bool:
     # "JSchException" in com.jcraft.jsch.JSchException is a class, not a TLD
     return (tld.islower() or tld.isupper()) and tld.lower() not in _FILE_ENDINGS
@@ -412,8 +382,8 @@ def _host_or_ip(name: str) -> tuple[str, str] | None:
     if name[0].isalpha() and ":" not in name:
         return ("host", name)
     bare = name.strip("[]")
-    if _IP4_FULL.fullmatch(bare):
-        return ("ip", bare) if _valid_ipv4(bare) else None
+    if bare[0].isdigit() and "." in bare and ":" not in bare:
+        return ("ip", bare) if _IP4_OCTETS.fullmatch(bare) else None
     if ":" in bare:
         return ("ip", bare) if _IP6_FULL.fullmatch(bare) else None
     return ("host", name)

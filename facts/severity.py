@@ -1,8 +1,8 @@
 """Which severity words (records.SEVERITIES) a log line carries; each counts once per line.
 
 Words match whole and in any case; level fields ("ERROR", "[error]", "level=warn", "<3>"
-priorities, glog/logcat "E") count as the word they stand for. facts.entities finds them in
-its pass over the line (WORD_BRANCHES, PHRASES, line_level): severities() asks it.
+priorities, glog/logcat "E") count as the word they stand for. facts.entities finds them as
+it scans a line (WORD_BRANCHES, PHRASES, line_level); severities() asks it.
 """
 
 from __future__ import annotations
@@ -57,16 +57,24 @@ def _word_branches() -> tuple[str, ...]:
     )
 
 
-# facts.entities puts these in its one regex pass; they carry no group (lastgroup None).
+# Branches of facts.entities' token regex; they carry no group (the match's lastgroup: None).
 WORD_BRANCHES = _word_branches()
 _LETTER_LEVEL = re.compile(
     r"([FEW])(?:\d{4} \d\d:\d\d:\d\d|/[^(\s]+\( *\d+\):)"  # glog; logcat "brief"
     r"|\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} +\d+ +\d+ ([FEW]) "  # logcat "threadtime"
 )
 _PRIORITY = re.compile(r"<(\d{1,3})>")
-
+_SECOND = frozenset("0123456789/")  # the character after a glog or logcat "brief" letter
 
 LEVEL_STARTS = frozenset("<FEW0123456789")  # the first characters line_level looks for
+# Level names, which a syslog header must not take for a host or a program
+# ("2024-01-02 03:04:05 ERROR db: ..."); NOTICE, SECURITY, VERBOSE, DTMF: Asterisk's too.
+LEVEL_WORDS = frozenset(
+    (
+        *("info", "warn", "warning", "error", "err", "debug", "notice", "note", "crit"),
+        *("critical", "fatal", "trace", "alert", "emerg", "security", "verbose", "dtmf"),
+    )
+)
 
 
 def line_level(line: str) -> str | None:
@@ -74,6 +82,8 @@ def line_level(line: str) -> str | None:
     if line[:1] == "<":
         priority = _PRIORITY.match(line)
         return None if priority is None else PRIORITY.get(int(priority.group(1)) % 8)
+    if not (line[1:2] in _SECOND if line[:1] in LETTER else line[2:3] == "-"):
+        return None  # "Feb 25 ...", "2024-01-02 ...": no glog or logcat line
     letter = _LETTER_LEVEL.match(line)
     return None if letter is None else LETTER[letter.group(1) or letter.group(2)]
 

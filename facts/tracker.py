@@ -1,10 +1,8 @@
 """Exact facts of the lines since the last summary (a period) and of the model's window.
 
-Memory stays bounded however many distinct lines arrive: the miner keeps at most
-max_clusters templates, a span at most MAX_SPAN_TEMPLATES template tallies and
-MAX_ENTITY_VALUES values per entity kind; lines beyond a cap still count (in "<other
-templates>"), so that template counts always sum to the lines.
-"""
+Memory stays bounded however many distinct lines arrive: at most max_clusters templates,
+MAX_SPAN_TEMPLATES tallies and MAX_ENTITY_VALUES values per kind in a span; lines past a
+cap still count (in "<other templates>"), so template counts always sum to the lines."""
 
 from __future__ import annotations
 
@@ -16,6 +14,7 @@ from typing import Literal
 
 from .entities import scan_line
 from .miner import TemplateMiner, TemplateRef
+from .profile import detect_profile
 from .records import (
     ENTITY_KINDS,
     PROFILES,
@@ -25,6 +24,7 @@ from .records import (
     SummaryFacts,
     TemplateCount,
 )
+from .transcript import transcript_facts
 
 OTHER_TEMPLATES = "<other templates>"
 MAX_SPAN_TEMPLATES = 10_000  # template tallies per span (at least 2 * max_clusters)
@@ -143,7 +143,12 @@ class _Span:
 
 
 class FactsTracker:
-    """Mines lines as they arrive; answers with the facts of the period or of a window."""
+    """Mines lines as they arrive; answers with the facts of the period or of a window.
+
+    A template is new when its cluster was made since the last close_period(). First and
+    last times are those of the first and last lines with one, in stream order. With
+    profile "auto" the period's last PROFILE_LINES lines decide, at period_facts().
+    """
 
     def __init__(
         self,
@@ -185,7 +190,7 @@ class FactsTracker:
     def period_facts(self) -> LineFacts:
         """Facts of the lines observed since the last close_period()."""
         if self._is_transcript(self._recent):
-            return replace(_transcript_facts(list(self._recent)), lines=self._period.lines)
+            return replace(transcript_facts(list(self._recent)), lines=self._period.lines)
         return self._period.facts(self.max_templates, self.top_entities)
 
     def close_period(self) -> None:
@@ -197,7 +202,7 @@ class FactsTracker:
     def window_facts(self, lines: Sequence[str]) -> LineFacts:
         """Facts of the model's window, given as its lines; the templates learn nothing."""
         if self._is_transcript(lines):
-            return _transcript_facts(lines)
+            return transcript_facts(lines)
         span, miner, start = _Span(self._max_tallies), self.miner, self._period_start
         for line in lines:
             masked, entities, time, severities = scan_line(line)
@@ -225,12 +230,4 @@ class FactsTracker:
     def _is_transcript(self, lines: Sequence[str]) -> bool:
         if self.profile != "auto":
             return self.profile == "transcript"
-        from .profile import detect_profile
-
         return detect_profile(lines) == "transcript"
-
-
-def _transcript_facts(lines: Sequence[str]) -> LineFacts:
-    from .transcript import transcript_facts
-
-    return transcript_facts(lines)
