@@ -50,7 +50,6 @@ class Segment:
     opener: str
     tokens: int  # the model's budget for its completion; 0: the opener is all
     standalone: bool = True
-    joiner: str = ""  # between the opener and the completion
 
 
 @dataclass(frozen=True)
@@ -164,7 +163,7 @@ def event_sentence(rank: int, t: TemplateCount, in_view: int) -> str:
 
 def _glossed(sentence: str) -> list[Segment]:
     """A facts sentence, then the model's gloss of it (published only if it passes)."""
-    return [Segment(sentence, 0), Segment(GLOSS_OPENER, GLOSS_TOKENS, False, "")]
+    return [Segment(sentence, 0), Segment(GLOSS_OPENER, GLOSS_TOKENS, False)]
 
 
 def log_segments(facts: SummaryFacts) -> tuple[Segment, ...]:
@@ -176,7 +175,7 @@ def log_segments(facts: SummaryFacts) -> tuple[Segment, ...]:
     for t in fresh:
         sentence = f"New since the last summary: {quoted(t.template)} ({lines_text(t.count)})."
         segments += _glossed(sentence)
-    segments.append(Segment(NARRATIVE_OPENER, NARRATIVE_TOKENS, False, ""))
+    segments.append(Segment(NARRATIVE_OPENER, NARRATIVE_TOKENS, False))
     return tuple(segments)
 
 
@@ -188,8 +187,8 @@ def transcript_segments(window: LineFacts) -> tuple[Segment, ...]:
     else:
         opener = f"These {window.lines} lines are about"
     return (
-        Segment(opener, NARRATIVE_TOKENS, standalone=False, joiner=""),
-        Segment(NARRATIVE_OPENER, NARRATIVE_TOKENS, standalone=False, joiner=""),
+        Segment(opener, NARRATIVE_TOKENS, standalone=False),
+        Segment(NARRATIVE_OPENER, NARRATIVE_TOKENS, standalone=False),
     )
 
 
@@ -214,7 +213,7 @@ class Grounded:
 def _sentence(segment: Segment, completion: str) -> str:
     if not completion:
         return segment.opener if segment.opener.endswith(".") else segment.opener + "."
-    return f"{segment.opener}{segment.joiner} {completion.strip()}"
+    return f"{segment.opener} {completion.strip()}"
 
 
 def _normalized(text: str) -> str:

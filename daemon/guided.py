@@ -111,7 +111,7 @@ class GuidedDecoder:
         started = False  # the first forward (digest, question, openers) has run
         seen: list[int] = []  # the model's kept tokens: the repetition penalty spans segments
         for segment in plan.segments:
-            pending += (" " if written else "") + segment.opener + segment.joiner
+            pending += (" " if written else "") + segment.opener
             limit = min(segment.tokens, budget - generated)
             if limit <= 0:
                 written.append(Written(segment, ""))

@@ -27,7 +27,7 @@ from .prompts import DEFAULT_SUMMARY_QUESTION, build_framing
 from .session_api import SessionStats, Summary
 from .session_config import MIN_PINNED, OPENER_TOKENS, SessionConfig, SessionConfigError
 from .snapshot import SessionState, check_restorable, text_digest
-from .summarizer import PlainDecoder, Summarizer, SummaryText, Written
+from .summarizer import Draft, PlainDecoder, Summarizer, SummaryText
 from .window_ids import TokenWindow
 
 
@@ -259,7 +259,7 @@ class Session:
         return self._summary(written, counters, latency, window_text)
 
     def _summary(
-        self, written: Written, counters: StreamCounters, latency: float, window_text: str
+        self, written: Draft, counters: StreamCounters, latency: float, window_text: str
     ) -> Summary:
         tpot = (latency - written.first_token_s) / max(1, written.generated_tokens - 1)
         self.summaries += 1

@@ -74,7 +74,7 @@ class PlainDecoder:
 
 
 @dataclass(frozen=True)
-class Written:
+class Draft:
     text: str
     generated_tokens: int
     first_token_s: float
@@ -111,14 +111,14 @@ class Summarizer:
     def _tensor(self, ids: list[int]) -> torch.Tensor:
         return torch.tensor([ids], dtype=torch.long, device=self.runner.ring.device)
 
-    def plain(self, limit: int, decode: Callable[[list[int]], str]) -> Written:
+    def plain(self, limit: int, decode: Callable[[list[int]], str]) -> Draft:
         began = time.perf_counter()
         logits = self.runner.scratch(self._tensor(self.framing.plain_request))
         tokens = self.decoder.generate(logits[0, -1], limit)
         first_token_s = self.decoder.first_token_at - began
-        return Written(decode(tokens).strip(), len(tokens), first_token_s)
+        return Draft(decode(tokens).strip(), len(tokens), first_token_s)
 
-    def grounded(self, limit: int, window_text: str, window_lines: list[str]) -> Written:
+    def grounded(self, limit: int, window_text: str, window_lines: list[str]) -> Draft:
         """The facts since the last summary close here: the next one starts afresh."""
         facts = self.facts.summary_facts(window_lines)
         plan = plan_summary(facts)
@@ -127,7 +127,7 @@ class Summarizer:
             result.written, Evidence(window_text, facts), self.policy, self.framing.echo_sources
         )
         self.facts.close_period()
-        return Written(
+        return Draft(
             checked.text,
             result.generated_tokens,
             result.first_token_s,

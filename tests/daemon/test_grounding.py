@@ -126,7 +126,7 @@ def test_a_transcript_window_gets_speakers_not_templates() -> None:
     plan = plan_summary(SummaryFacts(said, said, 0, 0))
     assert "Speakers: HORATIO (5), MARCELLUS (4)." in plan.digest
     assert plan.segments[0] == Segment(
-        "In these 12 lines, HORATIO and MARCELLUS talked about", 48, False, ""
+        "In these 12 lines, HORATIO and MARCELLUS talked about", 48, False
     )
 
 
