@@ -249,7 +249,7 @@ def capture_stream(device: torch.device) -> torch.cuda.Stream:
 @dataclass
 class _Captured:
     graph: torch.cuda.CUDAGraph
-    logits: torch.Tensor  # the graph's static output, [1, 1, vocab]
+    logits: torch.Tensor  # the graph's static output, [1, logits_to_keep, vocab]
     generation: int  # the ring's tensors it was captured over
 
 
@@ -272,7 +272,7 @@ class RingModel:
         self._cache_kwarg = cache_kwarg_name(model)
         model.set_attn_implementation(ATTENTION_NAME)
         self.cuda_graphs = cuda_graphs and ring.device.type == "cuda"
-        self._graphs: dict[tuple[PlanKind, int], _Captured] = {}
+        self._graphs: dict[tuple[PlanKind, int, int], _Captured] = {}  # kind, count, kept
         # One memory pool for all of this runner's graphs (and its decoder's): they
         # replay one at a time on one stream and keep their outputs alive, so each
         # capture may reuse what the others freed. A private pool per graph would
@@ -317,44 +317,46 @@ class RingModel:
     ) -> torch.Tensor:
         """The model's forward over a plan, uncommitted (decode steps replayed as a graph)."""
         if graph and self._graphable(plan, logits_to_keep):
-            return self._replay(plan, input_ids)
+            return self._replay(plan, input_ids, logits_to_keep)
         return self._eager(plan, input_ids, logits_to_keep)
 
     def _graphable(self, plan: ForwardPlan, logits_to_keep: int) -> bool:
-        if not self.cuda_graphs or logits_to_keep != 1 or plan.first < 0:
+        if not self.cuda_graphs or plan.first < 0:
             return False
+        if logits_to_keep != 1:  # every position's logits: a padded summary step
+            return plan.kind is PlanKind.SCRATCH and logits_to_keep == plan.count
         if plan.kind is PlanKind.STREAM:
             return plan.count == self.ring.layout.chunk
         return plan.count > 1  # the pinned prefix, or a summary instruction
 
-    def _replay(self, plan: ForwardPlan, input_ids: torch.Tensor) -> torch.Tensor:
+    def _replay(self, plan: ForwardPlan, input_ids: torch.Tensor, keep: int) -> torch.Tensor:
         ids = self._ids[:, : plan.count]
         ids.copy_(input_ids)
-        entry = self._graphs.get((plan.kind, plan.count))
+        entry = self._graphs.get((plan.kind, plan.count, keep))
         if entry is None or entry.generation != self.ring.generation:
-            entry = self._capture(plan, ids)
+            entry = self._capture(plan, ids, keep)
         entry.graph.replay()
         return entry.logits
 
-    def _capture(self, plan: ForwardPlan, ids: torch.Tensor) -> _Captured:
+    def _capture(self, plan: ForwardPlan, ids: torch.Tensor, keep: int) -> _Captured:
         # The warm-up is this very forward; the capture records it; the replay
         # that follows recomputes the same keys and values into the same slots.
         device = self.ring.device
         side = capture_stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
-            self._warm_up(plan, ids)
+            self._warm_up(plan, ids, keep)
         torch.cuda.current_stream(device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.graph_pool, stream=side):
-            logits = self._capturable(plan, ids, 1)
+            logits = self._capturable(plan, ids, keep)
         entry = _Captured(graph, logits, self.ring.generation)
-        self._graphs[(plan.kind, plan.count)] = entry
+        self._graphs[(plan.kind, plan.count, keep)] = entry
         return entry
 
-    def _warm_up(self, plan: ForwardPlan, ids: torch.Tensor) -> None:
+    def _warm_up(self, plan: ForwardPlan, ids: torch.Tensor, keep: int) -> None:
         self._capturable = warm_up_or_unfused(
-            self._capturable, self._eager, lambda forward: forward(plan, ids, 1), "the prefill"
+            self._capturable, self._eager, lambda forward: forward(plan, ids, keep), "the prefill"
         )
 
     def _eager(

@@ -22,6 +22,8 @@ from streamd.facts.sentences import split_sentences
 from .grounding import SummaryPlan, Written
 
 Encode = Callable[[str], list[int]]  # text -> ids, special tokens split (stream text)
+# Sizes an opener's forward is padded to on a GPU (one captured graph each).
+OPENER_BUCKETS = (16, 32, 64, 128)
 
 
 class TokenGenerator(Protocol):
@@ -49,11 +51,13 @@ class GuidedResult:
 @dataclass(frozen=True)
 class RequestShape:
     """The first forward: `tokens` in all, padded with `pad_id` before the digest
-    when `pad` (a GPU replays one captured graph of that size)."""
+    when `pad` (a GPU replays one captured graph of that size). With `pad_openers`,
+    each later forward is padded after its end to an OPENER_BUCKETS size."""
 
     tokens: int
     pad_id: int
     pad: bool
+    pad_openers: bool = False
 
 
 class GuidedDecoder:
@@ -124,12 +128,10 @@ class GuidedDecoder:
             if self.ring.decode_steps_left() < len(ids) + limit:
                 written.append(Written(segment, ""))  # out of summary slots: openers only
                 continue
-            logits = self.runner.scratch(self._tensor(ids), graph=first)
+            logits = self._first_forward(ids) if first else self._opener_forward(ids)
             started = True
             before = self.ring.scratch_used
-            tokens = self.decoder.generate(
-                logits[0, -1], limit, self._sentence_done, seen, self.banned
-            )
+            tokens = self.decoder.generate(logits, limit, self._sentence_done, seen, self.banned)
             if first:
                 first_token_s = self.decoder.first_token_at - began
             # StaticDecoder asks `stop` once a block (16 steps on a GPU) and so writes past
@@ -147,6 +149,26 @@ class GuidedDecoder:
             # An unfinished completion is forgotten: the model goes on after a full stop.
             pending = "" if completion else "."
         return GuidedResult(tuple(written), generated, first_token_s)
+
+    def _first_forward(self, ids: list[int]) -> torch.Tensor:
+        """[vocab] logits after the request (one size on a GPU: one captured graph)."""
+        return self.runner.scratch(self._tensor(ids))[0, -1]
+
+    def _opener_forward(self, ids: list[int]) -> torch.Tensor:
+        """[vocab] logits after an opener (the model's carried tokens and streamd's words).
+        On a GPU it is padded at its end to one of OPENER_BUCKETS, so that a few captured
+        graphs serve every opener (an eager forward of the default model takes ~20 ms), and
+        the padding is rewound before the model writes: it follows the opener, and no
+        position before it attends to it."""
+        count, room = len(ids), self.ring.decode_steps_left()
+        bucket = next((size for size in OPENER_BUCKETS if count <= size <= room), None)
+        if not self.shape.pad_openers or bucket is None:
+            return self.runner.scratch(self._tensor(ids), graph=False)[0, -1]
+        before = self.ring.scratch_used
+        padded = ids + [self.shape.pad_id] * (bucket - count)
+        logits = self.runner.scratch(self._tensor(padded), logits_to_keep=bucket)
+        self.ring.rewind_scratch(before + count)
+        return logits[0, count - 1]
 
     def _stop_point(self, tokens: list[int]) -> int:
         """The shortest prefix of `tokens` at which _sentence_done stops a decoder."""

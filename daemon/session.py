@@ -103,7 +103,8 @@ class Session:
             penalty, temperature = config.repetition_penalty, config.temperature
             generator = PlainDecoder(self.runner, stops, penalty, temperature)
         newline = self._encode("\n", allow_special=False)[:1] or [0]
-        shape = RequestShape(config.summary_request_tokens, newline[0], pad=self.runner.cuda_graphs)
+        graphs = self.runner.cuda_graphs
+        shape = RequestShape(config.summary_request_tokens, newline[0], graphs, pad_openers=graphs)
         text_ids = functools.partial(self._encode, allow_special=False)
         quotes = quote_token_ids(self.tokenizer, int(self.loaded.model.config.vocab_size))
         guided = GuidedDecoder(

@@ -9,64 +9,20 @@ import re
 from typing import NamedTuple
 
 from . import severity
-
-# --- leading timestamp and syslog header -------------------------------------------------------
-
-_MONTH = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
-_WEEKDAY = r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)"
-_HMS = r"\d{1,2}:\d\d:\d\d(?:[.,]\d+)?"
-_ISO_DATE_TIME = rf"\d{{4}}-\d\d-\d\d(?:T| +){_HMS}(?:Z|[+-]\d\d:?\d\d)?"
-_CLF = rf"\d\d/{_MONTH}/\d{{4}}:\d\d:\d\d:\d\d(?:\.\d+)?(?: [+-]\d{{4}})?"
-_CTIME = rf"{_WEEKDAY} {_MONTH} +\d{{1,2}} {_HMS} \d{{4}}"
-_LEADING_TIME = (
-    rf"{_MONTH} +\d{{1,2}} {_HMS}"  # syslog: "Feb 25 14:34:10", "Jan  5 01:31:41"
-    rf"|{_ISO_DATE_TIME}"  # ISO 8601, Python logging: "2024-01-02 03:04:05,123"
-    rf"|\d{{4}}/\d\d/\d\d {_HMS}"  # nginx error log
-    rf"|\d\d-{_MONTH}-\d{{4}} {_HMS}"  # BIND
-    rf"|\d{{6}} +(?:\d{{6}}|{_HMS})"  # HDFS "081109 203615", MySQL "130324  0:04:00"
-    rf"|{_CTIME}"  # vsftpd
+from .addresses import (
+    HEX,
+    IP4_OCTETS,
+    IPV6_AFTER_COLON,
+    IPV6_AFTER_FIRST_GROUP,
+    IPV6_END,
+    OCTET,
+    host_or_ip,
+    is_domain_tld,
 )
-_HOSTNAME = r"(?:[\w][\w.-]*+|[0-9A-Fa-f]*:[0-9A-Fa-f:.]+(?= ))"
-_PROGRAM = r"[A-Za-z_][\w.@/-]*+"
-# "prog[pid]:", "prog(x)[pid]:", "prog:", "prog[pid] " and "[prog]:"; (x) is e.g. dovecot's
-# "auth-worker(304)" or "pop(pam_unix)". A Solaris "[ID 800047 auth.info]" tag goes with it.
-_PROGRAM_FIELD = (
-    rf"(?:(?P<prog>{_PROGRAM})(?:\([^()\s]*\))?(?:\[\d+\]:?(?= )|:(?= |$))"
-    rf"|(?<=\d )\[(?P<bprog>{_PROGRAM})\]:?(?= ))"
-    r"(?: \[ID \d+ [\w.]+\])?"
-)
-_HEADER = re.compile(
-    rf"(?P<lead>(?:<\d{{1,3}}>)?(?:(?P<ts>{_LEADING_TIME})|\[(?P<bts>{_CTIME}|{_CLF}|{_ISO_DATE_TIME})\]"
-    rf"|(?P<tai>@[0-9a-f]{{24}})))(?: +(?:(?P<host>{_HOSTNAME}) +)?{_PROGRAM_FIELD})?"
-)
-# Without a timestamp, only "host prog[pid]:" is taken as a header.
-_PID_HEADER = re.compile(
-    rf"(?:(?P<host>{_HOSTNAME}) +)?(?P<prog>{_PROGRAM})(?:\([^()\s]*\))?\[\d+\]:?(?= )"
-)
-_RFC5424_HEADER = re.compile(
-    rf"<\d{{1,3}}>1 (?P<ts>{_ISO_DATE_TIME}) (?P<host>\S+) (?P<prog>\S+) \S+ \S+"
-    r"(?: -|(?: ?\[(?:[^\]\"]|\"(?:[^\"\\]|\\.)*\")*\])+)?"
-)
+from .header import CLF, HMS, MONTH, read_header
 
 # --- entities and masks, token by token -------------------------------------------------------
 
-_HEX = r"[0-9A-Fa-f]"
-_H16 = r"[0-9A-Fa-f]{1,4}"
-_IPV4 = r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}"
-# After an IPv6 address: no more hex groups (MAC-ish junk), but a ":port" may follow.
-_IPV6_END = rf"(?![\w.]|::|:{_H16}(?![0-9A-Fa-f]))"
-# IPv6 split by its first character, so that each branch starts with a character set (below).
-_IPV6_AFTER_COLON = (
-    rf"(?::(?:ffff:(?:0{{1,4}}:)?)?{_IPV4}"  # ::ffff:1.2.3.4
-    rf"|(?::{_H16}){{1,7}}"  # ::1, ::ffff:a:b
-    r"|:(?![\w:]))"  # ::
-)
-_IPV6_AFTER_FIRST_GROUP = (  # after "2001:"
-    rf"(?:(?:{_H16}:){{0,3}}:?(?:ffff:)?{_IPV4}"  # 64:ff9b::1.2.3.4
-    rf"|{_H16}(?::{_H16}){{6}}"  # all eight groups
-    rf"|(?:{_H16}:){{0,5}}(?::{_H16}){{1,6}}"  # one "::" inside
-    rf"|(?:{_H16}:){{0,6}}:)"  # trailing "::"
-)
 _NAME = r"[\w.@$\\-]+"
 # A token is scanned with a space in front; every branch starts right after one of these
 # delimiters (part of the match). `re` skips a branch at once when its first item is a
@@ -81,15 +37,15 @@ _TOKEN_BRANCHES = (
     rf"(?:r?user|logname|set_id|sasl_username)=(?P<u_field>{_NAME})(?=[\s,;)]|$)",
     r"[pslc](?:am|ql|dap|asswd|asswd-file|heckpassword)\((?P<u_passdb>[^,\s()]+)(?=,)",
     # times inside the line (the leading one goes with the header)
-    rf"\d(?:\d/{_MONTH}/\d{{4}}:\d\d:\d\d:\d\d(?:\.\d+)?(?=\]|$)"
-    rf"|\d{{3}}-\d\d-\d\d(?:T{_HMS}(?:Z|[+-]\d\d:?\d\d)?)?(?![\w.-])|\d?:\d\d:\d\d(?:[.,]\d+)?(?![\w:]))"
+    rf"\d(?:\d/{MONTH}/\d{{4}}:\d\d:\d\d:\d\d(?:\.\d+)?(?=\]|$)"
+    rf"|\d{{3}}-\d\d-\d\d(?:T{HMS}(?:Z|[+-]\d\d:?\d\d)?)?(?![\w.-])|\d?:\d\d:\d\d(?:[.,]\d+)?(?![\w:]))"
     r"(?P<stamp>)",
-    rf"{_HEX}{_HEX}:(?:{_HEX}{{2}}:){{4,}}{_HEX}{{2}}(?![\w:])(?P<mac>)",
-    rf":{_IPV6_AFTER_COLON}{_IPV6_END}(?P<ip6>)",
-    rf"{_HEX}{_HEX}{{0,3}}+:{_IPV6_AFTER_FIRST_GROUP}{_IPV6_END}(?P<ip6_>)",
+    rf"{HEX}{HEX}:(?:{HEX}{{2}}:){{4,}}{HEX}{{2}}(?![\w:])(?P<mac>)",
+    rf":{IPV6_AFTER_COLON}{IPV6_END}(?P<ip6>)",
+    rf"{HEX}{HEX}{{0,3}}+:{IPV6_AFTER_FIRST_GROUP}{IPV6_END}(?P<ip6_>)",
     r"\d\d{0,2}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?![\w]|\.\d)(?P<port>[:#]\d{1,5}(?![\w.]))?(?P<ip4>)",
     r"0x[0-9A-Fa-f][0-9A-Fa-f]*(?![\w.-])(?P<hex>)",
-    rf"{_HEX}{_HEX}{{7}}(?:-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}|{_HEX}*+)"
+    rf"{HEX}{HEX}{{7}}(?:-{HEX}{{4}}-{HEX}{{4}}-{HEX}{{4}}-{HEX}{{12}}|{HEX}*+)"
     r"(?![\w.-])(?P<long_hex>)",
     r"\d\d*+(?:[.:/]-?\d+)*+(?![\w]|[.-]\w)(?P<num>)",
     # a DNS name ends in a letters-only label, checked against file names in _mask_special
@@ -126,7 +82,7 @@ _USER_PATTERNS = (
     (frozenset(("USER", "FAIL", "OK")), _RARER_USERS),
 )
 _CUE_WORDS = frozenset().union(*(words for words, _ in _USER_PATTERNS))
-_BRACKET_CLF = re.compile(rf"\[({_CLF})\]")  # an access log's time, anywhere in the line
+_BRACKET_CLF = re.compile(rf"\[({CLF})\]")  # an access log's time, anywhere in the line
 _REQUEST_STATUS = re.compile(r"(HTTP/\d(?:\.\d)?\") ([1-5]\d\d)(?!\S)")  # "GET /x HTTP/1.1" 404
 _REMOTE_USER = re.compile(r"\S+ \S+ ([^\s\[\-][^\s\[]*) \[")  # host ident user [time]
 
@@ -136,23 +92,10 @@ _PLAIN_BRANCHES.update(dict.fromkeys(("mac", "hex", "num"), ("", "<NUM>")))
 _USER_BRANCHES = frozenset(name for name in _TOKEN_SCAN.groupindex if name.startswith("u_"))
 
 
-# File name endings that look like a top-level domain; "app.log" is not a host.
-_FILE_ENDINGS_TEXT = """
-    log txt conf cfg ini json xml yml yaml toml csv tsv php html htm shtml xhtml js mjs css py
-    pyc sh bash pl pm rb go rs java class jar war cpp hpp hh cc so dll exe bin gz tgz bz2 xz zip
-    tar rar deb rpm pid sock lock tmp bak old orig swp db sqlite sql md rst pdf doc docx xls xlsx
-    png jpg jpeg gif svg ico webp mp3 mp4 asp aspx jsp cgi htaccess htpasswd pem crt key csr
-    service socket timer mount target slice scope err out env ts tsx vue map wasm iso img whl
-    egg po mo inc tpl bat cmd ps ps1 tf lua erl ex exs kt swift scala dat idx tmpl
-"""
-_FILE_ENDINGS = frozenset(_FILE_ENDINGS_TEXT.split())
-_IP6_FULL = re.compile(rf"(?::{_IPV6_AFTER_COLON}|{_H16}:{_IPV6_AFTER_FIRST_GROUP})")
-_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|0?\d?\d)"  # "030" too: fail2ban's tests have one
-_IP4_OCTETS = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}")
 _HOST_PREFIX = re.compile(r"[A-Za-z0-9](?:[\w-]*\.)+([A-Za-z]{2,63})")
 # A number, a time, or an IPv4 address with a port (":25", "#53"; "]:25" if "[" is an edge)
 _SIMPLE_VALUE = re.compile(
-    rf"(?P<address>{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET})(?P<port>(?:[:#]|\]:)\d{{1,5}})?"
+    rf"(?P<address>{OCTET}\.{OCTET}\.{OCTET}\.{OCTET})(?P<port>(?:[:#]|\]:)\d{{1,5}})?"
     r"(?P<ip>)|\d{1,2}:\d\d:\d\d(?:[.,]\d+)?(?P<time>)|\d+(?:[.:/]\d+)*(?P<num>)"
 )
 _EDGES = "[]()<>{},;:*'\""
@@ -172,20 +115,20 @@ class ScannedLine(NamedTuple):
 
 # A whitespace-separated token's masked text, entities, severities (severity.BIT bits), and
 # lower-case form if it may be half of a two-word severity phrase ("invalid user").
-_Token = tuple[str, tuple[tuple[str, str], ...], int, str]
+Token = tuple[str, tuple[tuple[str, str], ...], int, str]
 
 # Tokens seen before (words, names, paths; not varying numbers): a dict hit, not a regex
 # pass. Bounded: cleared when full.
-_TOKEN_CACHE: dict[str, _Token] = {}
+_TOKEN_CACHE: dict[str, Token] = {}
 _TOKEN_CACHE_SIZE = 50_000
-_NUMBER: _Token = ("<NUM>", (), 0, "")
+_NUMBER: Token = ("<NUM>", (), 0, "")
 _PHRASE_WORDS = frozenset(word for phrase in severity.PHRASES for word in phrase)
 _PHRASE_BITS = {phrase: severity.BIT[level] for phrase, level in severity.PHRASES.items()}
 
 
 def scan_line(line: str) -> ScannedLine:
     """Find the timestamp, entities and severities of one log line; mask its variable parts."""
-    end, timestamp, entities, masked_head = _header(line)
+    end, timestamp, entities, masked_head = read_header(line)
     tokens = line[end:].split()
     masked = [masked_head] if masked_head else []
     found, previous_word, cached = 0, "", _TOKEN_CACHE.get
@@ -233,11 +176,22 @@ def _access_log(line: str, masked: str, entities: list[tuple[str, str]]) -> str:
     return masked.replace(f"{request[1]} <NUM>", f"{request[1]} {request[2]}", 1)
 
 
-def _scan_token(token: str) -> _Token:
-    """Scan one token (with a space in front, a delimiter); remember it if it is plain."""
+def _scan_token(token: str) -> Token:
+    """Scan a token not in the token cache; remember it if it is plain."""
     simple = _NUMBER if token.isdigit() else _simple_token(token)  # ports, counts, addresses
     if simple is not None:
         return simple
+    scan = _match_token(token)
+    # Worth keeping unless it holds a number (an address, a port, an id) that varies.
+    if not any(map(str.isdigit, token)) or (scan[0] == token and not scan[1]):
+        if len(_TOKEN_CACHE) >= _TOKEN_CACHE_SIZE:
+            _TOKEN_CACHE.clear()
+        _TOKEN_CACHE[token] = scan
+    return scan
+
+
+def _match_token(token: str) -> Token:
+    """Scan one token with the token regex (with a space in front, a delimiter)."""
     text, bits, last = " " + token, 0, 1
     entities: list[tuple[str, str]] = []
     pieces: list[str] = []
@@ -264,22 +218,15 @@ def _scan_token(token: str) -> _Token:
         pieces.append(mask)
         last = match.end()
     pieces.append(text[last:])
-    masked = "".join(pieces)
     word = token.strip("\"'()[]<>{},.;:!?").lower()
-    info = (masked, tuple(entities), bits, word if word in _PHRASE_WORDS else "")
-    # Worth keeping unless it holds a number (an address, a port, an id) that varies.
-    if not any(map(str.isdigit, token)) or (masked == token and not entities):
-        if len(_TOKEN_CACHE) >= _TOKEN_CACHE_SIZE:
-            _TOKEN_CACHE.clear()
-        _TOKEN_CACHE[token] = info
-    return info
+    return ("".join(pieces), tuple(entities), bits, word if word in _PHRASE_WORDS else "")
 
 
-def _simple_token(token: str) -> _Token | None:
+def _simple_token(token: str) -> Token | None:
     """A number, time or IPv4 address (with a port) behind a key, bracket or host: "[1.2.3.4]:25",
     "rip=1.2.3.4,", "mail.example.com[1.2.3.4]", "uid=0", "[31602]", "14:34:10" (the shapes of
     most varying tokens) with a small regex, not the token regex (several times dearer)."""
-    if token[-1].isdigit() and _IP4_OCTETS.fullmatch(token):  # the commonest: a bare address
+    if token[-1].isdigit() and IP4_OCTETS.fullmatch(token):  # the commonest: a bare address
         return ("<IP>", (("ip", token),), 0, "")
     core = token.strip(_EDGES)
     prefix, _, value = core.rpartition("=") if "=" in core else core.rpartition("[")
@@ -288,7 +235,7 @@ def _simple_token(token: str) -> _Token | None:
     entities: list[tuple[str, str]] = []
     if prefix and not prefix.isalpha():
         host = _HOST_PREFIX.fullmatch(prefix)  # postfix's "host[1.2.3.4]"
-        if host is None or not _is_domain_tld(host.group(1)):
+        if host is None or not is_domain_tld(host.group(1)):
             return None  # a number, or something else, may hide in the prefix
         entities.append(("host", prefix))
     elif prefix in _USER_KEYS:
@@ -311,40 +258,6 @@ def _simple_token(token: str) -> _Token | None:
     return (token[:start] + mask + token[stop:], tuple(entities), 0, "")
 
 
-def _header(line: str) -> tuple[int, str | None, list[tuple[str, str]], str]:
-    """(end of the header, timestamp, header entities, masked header) of a line."""
-    if line[:1] == "<":
-        head = _RFC5424_HEADER.match(line)
-        if head is not None:
-            return _with_program(head.end(), head["ts"], head["host"], head["prog"])
-    head = _HEADER.match(line)
-    if head is not None:
-        timestamp = head["ts"] or head["bts"] or head["tai"]
-        program, host = head["prog"] or head["bprog"], head["host"]
-        levels = severity.LEVEL_WORDS  # "ERROR db:" is no host and program
-        if program is None or program.lower() in levels or (host or "").lower() in levels:
-            return head.end("lead"), timestamp, [], ""
-        return _with_program(head.end(), timestamp, host, program)
-    head = _PID_HEADER.match(line) if "[" in line else None
-    if head is not None and head["prog"].lower() not in severity.LEVEL_WORDS:
-        return _with_program(head.end(), None, head["host"], head["prog"])
-    return 0, None, [], ""
-
-
-def _with_program(
-    end: int, timestamp: str | None, host: str | None, program: str
-) -> tuple[int, str | None, list[tuple[str, str]], str]:
-    entities = []
-    if host and host != "-":  # "-": RFC 5424's nil value
-        entity = _host_or_ip(host)
-        if entity is not None:
-            entities.append(entity)
-    if program == "-":
-        return end, timestamp, entities, ""
-    entities.append(("program", program))
-    return end, timestamp, entities, program + ":"
-
-
 def _mask_special(
     match: re.Match[str], branch: str, text: str, entities: list[tuple[str, str]]
 ) -> str | None:
@@ -353,12 +266,12 @@ def _mask_special(
     if branch == "ip4":
         port = match.start("port")
         address = text[start : port if port >= 0 else end]
-        if _IP4_OCTETS.fullmatch(address) is None:  # 999.1.1.1
+        if IP4_OCTETS.fullmatch(address) is None:  # 999.1.1.1
             return "<NUM>"
         entities.append(("ip", address))
         return "<IP>" if port < 0 else "<IP>:<NUM>"
     if branch == "host":
-        if not _is_domain_tld(match["tld"]):
+        if not is_domain_tld(match["tld"]):
             return None
         entities.append(("host", text[start:end]))
         return "<HOST>"
@@ -372,25 +285,8 @@ def _mask_special(
     return _mask_url(match, entities)
 
 
-def _is_domain_tld(tld: str) -> bool:
-    # "JSchException" in com.jcraft.jsch.JSchException is a class, not a TLD
-    return (tld.islower() or tld.isupper()) and tld.lower() not in _FILE_ENDINGS
-
-
-def _host_or_ip(name: str) -> tuple[str, str] | None:
-    """The entity a bare name (URL host, syslog host field) stands for, if any."""
-    if name[0].isalpha() and ":" not in name:
-        return ("host", name)
-    bare = name.strip("[]")
-    if bare[0].isdigit() and "." in bare and ":" not in bare:
-        return ("ip", bare) if _IP4_OCTETS.fullmatch(bare) else None
-    if ":" in bare:
-        return ("ip", bare) if _IP6_FULL.fullmatch(bare) else None
-    return ("host", name)
-
-
 def _mask_url(match: re.Match[str], entities: list[tuple[str, str]]) -> str:
-    entity = _host_or_ip(match["uhost"])
+    entity = host_or_ip(match["uhost"])
     if entity is not None:
         entities.append(entity)
     path = match["upath"]

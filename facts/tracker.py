@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Literal
 
-from .entities import scan_line
+from .entities import ScannedLine, scan_line
 from .miner import TemplateMiner, TemplateRef
 from .profile import detect_profile
 from .records import (
@@ -78,28 +78,26 @@ class _Span:
             if self.overflow_example is None:
                 self.overflow_example = line
 
-    def count_line(
-        self,
-        entities: Sequence[tuple[str, str]],
-        time: str | None,
-        severities: Sequence[str],
-    ) -> None:
-        self.lines += 1
-        for severity in severities:
-            self.severity[severity] += 1
-        for kind, value in entities:
-            counter = self.entities[kind]
-            seen = counter.get(value)
-            if seen is not None:
-                counter[value] = seen + 1
-            elif len(counter) < MAX_ENTITY_VALUES:
-                counter[value] = 1
-            else:  # the counted values stay exact; a value first seen now goes uncounted
-                self.entity_overflow[kind] += 1
-        if time is not None:
-            if self.first_time is None:
-                self.first_time = time
-            self.last_time = time
+    def count_lines(self, scans: Sequence[ScannedLine]) -> None:
+        """Count the severities, entities and times of lines (whose templates are tallied)."""
+        self.lines += len(scans)
+        severity_counts, entity_counts = self.severity, self.entities
+        for scan in scans:
+            for severity in scan.severities:
+                severity_counts[severity] += 1
+            for kind, value in scan.entities:
+                counter = entity_counts[kind]
+                seen = counter.get(value)
+                if seen is not None:
+                    counter[value] = seen + 1
+                elif len(counter) < MAX_ENTITY_VALUES:
+                    counter[value] = 1
+                else:  # the counted values stay exact; a value first seen now goes uncounted
+                    self.entity_overflow[kind] += 1
+            if scan.timestamp is not None:
+                if self.first_time is None:
+                    self.first_time = scan.timestamp
+                self.last_time = scan.timestamp
 
     def facts(self, max_templates: int, top_entities: int) -> LineFacts:
         return LineFacts(
@@ -177,15 +175,15 @@ class FactsTracker:
             return
         period, observe, miner = self._period, self.miner.observe, self.miner
         tallies, start = period.tallies, self._period_start
-        for line in lines:
-            masked, entities, time, severities = scan_line(line)
-            cluster_id = observe(masked)
+        scans = list(map(scan_line, lines))
+        for line, scan in zip(lines, scans, strict=True):
+            cluster_id = observe(scan.masked)
             tally = tallies.get(cluster_id)
             if tally is not None:
                 tally.count += 1
             else:
                 period.add_template(cluster_id, line, miner.ref(cluster_id), cluster_id > start)
-            period.count_line(entities, time, severities)
+        period.count_lines(scans)
 
     def period_facts(self) -> LineFacts:
         """Facts of the lines observed since the last close_period()."""
@@ -204,8 +202,9 @@ class FactsTracker:
         if self._is_transcript(lines):
             return transcript_facts(lines)
         span, miner, start = _Span(self._max_tallies), self.miner, self._period_start
-        for line in lines:
-            masked, entities, time, severities = scan_line(line)
+        scans = list(map(scan_line, lines))
+        for line, scan in zip(lines, scans, strict=True):
+            masked = scan.masked
             cluster_id = miner.match(masked)
             key: int | str = masked if cluster_id is None else cluster_id  # no template: its own
             tally = span.tallies.get(key)
@@ -215,7 +214,7 @@ class FactsTracker:
                 span.add_template(masked, line, None, False)
             else:
                 span.add_template(cluster_id, line, miner.ref(cluster_id), cluster_id > start)
-            span.count_line(entities, time, severities)
+        span.count_lines(scans)
         return span.facts(self.max_templates, self.top_entities)
 
     def summary_facts(self, window_lines: Sequence[str]) -> SummaryFacts:

@@ -1,8 +1,11 @@
 """Benchmark FactsTracker.observe: lines/s and memory over a stream of mostly distinct lines.
 
 The lines are made from the bundled fail2ban sample: IPs, numbers and user names varied,
-and a random word put into each, so that nearly every line (and masked line) is new.
-Usage: .venv/bin/python scripts/bench_facts.py [--lines N] [--batch 40] [--close-every B]
+and a random word put into each, so that nearly every line (and masked line) is new: the
+worst case. `--source varied` keeps the sample's events with other values (templates repeat,
+values vary, as in real logs); `--source sample` replays the sample as it is. Usage:
+    .venv/bin/python scripts/bench_facts.py [--lines N] [--source synthetic|varied|sample]
+On a shared machine, pin it to one core: taskset -c 1 ... (it is single-threaded).
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ def _pieces(line: str) -> list[str | int]:
     return pieces
 
 
-def synthetic_lines(count: int, seed: int = 1) -> Iterator[str]:
+def synthetic_lines(count: int, seed: int = 1, new_word: bool = True) -> Iterator[str]:
     rng = random.Random(seed)
     letters = "abcdefghijklmnopqrstuvwxyz"
     words = ["".join(rng.choices(letters, k=rng.randint(4, 9))) for _ in range(20_000)]
@@ -62,11 +65,25 @@ def synthetic_lines(count: int, seed: int = 1) -> Iterator[str]:
                 out.append(str(rng.randint(1, 65535)))
             else:
                 out.append(rng.choice(users))
+        if not new_word:
+            yield "".join(out)
+            continue
         tokens = "".join(out).split(" ")
         # a random word among the message's last words: the masked line is new too
         at = rng.randint(max(len(tokens) // 2, 1), len(tokens))
         tokens.insert(at, rng.choice(words))
         yield " ".join(tokens)
+
+
+def source_lines(source: str, count: int) -> Iterator[str]:
+    """synthetic: nearly every line new; varied: the sample's events with other addresses,
+    numbers and users; sample: the sample's lines as they are, over and over."""
+    if source != "sample":
+        yield from synthetic_lines(count, new_word=source == "synthetic")
+        return
+    lines = [line for line in SAMPLE.read_text().splitlines() if line.strip()]
+    for at in range(count):
+        yield lines[at % len(lines)]
 
 
 def _rss_mib() -> float:
@@ -75,9 +92,9 @@ def _rss_mib() -> float:
     return pages * resource.getpagesize() / 2**20
 
 
-def run(total: int, batch_size: int, close_every: int) -> None:
+def run(total: int, batch_size: int, close_every: int, source: str = "synthetic") -> None:
     tracker = FactsTracker()
-    lines = synthetic_lines(total)
+    lines = source_lines(source, total)
     spent = cpu = 0.0
     done = 0
     rss_by_tenth: list[float] = []
@@ -108,12 +125,12 @@ def run(total: int, batch_size: int, close_every: int) -> None:
     print("RSS each tenth (MiB):", " ".join(f"{rss:.0f}" for rss in rss_by_tenth))
     print(f"clusters alive {tracker.miner.alive}, evicted {tracker.miner.evicted}")
     print(f"period_facts(): {facts_s * 1000:.0f} ms, {len(facts.templates)} templates shown")
-    _print_distinct(min(total, 100_000))
+    _print_distinct(min(total, 100_000), source)
 
 
-def _print_distinct(count: int) -> None:
+def _print_distinct(count: int, source: str) -> None:
     """How distinct the stream is (measured after the run: it keeps the lines)."""
-    raw = list(synthetic_lines(count))
+    raw = list(source_lines(source, count))
     masked = {scan_line(line).masked for line in raw}
     print(f"distinct in the first {count:,}: lines {len(set(raw)) / count:.1%}, ", end="")
     print(f"masked lines {len(masked) / count:.1%}")
@@ -124,14 +141,15 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=40)
     parser.add_argument("--close-every", type=int, default=0, help="batches per period (0: never)")
+    parser.add_argument("--source", choices=("synthetic", "varied", "sample"), default="synthetic")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the run")
     args = parser.parse_args()
     if args.profile:
         profiler = cProfile.Profile()
-        profiler.runcall(run, args.lines, args.batch, args.close_every)
+        profiler.runcall(run, args.lines, args.batch, args.close_every, args.source)
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
     else:
-        run(args.lines, args.batch, args.close_every)
+        run(args.lines, args.batch, args.close_every, args.source)
 
 
 if __name__ == "__main__":

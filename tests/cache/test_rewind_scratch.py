@@ -14,7 +14,7 @@ from streamd.cache.hf import RingModel, build_ring_cache
 from streamd.cache.layout import CacheLayout, LayoutError
 from streamd.cache.ring import EMPTY, PlanKind
 from streamd.daemon.grounding import Segment, SummaryPlan, Written
-from streamd.daemon.guided import GuidedDecoder, RequestShape
+from streamd.daemon.guided import OPENER_BUCKETS, GuidedDecoder, RequestShape
 from streamd.daemon.summarizer import PlainDecoder
 
 PINNED, WINDOW, CHUNK, SCRATCH = 4, 16, 8, 40
@@ -161,12 +161,12 @@ PLAN = SummaryPlan(
 
 
 def _guided_run(
-    runner: RingModel, generator: PlainDecoder | StaticDecoder
+    runner: RingModel, generator: PlainDecoder | StaticDecoder, pad_openers: bool = False
 ) -> tuple[tuple[Written, ...], int, int]:
     """(what was written, tokens generated, summary slots used at the end); the
     stream cache checked bit-identical after."""
     before = _snapshot(runner)
-    shape = RequestShape(tokens=24, pad_id=0, pad=True)
+    shape = RequestShape(tokens=24, pad_id=0, pad=True, pad_openers=pad_openers)
     guided = GuidedDecoder(runner, generator, _encode, _encode_many, _decode, shape, banned=[7, 15])
     runner.ring.begin_scratch()
     result = guided.run(PLAN, _encode("Answer:"), budget=40)
@@ -197,6 +197,23 @@ def test_guided_summary_is_the_same_whatever_the_decoder_block(
     assert generated <= 40
 
 
+def test_openers_padded_for_graphs_write_what_unpadded_ones_do(
+    tiny_model: torch.nn.Module,
+) -> None:
+    """An opener padded at its end (to replay a captured graph of a bucket size) gives the
+    model the same next-token logits, and the padding is rewound before the model writes:
+    the same sentences, the same tokens spent, the same summary slots used at the end."""
+    outcomes = []
+    for pad_openers in (False, True):
+        runner = _streamed(tiny_model, scratch=160)
+        generator = PlainDecoder(runner, frozenset(), 1.3, 0.0)
+        outcomes.append(_guided_run(runner, generator, pad_openers))
+    assert outcomes[0] == outcomes[1]
+    written, _, used = outcomes[0]
+    assert sum(1 for w in written if w.completion) >= 2  # later openers did run
+    assert used < 160 - max(OPENER_BUCKETS)  # the padding did not stay in the slots
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_guided_summary_through_cuda_graphs_matches_eager_steps(
     tiny_model: torch.nn.Module,
@@ -216,9 +233,11 @@ def test_guided_summary_through_cuda_graphs_matches_eager_steps(
         options = DecodeOptions(frozenset(), repetition_penalty=1.3, cuda_graph=graphs)
         decoder = StaticDecoder(runner, VOCAB, options)
         assert decoder.use_graph is graphs
-        outcomes.append([_guided_run(runner, decoder) for _ in range(3)])
+        outcomes.append([_guided_run(runner, decoder, pad_openers=graphs) for _ in range(3)])
         if graphs:
-            assert (PlanKind.SCRATCH, 24) in runner._graphs
+            assert (PlanKind.SCRATCH, 24, 1) in runner._graphs  # the request
+            # the openers: every position's logits, at a bucket size
+            assert any(count == keep in OPENER_BUCKETS for _, count, keep in runner._graphs)
             assert decoder._graph is not None
     assert outcomes[0] == outcomes[1]
     assert outcomes[1][0] == outcomes[1][1] == outcomes[1][2]
