@@ -10,8 +10,8 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from .eval_summaries_cli import eval_summaries
 from .run_options import run_options
+from .tools.eval_summaries_cli import eval_summaries
 
 T = TypeVar("T")
 # model_loading.DEFAULT_MODEL, not imported from there: that module imports torch, which
@@ -86,8 +86,8 @@ def demo(
     The logs are real fail2ban test data bundled with streamd (GPL-2, see
     daemon/data/SOURCES.md). Memory stays fixed however many lines flow.
     """
-    from .demo import DemoOptions, render_totals, run_demo
     from .session import Session, SessionConfig
+    from .tools.demo import DemoOptions, render_totals, run_demo
 
     config = SessionConfig(
         model=model,
@@ -162,8 +162,8 @@ def eval_command(
     """
     import torch
 
-    from .evaluate import POLICIES, EvalOptions, evaluate, read_text_tokens, render_table
     from .model_loading import load_model
+    from .tools.evaluate import POLICIES, EvalOptions, evaluate, read_text_tokens, render_table
 
     options = _or_exit(
         lambda: EvalOptions(
@@ -276,7 +276,7 @@ def bench(
     streamd bench --model default --json > bench.json       # real SmolLM2: real PPL
     Figures that count come from a GPU; on a CPU use --shape tiny as a smoke test.
     """
-    from .bench_cli import run_bench_command
+    from .tools.bench_cli import run_bench_command
 
     run_bench_command(
         shape=shape,
@@ -642,8 +642,8 @@ def soak(json_path: Path | None, **settings: Any) -> None:
     ZeroMQ must match exactly; MQTT QoS 1 may deliver twice (shown as dup).
     Exit 0 when every check passes, 1 when one fails, 2 when the soak cannot run.
     """
-    from .soak.command import run_command
-    from .soak.options import SoakOptions
+    from .tools.soak.command import run_command
+    from .tools.soak.options import SoakOptions
 
     options = _or_exit(lambda: SoakOptions(**settings))
     sys.exit(run_command(options, json_path, click.echo, _progress))

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from streamd.daemon.soak.broker import Broker, BrokerError, find_mosquitto, free_tcp_port
+from streamd.daemon.tools.testing import Broker, BrokerError, find_mosquitto, free_tcp_port
 
 sys.path.insert(0, str(Path(__file__).parent))
 

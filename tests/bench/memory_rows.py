@@ -12,7 +12,7 @@ from collections import defaultdict
 
 import torch
 
-from streamd.daemon.bench import (
+from streamd.daemon.tools.bench import (
     BenchOptions,
     baseline_generate,
     peak_mb,

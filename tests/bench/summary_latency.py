@@ -17,8 +17,8 @@ import statistics
 
 import torch
 
-from streamd.daemon.demo import sample_lines
 from streamd.daemon.session import Session, SessionConfig
+from streamd.daemon.tools.demo import sample_lines
 
 
 def main() -> None:

@@ -8,33 +8,18 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from streamd.daemon.config import CacheConfig, Config, ModelConfig, SummaryConfig, load_config
+from streamd.daemon.tools.testing import CLI, DaemonProcess, clean_env
 
-T = TypeVar("T")
-
-CLI = [sys.executable, "-m", "streamd.daemon.cli"]
 START_TIMEOUT_S = 60.0  # imports and the tiny model take ~6 s; a loaded CI machine, more
 STOP_TIMEOUT_S = 30.0
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """This environment without what would leak into a daemon under test (a developer's
-    STREAMD_* settings, a systemd notify socket), plus `extra`."""
-    leaks = ("STREAMD_", "NOTIFY_SOCKET", "WATCHDOG_", "LISTEN_")
-    env = {name: value for name, value in os.environ.items() if not name.startswith(leaks)}
-    env |= {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    return env | extra
 
 
 def cli(
@@ -52,22 +37,6 @@ def cli(
         timeout=timeout_s,
         env=env or clean_env(),
     )
-
-
-def wait_until(predicate: Callable[[], T], what: str, timeout_s: float = 20.0) -> T:
-    """Poll `predicate` until it returns something truthy, and return that."""
-    deadline = time.monotonic() + timeout_s
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.05)
-    return value
-
-
-def free_zmq_endpoint() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{probe.getsockname()[1]}"
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -143,36 +112,24 @@ def tiny_config(
     )
 
 
-class Daemon:
-    """`streamd run` with a control socket, a JSONL output and a config file of its own.
-
-    Its stdout and stderr go to a file: a pipe that nobody reads would fill up
-    and block the daemon.
-    """
+class Daemon(DaemonProcess):
+    """`streamd run` with a control socket, a JSONL output, a state dir and a config file of
+    its own; its status asked through the CLI (`streamd status --json`)."""
 
     def __init__(self, workdir: Path, args: list[str], env: dict[str, str] | None = None) -> None:
         self.workdir = workdir
         self.control = workdir / "control.sock"
         self.jsonl = workdir / "summaries.jsonl"
-        self.log_path = workdir / "daemon.log"
         # Its own, never the user's ~/.local/state/streamd: snapshots would carry over.
         self.state_dir = workdir / "state"
         self.config = workdir / "streamd.toml"  # empty: no /etc/streamd/streamd.toml leaks in
         self.config.write_text("")
         self.args = args
-        self.env = env or clean_env()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        command = [
-            *CLI, "run", "--config", str(self.config), "--control-socket", str(self.control),
-            "--jsonl", str(self.jsonl), "--no-stdout", "--state-dir", str(self.state_dir),
-            *self.args,
+        run_args = [
+            "--config", str(self.config), "--control-socket", str(self.control),
+            "--jsonl", str(self.jsonl), "--no-stdout", "--state-dir", str(self.state_dir), *args,
         ]  # fmt: skip
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env=self.env
-            )
+        super().__init__(run_args, self.control, workdir / "daemon.log", env)
 
     def ctl(self, *args: str, timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
         """A control command (status, tune, ...) aimed at this daemon."""
@@ -184,22 +141,9 @@ class Daemon:
         return json.loads(done.stdout) if done.stdout.strip() else None
 
     def wait_ready(self, timeout_s: float = START_TIMEOUT_S) -> dict[str, Any]:
-        def ready() -> dict[str, Any] | None:
-            self._check_running()
-            doc = self.status()
-            return doc if doc and doc["state"] == "ready" else None
-
-        return wait_until(ready, "the daemon to be ready", timeout_s)
-
-    def wait_status(
-        self, check: Callable[[dict[str, Any]], bool], what: str, timeout_s: float = 20.0
-    ) -> dict[str, Any]:
-        def matches() -> dict[str, Any] | None:
-            self._check_running()
-            doc = self.status()
-            return doc if doc and check(doc) else None
-
-        return wait_until(matches, what, timeout_s)
+        return self.wait_status(
+            lambda doc: doc["state"] == "ready", "the daemon to be ready", timeout_s
+        )
 
     def summaries(self) -> list[dict[str, Any]]:
         return read_jsonl(self.jsonl)
@@ -210,10 +154,6 @@ class Daemon:
         assert done.returncode == 0, done.stderr
         return dict(json.loads(done.stdout))
 
-    def _check_running(self) -> None:
-        if self.process is not None and self.process.poll() is not None:
-            raise AssertionError(f"the daemon exited ({self.process.returncode}):\n{self.log()}")
-
     def signal(self, signum: int = signal.SIGTERM) -> None:
         assert self.process is not None
         self.process.send_signal(signum)
@@ -222,18 +162,14 @@ class Daemon:
         """SIGTERM, then the exit code (SIGKILL after timeout_s, and the test fails)."""
         if self.process is None:
             return 0
-        if self.process.poll() is None:
-            self.process.terminate()
-        try:
-            return self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            why = f"the daemon ignored SIGTERM for {timeout_s}s:\n{self.log()}"
-            raise AssertionError(why) from None
+        code = super().stop(timeout_s)
+        assert not self.ignored_sigterm, (
+            f"the daemon ignored SIGTERM for {timeout_s}s:\n{self.log()}"
+        )
+        return code
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-6000:]
+        return self.log_tail(6000)
 
 
 class NotifySocket:

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import zmq
 
-from tests.daemon.daemon_testing import Daemon, all_counted, daemon_args, free_zmq_endpoint, row
+from streamd.daemon.tools.testing import free_zmq_endpoint
+from tests.daemon.daemon_testing import Daemon, all_counted, daemon_args, row
 
 pytestmark = pytest.mark.network
 

@@ -11,7 +11,8 @@ from click.testing import CliRunner
 from streamd.daemon import cli as cli_module
 from streamd.daemon.config import config_keys, env_var_for
 from streamd.daemon.run_options import RUN_OPTIONS, missing_keys
-from tests.daemon.daemon_testing import clean_env, cli, free_zmq_endpoint
+from streamd.daemon.tools.testing import clean_env, free_zmq_endpoint
+from tests.daemon.daemon_testing import cli
 
 
 def test_every_config_key_has_a_run_option() -> None:

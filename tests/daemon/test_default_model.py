@@ -7,9 +7,9 @@ import torch
 
 from streamd.cache.layout import CacheLayout
 from streamd.cache.ring import SinkMode
-from streamd.daemon.evaluate import default_eval_text, perplexity, stream_nll
 from streamd.daemon.model_loading import LoadedModel
 from streamd.daemon.session import Session, SessionConfig
+from streamd.daemon.tools.evaluate import default_eval_text, perplexity, stream_nll
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +35,7 @@ def test_chunked_ingestion_ppl_within_1_percent_of_token_by_token(
 
 
 def test_default_model_writes_a_summary_of_real_logs(default_loaded: LoadedModel) -> None:
-    from streamd.daemon.demo import sample_lines
+    from streamd.daemon.tools.demo import sample_lines
 
     session = Session(
         SessionConfig(max_capacity=512, chunk=128, summary_max_tokens=48), default_loaded
@@ -51,8 +51,8 @@ def test_grounded_summaries_of_real_logs_pass_their_checks(default_loaded: Loade
     """The must-show measures of eval-summaries on real logs (fail2ban's test data), a
     summary per 40 lines at max_capacity 1024: every published claim supported, the
     window's top templates named, whole sentences, no repeats, and exact facts."""
-    from streamd.daemon.demo import sample_lines
-    from streamd.daemon.eval_summaries import EvalSummariesOptions, evaluate_summaries
+    from streamd.daemon.tools.demo import sample_lines
+    from streamd.daemon.tools.eval_summaries import EvalSummariesOptions, evaluate_summaries
 
     session = Session(SessionConfig(max_capacity=1024), default_loaded)
     options = EvalSummariesOptions(every_lines=40, max_batches=3)

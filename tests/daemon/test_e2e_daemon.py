@@ -20,16 +20,8 @@ import pytest
 import zmq
 from paho.mqtt.enums import CallbackAPIVersion
 
-from streamd.daemon.soak.broker import Broker, free_tcp_port
-from tests.daemon.daemon_testing import (
-    CLI,
-    Daemon,
-    cli,
-    daemon_args,
-    free_zmq_endpoint,
-    sample_log_lines,
-    wait_until,
-)
+from streamd.daemon.tools.testing import CLI, Broker, free_tcp_port, free_zmq_endpoint, wait_until
+from tests.daemon.daemon_testing import Daemon, cli, daemon_args, sample_log_lines
 
 pytestmark = pytest.mark.network
 

@@ -6,13 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon.daemon_testing import (
-    Daemon,
-    cli,
-    free_zmq_endpoint,
-    sample_log_lines,
-    wait_until,
-)
+from streamd.daemon.tools.testing import free_zmq_endpoint, wait_until
+from tests.daemon.daemon_testing import Daemon, cli, sample_log_lines
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 

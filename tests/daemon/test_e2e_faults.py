@@ -19,18 +19,8 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from streamd.daemon.soak.broker import Broker
-from tests.daemon.daemon_testing import (
-    CLI,
-    Daemon,
-    clean_env,
-    cli,
-    daemon_args,
-    free_zmq_endpoint,
-    row,
-    sample_log_lines,
-    wait_until,
-)
+from streamd.daemon.tools.testing import CLI, Broker, clean_env, free_zmq_endpoint, wait_until
+from tests.daemon.daemon_testing import Daemon, cli, daemon_args, row, sample_log_lines
 
 pytestmark = pytest.mark.network
 

@@ -14,14 +14,8 @@ import pytest
 
 from streamd.daemon.prompts import DEFAULT_SYSTEM_PROMPT
 from streamd.daemon.snapshot import SessionState, Snapshot, save, text_digest, window_digest
-from tests.daemon.daemon_testing import (
-    Daemon,
-    cli,
-    daemon_args,
-    free_zmq_endpoint,
-    sample_log_lines,
-    wait_until,
-)
+from streamd.daemon.tools.testing import free_zmq_endpoint, wait_until
+from tests.daemon.daemon_testing import Daemon, cli, daemon_args, sample_log_lines
 
 pytestmark = pytest.mark.network
 

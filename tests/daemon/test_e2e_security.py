@@ -26,15 +26,13 @@ from streamd.connectors.zmq_security import (
     make_curve_client,
 )
 from streamd.daemon.config import ConfigError, is_loopback_endpoint, load_config
-from streamd.daemon.soak.broker import Broker, free_tcp_port
+from streamd.daemon.tools.testing import Broker, clean_env, free_tcp_port, wait_until
 from tests.daemon.daemon_testing import (
     Daemon,
-    clean_env,
     cli,
     daemon_args,
     log_events,
     sample_log_lines,
-    wait_until,
     write,
 )
 

@@ -9,17 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from streamd.daemon.tools.testing import clean_env, free_zmq_endpoint, wait_until
 from tests.daemon.daemon_testing import (
     Daemon,
     NotifySocket,
-    clean_env,
     cli,
     daemon_args,
-    free_zmq_endpoint,
     log_events,
     sample_log_lines,
     signal_name,
-    wait_until,
 )
 
 pytestmark = pytest.mark.network

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from streamd.daemon.demo import sample_lines
+from streamd.daemon.tools.demo import sample_lines
 from tests.daemon.daemon_testing import cli
 
 REQUIRED_TOTALS = {

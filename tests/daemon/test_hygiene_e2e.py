@@ -16,15 +16,8 @@ import pytest
 import zmq
 from paho.mqtt.enums import CallbackAPIVersion
 
-from streamd.daemon.soak.broker import Broker, free_tcp_port
-from tests.daemon.daemon_testing import (
-    Daemon,
-    all_counted,
-    daemon_args,
-    free_zmq_endpoint,
-    log_events,
-    row,
-)
+from streamd.daemon.tools.testing import Broker, free_tcp_port, free_zmq_endpoint
+from tests.daemon.daemon_testing import Daemon, all_counted, daemon_args, log_events, row
 
 pytestmark = pytest.mark.network
 

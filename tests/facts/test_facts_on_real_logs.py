@@ -3,7 +3,7 @@ templates a person would make, exact counts, new flags, bounded memory."""
 
 from __future__ import annotations
 
-from streamd.daemon.demo import sample_lines
+from streamd.daemon.tools.demo import sample_lines
 from streamd.facts.tracker import FactsTracker
 
 SSHD = [line for line in sample_lines() if " sshd[" in line]

@@ -10,7 +10,8 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from streamd.daemon.soak.broker import Broker, start_soak_broker
+from streamd.daemon.tools.soak.broker import start_soak_broker
+from streamd.daemon.tools.testing import Broker
 
 pytestmark = pytest.mark.network
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from streamd.connectors import Accepted, Rejected, decode_message
-from streamd.daemon.soak.payloads import (
+from streamd.daemon.tools.soak.payloads import (
     BLOB_BYTES,
     REJECTED_AS,
     REPAIRS,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from streamd.daemon.soak.monitor import Sample
-from streamd.daemon.soak.reconcile import (
+from streamd.daemon.tools.soak.monitor import Sample
+from streamd.daemon.tools.soak.reconcile import (
     Counts,
     Delivery,
     SourceReport,

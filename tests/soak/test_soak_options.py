@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from streamd.daemon.soak.options import SoakOptionError, SoakOptions
-from streamd.daemon.soak.runner import schedule
+from streamd.daemon.tools.soak.options import SoakOptionError, SoakOptions
+from streamd.daemon.tools.soak.runner import schedule
 from tests.daemon.daemon_testing import cli
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon.daemon_testing import CLI, clean_env, log_events, read_jsonl
+from streamd.daemon.tools.testing import CLI, clean_env
+from tests.daemon.daemon_testing import log_events, read_jsonl
 
 pytestmark = pytest.mark.network
 

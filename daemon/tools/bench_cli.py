@@ -10,8 +10,8 @@ from typing import Any
 import click
 import torch
 
+from ..model_loading import load_model, resolve_device, resolve_dtype
 from .bench import BenchOptions, BenchReport, random_model, render, run_bench
-from .model_loading import load_model, resolve_device, resolve_dtype
 
 
 def _scaling(text: str, fail: Callable[[str], None]) -> tuple[int, ...]:

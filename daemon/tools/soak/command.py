@@ -12,17 +12,15 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from .broker import BrokerError
-from .daemon_process import DaemonExited
+from ..testing import BrokerError, DaemonExited, WaitTimeout
 from .options import SoakOptions
 from .report import render_table
 from .runner import run_soak
 from .senders import SenderStuck
-from .waiting import SoakTimeout
 
 EXIT_OK, EXIT_FAILED, EXIT_COULD_NOT_RUN, EXIT_INTERRUPTED = 0, 1, 2, 130
 # What stops a soak before it has a table: each names what went wrong.
-COULD_NOT_RUN = (BrokerError, DaemonExited, SoakTimeout, SenderStuck)
+COULD_NOT_RUN = (BrokerError, DaemonExited, WaitTimeout, SenderStuck)
 
 
 def run_command(

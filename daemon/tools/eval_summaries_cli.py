@@ -91,6 +91,7 @@ def eval_summaries(
     latency. --json adds every summary's text, the exact window text the model
     saw, its facts and its claim check.
     """
+    from ..session import Session, SessionConfig
     from .eval_summaries import (
         EvalSummariesError,
         EvalSummariesOptions,
@@ -99,7 +100,6 @@ def eval_summaries(
         render_table,
         report,
     )
-    from .session import Session, SessionConfig
 
     def progress(message: str) -> None:
         click.echo(message, err=True)

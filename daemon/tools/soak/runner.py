@@ -31,8 +31,8 @@ from typing import Any
 
 import zmq
 
-from .broker import free_tcp_port, start_soak_broker
-from .daemon_process import DaemonProcess
+from ..testing import DaemonProcess, WaitTimeout, free_tcp_port, wait_until
+from .broker import start_soak_broker
 from .monitor import Monitor, Sample
 from .options import SoakOptions
 from .payloads import Kind, Mix
@@ -49,7 +49,6 @@ from .reconcile import (
 )
 from .report import Faults, Memory, SoakResult, Summaries
 from .senders import MqttSender, Sender, SenderStuck, ZmqSender
-from .waiting import SoakTimeout, poll_until
 
 ZMQ_SOURCE, MQTT_SOURCE = "zmq-pull", "mqtt"  # the daemon's names (daemon/wiring.py)
 SOURCES = (ZMQ_SOURCE, MQTT_SOURCE)
@@ -57,6 +56,7 @@ TOPIC_ROOT = "soak"
 BROKER_DOWN_S = 1.0  # long enough that every client sees the broker gone
 RESUBSCRIBE_TIMEOUT_S = 60.0  # the daemon's reconnect backoff is capped at 30 s
 QUIET_S = 1.0  # settled: the counters stayed the same this long
+POLL_S = 0.2  # how often a settling daemon is asked for its status
 TICK_S = 0.5
 HEARTBEAT_S = 30.0  # a progress line this often while the traffic runs
 
@@ -318,7 +318,7 @@ class Soak:
         run, sent = self.runs[-1], self._sent_totals()
         try:
             doc = self._quiet_status(lambda d: self._settled(d, run, sent), when)
-        except SoakTimeout as timeout:  # the checks will say what did not add up
+        except WaitTimeout as timeout:  # the checks will say what did not add up
             self.progress(f"{timeout}; reading the counters as they are")
             doc = self.daemon.status() or {}
         run.final = _counts(doc)
@@ -341,7 +341,7 @@ class Soak:
             return doc if time.monotonic() - seen["since"] >= QUIET_S else None
 
         what = f"the daemon to settle {when} (everything sent received, nothing queued)"
-        return poll_until(quiet, what, self.options.drain_timeout_s)
+        return wait_until(quiet, what, self.options.drain_timeout_s, every_s=POLL_S)
 
     def _settled(self, doc: dict[str, Any], run: DaemonRun, sent: dict[str, int]) -> bool:
         if doc["queue"]["depth"]:
