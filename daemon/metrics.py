@@ -1,240 +1,154 @@
-"""Counters, gauges and histograms, and a Prometheus text endpoint (format 0.0.4).
+"""The daemon's Prometheus metrics, on prometheus-client, and its GET /metrics endpoint.
 
-The engine thread updates metrics while the event loop renders them, so each
-metric holds a lock. A histogram also keeps a bounded sample of its recent
-observations for the p50/p99 that `streamd status` shows; Prometheus gets the
-buckets. Names follow vLLM's (vllm:time_to_first_token_seconds ->
-streamd_time_to_first_token_seconds).
-
-The HTTP side is a deliberately small asyncio server: GET /metrics and nothing
-else, one request per connection, bounded request size and read time.
+Each metric wraps a prometheus-client one and adds what `streamd status` reads: values by
+label and, for a histogram, p50/p99 over a bounded sample of recent observations
+(Prometheus gets the buckets). Names follow vLLM's (vllm:time_to_first_token_seconds).
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
-import contextlib
 import math
+import socket
+import sys
 import threading
 from collections import deque
 from collections.abc import Iterable, Sequence
+from socketserver import ThreadingMixIn
+from typing import Any, Generic, TypeVar
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+from wsgiref.types import StartResponse, WSGIEnvironment
 
+import prometheus_client as prom
 import structlog
 
 log = structlog.get_logger(__name__)
 
+# No <name>_created series (process-wide): counters, gauges and buckets, as before.
+prom.disable_created_metrics()
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 RECENT_SAMPLE = 1024  # observations kept per histogram series for quantiles
-MAX_REQUEST_HEAD = 8192  # bytes of request line + headers before we give up on a client
-READ_TIMEOUT_S = 5.0
+READ_TIMEOUT_S = 5.0  # a metrics client silent this long is cut off
+CLOSE_POLL_S = 0.1  # how often the metrics server thread checks for close()
 
 LabelValues = tuple[str, ...]
+M = TypeVar("M", prom.Counter, prom.Gauge, prom.Histogram)
 
 
-def _format_value(value: float) -> str:
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if math.isnan(value):
-        return "NaN"
-    return repr(float(value))
+class _Metric(Generic[M]):
+    """A prometheus-client metric family, read back by label values."""
 
-
-def _escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def _label_text(names: Sequence[str], values: Sequence[str]) -> str:
-    if not names:
-        return ""
-    pairs = ",".join(f'{n}="{_escape_label(v)}"' for n, v in zip(names, values, strict=True))
-    return "{" + pairs + "}"
-
-
-class _Metric:
-    """A metric family: one series per combination of label values."""
-
-    kind = ""
-
-    def __init__(self, name: str, help_text: str, labels: Sequence[str] = ()) -> None:
+    def __init__(self, metric: M, name: str, labels: Sequence[str]) -> None:
+        self.metric: M = metric
         self.name = name
-        self.help = help_text
         self.label_names = tuple(labels)
-        self._lock = threading.Lock()
 
     def _key(self, labels: dict[str, str]) -> LabelValues:
         if set(labels) != set(self.label_names):
             raise ValueError(f"{self.name} takes labels {self.label_names}, got {tuple(labels)}")
         return tuple(str(labels[name]) for name in self.label_names)
 
-    def render(self) -> list[str]:
-        head = [f"# HELP {self.name} {_escape_help(self.help)}", f"# TYPE {self.name} {self.kind}"]
-        return head + self._samples()
+    def _child(self, labels: dict[str, str]) -> M:
+        key = self._key(labels)
+        return self.metric.labels(*key) if key else self.metric
 
-    def _samples(self) -> list[str]:
-        raise NotImplementedError
+    def _read(self, sample: str) -> dict[LabelValues, float]:
+        """{label values: value} of each `sample` line in the exposition (creates no series)."""
+        return {
+            tuple(s.labels[name] for name in self.label_names): s.value
+            for family in self.metric.collect()
+            for s in family.samples
+            if s.name == sample
+        }
 
 
-class _Scalar(_Metric):
+class _Scalar(_Metric[M]):
     """Counter and gauge: one float per series."""
 
-    def __init__(self, name: str, help_text: str, labels: Sequence[str] = ()) -> None:
-        super().__init__(name, help_text, labels)
-        self._values: dict[LabelValues, float] = {} if labels else {(): 0.0}
-
     def value(self, **labels: str) -> float:
-        with self._lock:
-            return self._values.get(self._key(labels), 0.0)
+        return self.values().get(self._key(labels), 0.0)
 
     def values(self) -> dict[LabelValues, float]:
         """Every series: {label values: value}."""
-        with self._lock:
-            return dict(self._values)
-
-    def _add(self, amount: float, labels: dict[str, str]) -> None:
-        key = self._key(labels)
-        with self._lock:
-            self._values[key] = self._values.get(key, 0.0) + amount
-
-    def _samples(self) -> list[str]:
-        return [
-            f"{self.name}{_label_text(self.label_names, key)} {_format_value(value)}"
-            for key, value in sorted(self.values().items())
-        ]
+        return self._read(self.name)
 
 
-class Counter(_Scalar):
-    kind = "counter"
+class Counter(_Scalar[prom.Counter]):
+    def __init__(
+        self, name: str, help_text: str, labels: Sequence[str], registry: prom.CollectorRegistry
+    ) -> None:
+        # prometheus-client adds _total to a name without it: ask for the name exposed.
+        if not name.endswith("_total"):
+            raise ValueError(f"{name}: a counter's name ends in _total")
+        super().__init__(prom.Counter(name, help_text, labels, registry=registry), name, labels)
 
     def inc(self, amount: float = 1.0, **labels: str) -> None:
-        if amount < 0:
-            raise ValueError(f"{self.name}: a counter only goes up (got {amount})")
-        self._add(amount, labels)
+        self._child(labels).inc(amount)
 
 
-class Gauge(_Scalar):
-    kind = "gauge"
+class Gauge(_Scalar[prom.Gauge]):
+    def __init__(
+        self, name: str, help_text: str, labels: Sequence[str], registry: prom.CollectorRegistry
+    ) -> None:
+        super().__init__(prom.Gauge(name, help_text, labels, registry=registry), name, labels)
 
     def set(self, value: float, **labels: str) -> None:
-        key = self._key(labels)
-        with self._lock:
-            self._values[key] = float(value)
-
-    def inc(self, amount: float = 1.0, **labels: str) -> None:
-        self._add(amount, labels)
-
-    def dec(self, amount: float = 1.0, **labels: str) -> None:
-        self._add(-amount, labels)
+        self._child(labels).set(value)
 
 
-class _Series:
-    """One histogram series: per-bucket counts, sum, and a bounded recent sample."""
-
-    def __init__(self, buckets: int) -> None:
-        self.counts = [0] * buckets  # not cumulative; the +Inf bucket is the last
-        self.sum = 0.0
-        self.recent: deque[float] = deque(maxlen=RECENT_SAMPLE)
-
-
-class Histogram(_Metric):
-    kind = "histogram"
-
+class Histogram(_Metric[prom.Histogram]):
     def __init__(
-        self, name: str, help_text: str, buckets: Iterable[float], labels: Sequence[str] = ()
+        self,
+        name: str,
+        help_text: str,
+        buckets: Iterable[float],
+        labels: Sequence[str],
+        registry: prom.CollectorRegistry,
     ) -> None:
-        super().__init__(name, help_text, labels)
-        self.bounds = sorted(float(b) for b in buckets if not math.isinf(b))
-        self._series: dict[LabelValues, _Series] = {} if labels else {(): self._new_series()}
-
-    def _new_series(self) -> _Series:
-        return _Series(len(self.bounds) + 1)
+        metric = prom.Histogram(name, help_text, labels, registry=registry, buckets=list(buckets))
+        super().__init__(metric, name, labels)
+        self._lock = threading.Lock()
+        self._recent: dict[LabelValues, deque[float]] = {}
 
     def observe(self, value: float, **labels: str) -> None:
-        key = self._key(labels)
-        # A value equal to a bound belongs to that bucket (le = "less or equal").
-        index = bisect.bisect_left(self.bounds, value)
+        self._child(labels).observe(value)
         with self._lock:
-            series = self._series.setdefault(key, self._new_series())
-            series.counts[index] += 1
-            series.sum += value
-            series.recent.append(value)
+            recent = self._recent.setdefault(self._key(labels), deque(maxlen=RECENT_SAMPLE))
+            recent.append(value)
 
     def count(self, **labels: str) -> int:
-        with self._lock:
-            series = self._series.get(self._key(labels))
-            return sum(series.counts) if series else 0
+        return int(self._read(f"{self.name}_count").get(self._key(labels), 0))
 
     def quantile(self, q: float, **labels: str) -> float | None:
         """The q-quantile (0..1, nearest rank) of the last RECENT_SAMPLE observations,
         None before the first one."""
         with self._lock:
-            series = self._series.get(self._key(labels))
-            recent = sorted(series.recent) if series else []
+            recent = sorted(self._recent.get(self._key(labels), ()))
         if not recent:
             return None
         rank = max(1, math.ceil(q * len(recent)))
         return recent[min(rank, len(recent)) - 1]
 
-    def _samples(self) -> list[str]:
-        with self._lock:
-            snapshot = {k: (list(s.counts), s.sum) for k, s in self._series.items()}
-        lines: list[str] = []
-        for key, (counts, total) in sorted(snapshot.items()):
-            lines += self._series_lines(key, counts, total)
-        return lines
 
-    def _series_lines(self, key: LabelValues, counts: list[int], total: float) -> list[str]:
-        names = (*self.label_names, "le")
-        bounds = [*self.bounds, math.inf]
-        cumulative, lines = 0, []
-        for bound, count in zip(bounds, counts, strict=True):
-            cumulative += count
-            labels = _label_text(names, (*key, _format_value(bound)))
-            lines.append(f"{self.name}_bucket{labels} {cumulative}")
-        plain = _label_text(self.label_names, key)
-        lines.append(f"{self.name}_sum{plain} {_format_value(total)}")
-        lines.append(f"{self.name}_count{plain} {cumulative}")
-        return lines
-
-
-class Registry:
-    """The metrics one endpoint exports, in registration order."""
-
-    def __init__(self) -> None:
-        self._metrics: dict[str, _Metric] = {}
-
-    def _add(self, metric: _Metric) -> None:
-        if metric.name in self._metrics:
-            raise ValueError(f"metric {metric.name} is registered twice")
-        self._metrics[metric.name] = metric
+class Registry(prom.CollectorRegistry):
+    """A prometheus-client registry (one per StreamdMetrics, not the global one) that
+    makes the metrics above."""
 
     def counter(self, name: str, help_text: str, labels: Sequence[str] = ()) -> Counter:
-        metric = Counter(name, help_text, labels)
-        self._add(metric)
-        return metric
+        return Counter(name, help_text, labels, self)
 
     def gauge(self, name: str, help_text: str, labels: Sequence[str] = ()) -> Gauge:
-        metric = Gauge(name, help_text, labels)
-        self._add(metric)
-        return metric
+        return Gauge(name, help_text, labels, self)
 
     def histogram(
         self, name: str, help_text: str, buckets: Iterable[float], labels: Sequence[str] = ()
     ) -> Histogram:
-        metric = Histogram(name, help_text, buckets, labels)
-        self._add(metric)
-        return metric
+        return Histogram(name, help_text, buckets, labels, self)
 
     def render(self) -> str:
         """The whole exposition, text format 0.0.4."""
-        lines: list[str] = []
-        for metric in self._metrics.values():
-            lines += metric.render()
-        return "\n".join(lines) + "\n"
+        return prom.generate_latest(self).decode()
 
 
 # Seconds. Prefill chunks and first tokens run from ~1 ms (135M model on a GPU) to
@@ -361,33 +275,60 @@ class StreamdMetrics:
         )
 
 
-class MetricsServer:
-    """GET /metrics over HTTP/1.x on host:port (port 0: the OS picks; see .port)."""
+class _Handler(WSGIRequestHandler):
+    default_request_version = "HTTP/1.0"  # a status line on every reply, a 400 included
 
-    def __init__(self, registry: Registry, host: str = "127.0.0.1", port: int = 9464) -> None:
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(READ_TIMEOUT_S)  # per read or write on the socket
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """No line on stderr per request."""
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True  # a thread per connection; none holds up shutdown
+
+    def __init__(self, host: str, port: int) -> None:
+        # IPv4 or IPv6, as the host says (a TCPServer is IPv4 unless told).
+        self.address_family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        super().__init__((host, port), _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went silent or away: logged at debug, not printed on stderr."""
+        log.debug("metrics request failed", client=client_address, error=repr(sys.exc_info()[1]))
+
+
+class MetricsServer:
+    """GET /metrics over HTTP on host:port (port 0: the OS picks; see .port): a wsgiref
+    server thread, one request per connection, prometheus-client's text format."""
+
+    def __init__(
+        self, registry: prom.CollectorRegistry, host: str = "127.0.0.1", port: int = 9464
+    ) -> None:
         self.registry = registry
         self.host = host
         self._port = port
-        self._server: asyncio.Server | None = None
+        self._server: _Server | None = None
 
     @property
     def port(self) -> int:
         """The bound port (after start)."""
-        if self._server is None:
-            return self._port
-        return int(self._server.sockets[0].getsockname()[1])
+        return self._port if self._server is None else self._server.server_port
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._serve, self.host, self._port, limit=MAX_REQUEST_HEAD
-        )
+        server = await asyncio.to_thread(_Server, self.host, self._port)
+        server.set_app(self._app)
+        serve = server.serve_forever
+        threading.Thread(target=serve, args=(CLOSE_POLL_S,), name="metrics", daemon=True).start()
+        self._server = server
         log.info("metrics endpoint listening", url=f"http://{self.host}:{self.port}/metrics")
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        server, self._server = self._server, None
+        if server is not None:
+            await asyncio.to_thread(server.shutdown)  # returns once serve_forever has
+            server.server_close()
 
     async def __aenter__(self) -> MetricsServer:
         await self.start()
@@ -396,42 +337,13 @@ class MetricsServer:
     async def __aexit__(self, *_: object) -> None:
         await self.close()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT_S)
-            status, body = self._respond(head.split(b"\r\n", 1)[0])
-        except (
-            asyncio.IncompleteReadError,
-            asyncio.LimitOverrunError,
-            TimeoutError,
-            ConnectionError,
-        ):
-            status, body = "400 Bad Request", "bad request\n"
-        with contextlib.suppress(ConnectionError):
-            await self._write(writer, status, body)
-
-    def _respond(self, request_line: bytes) -> tuple[str, str]:
-        parts = request_line.decode("latin-1").split()
-        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-            return "400 Bad Request", "bad request\n"
-        method, target = parts[0], parts[1].split("?", 1)[0]
-        if method != "GET":
-            return "405 Method Not Allowed", "only GET\n"
-        if target != "/metrics":
-            return "404 Not Found", "see /metrics\n"
-        return "200 OK", self.registry.render()
-
-    @staticmethod
-    async def _write(writer: asyncio.StreamWriter, status: str, body: str) -> None:
-        data = body.encode()
-        content_type = CONTENT_TYPE if status.startswith("200") else "text/plain; charset=utf-8"
-        head = (
-            f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
-            f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
-        )
-        writer.write(head.encode() + data)
-        try:
-            await writer.drain()
-        finally:
-            writer.close()
-            await writer.wait_closed()
+    def _app(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+        content_type = "text/plain; charset=utf-8"
+        if environ["PATH_INFO"] != "/metrics":
+            status, body = "404 Not Found", b"see /metrics\n"
+        elif environ["REQUEST_METHOD"] != "GET":
+            status, body = "405 Method Not Allowed", b"only GET\n"
+        else:
+            status, body, content_type = "200 OK", prom.generate_latest(self.registry), CONTENT_TYPE
+        start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+        return [body]

@@ -1,4 +1,4 @@
-"""The `streamd eval-summaries` command (registered by cli.py; kept out of it)."""
+"""The `streamd eval-summaries` command."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import NoReturn
 
 import click
 
-DEFAULT_MODEL = "default"  # model_loading's; not imported: it pulls torch into every command
+from ..cli_options import chunk_option, session_options
 
 
 def _fail(message: str) -> NoReturn:
@@ -29,15 +29,8 @@ def _fail(message: str) -> NoReturn:
 @click.option(
     "--max-batches", type=click.IntRange(min=1), default=None, help="Stop after N summaries."
 )
-@click.option("--model", default=DEFAULT_MODEL, help="'default', a model dir or a HF id.")
-@click.option("--device", default="auto", help="auto, cpu, cuda or cuda:N.")
-@click.option(
-    "--max-capacity",
-    type=click.IntRange(min=8),
-    default=1024,
-    help="Tokens the model sees: pinned prefix + window.",
-)
-@click.option("--chunk", type=click.IntRange(min=1), default=256, help="Prefill chunk, tokens.")
+@session_options
+@chunk_option
 @click.option(
     "--summary-max-tokens",
     type=click.IntRange(min=1),

@@ -23,6 +23,9 @@ CLI = (sys.executable, "-m", "streamd.daemon.cli")
 # a systemd notify socket.
 _LEAKS = ("STREAMD_", "NOTIFY_SOCKET", "WATCHDOG_", "LISTEN_")
 STATUS_TIMEOUT_S = 5.0
+# How long a wait on a condition may take before it fails. Generous: a wait that succeeds
+# returns at once, and a loaded CI machine (2 cores, other jobs) can be ten times slower.
+WAIT_S = 120.0
 DAEMON_STOP_S = 60.0  # SIGTERM drains the queue and writes a final summary
 
 
@@ -34,7 +37,7 @@ class WaitTimeout(AssertionError):
 
 
 def wait_until(
-    check: Callable[[], T | None], what: str, timeout_s: float = 20.0, every_s: float = 0.05
+    check: Callable[[], T | None], what: str, timeout_s: float = WAIT_S, every_s: float = 0.05
 ) -> T:
     """Call `check` until it returns something truthy, and return that."""
     deadline = time.monotonic() + timeout_s
@@ -117,7 +120,7 @@ class DaemonProcess:
             return None
 
     def wait_status(
-        self, check: Callable[[dict[str, Any]], bool], what: str, timeout_s: float = 20.0
+        self, check: Callable[[dict[str, Any]], bool], what: str, timeout_s: float = WAIT_S
     ) -> dict[str, Any]:
         """The first status document that passes `check`; DaemonExited if the daemon dies."""
 

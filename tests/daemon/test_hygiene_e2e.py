@@ -15,6 +15,7 @@ import paho.mqtt.client as paho
 import pytest
 import zmq
 from paho.mqtt.enums import CallbackAPIVersion
+from prometheus_client.parser import text_string_to_metric_families
 
 from streamd.daemon.tools.testing import Broker, free_tcp_port, free_zmq_endpoint
 from tests.daemon.daemon_testing import Daemon, all_counted, daemon_args, log_events, row
@@ -68,9 +69,9 @@ class Setup:
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=5) as response:
             text = response.read().decode()
-        shown = ",".join(f'{key}="{value}"' for key, value in labels.items())
-        found = re.search(rf"^{name}\{{{re.escape(shown)}\}} (\S+)$", text, re.MULTILINE)
-        return float(found.group(1)) if found else 0.0
+        # Parsed, not matched as text: the exposition sorts label names (prometheus-client).
+        samples = (s for f in text_string_to_metric_families(text) for s in f.samples)
+        return next((s.value for s in samples if s.name == name and s.labels == labels), 0.0)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,70 @@
+"""Click options that several commands share, each declared once with one default (the
+daemon's own), and the helpers every command uses to fail with one clear line."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+# model_loading.DEFAULT_MODEL and CacheConfig's defaults, not imported from there: those
+# modules import torch or the config, which would add seconds to every `streamd status`
+# (a test keeps them equal).
+DEFAULT_MODEL = "default"
+MAX_CAPACITY = 1024
+CHUNK = 256
+
+
+def model_option(command: F) -> F:
+    return click.option(
+        "--model",
+        default=DEFAULT_MODEL,
+        help="'default' (the embedded SmolLM2-135M), a local model directory or a Hugging Face "
+        "id in the local cache.",
+    )(command)
+
+
+def device_option(command: F) -> F:
+    return click.option("--device", default="auto", help="auto, cpu, cuda or cuda:N.")(command)
+
+
+def max_capacity_option(command: F) -> F:
+    return click.option(
+        "--max-capacity",
+        type=click.IntRange(min=8),
+        default=MAX_CAPACITY,
+        help="Tokens the model sees: pinned prefix + sliding window.",
+    )(command)
+
+
+def chunk_option(command: F) -> F:
+    return click.option(
+        "--chunk", type=click.IntRange(min=1), default=CHUNK, help="Prefill chunk, tokens."
+    )(command)
+
+
+def session_options(command: F) -> F:
+    """--model, --device and --max-capacity: what a command that runs a session takes."""
+    return model_option(device_option(max_capacity_option(command)))
+
+
+def progress(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def fail(message: str) -> NoReturn:
+    click.echo(f"streamd: {message}", err=True)
+    sys.exit(2)
+
+
+def or_exit(make: Callable[[], T]) -> T:
+    """Run `make`; a ValueError/RuntimeError of ours becomes one clear line and exit 2."""
+    try:
+        return make()
+    except (ValueError, RuntimeError) as error:
+        fail(str(error))
