@@ -17,7 +17,7 @@ import torch
 
 from .fused import FusedDecodeStep, fusion_unsupported
 from .hf import RingModel, allow_one_compile_per_capture, capture_stream, warm_up_or_unfused
-from .ring import ForwardPlan
+from .plan import ForwardPlan
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,8 @@ from .decode_attention import (
     decode_attention_reference,
     triton_available,
 )
-from .ring import ForwardPlan, StreamCache
+from .plan import ForwardPlan
+from .ring import StreamCache
 
 FUSABLE_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2"})
 

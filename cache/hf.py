@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from transformers import AttentionInterface, Cache
 
 from .layout import CacheLayout, LayoutError
-from .ring import ForwardPlan, KVShape, PlanKind, SinkMode, StreamCache
+from .plan import ForwardPlan, PlanKind
+from .ring import KVShape, SinkMode, StreamCache
 
 log = logging.getLogger(__name__)
 

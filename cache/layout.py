@@ -99,11 +99,6 @@ class CacheLayout:
     def ring_slot(self, position: int) -> int:
         return self.pinned + position % self.ring
 
-    def scratch_slot(self, index: int) -> int:
-        if not 0 <= index < self.scratch:
-            raise LayoutError(f"summary token {index} past the {self.scratch} summary slots")
-        return self.scratch_start + index
-
 
 def sink_anchor(layout: CacheLayout, stream_start: int, first_query: int) -> int:
     """Position of the oldest window token that `first_query` sees.

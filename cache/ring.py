@@ -1,14 +1,8 @@
 """The pinned + ring KV cache: tensors allocated once, written in place.
 
-One forward pass is planned (`plan_prefix` / `plan_stream` / `plan_scratch`),
-then the model writes each layer's new keys and values through `write`, then
-`finish` commits the plan. The plan carries the position ids and the boolean
-attention mask built on the device from the per-slot position tensor, so the
-model's own forward runs unchanged.
-
-Positions are kept relative to `base` (see DESIGN.md, Positions): RoPE angles
-of raw positions near 10^8 lose all precision in fp32.
-"""
+Each forward is planned (`plan_prefix` / `plan_stream` / `plan_scratch`, cache/plan.py),
+the model writes each layer through `write`, and `finish` commits. Positions are kept
+relative to `base`: RoPE angles of raw positions near 10^8 lose all precision in fp32."""
 
 from __future__ import annotations
 
@@ -18,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from .layout import CacheLayout, LayoutError, StreamCounters, sink_anchor
+from .plan import ChunkInputs, DecodeInputs, ForwardPlan, PlanKind
 from .rope import rotate, rotation_tables
 
 EMPTY = -(2**62)  # slot position of an empty slot: fails every `p > t - W` test
@@ -28,29 +23,11 @@ class SinkMode(enum.Enum):
     FIXED = "fixed"  # sinks left at their original positions (the known failure)
 
 
-class PlanKind(enum.Enum):
-    PREFIX = "prefix"
-    STREAM = "stream"
-    SCRATCH = "scratch"
-
-
 @dataclass(frozen=True)
 class KVShape:
     layers: int
     kv_heads: int
     head_dim: int
-
-
-@dataclass(frozen=True)
-class ForwardPlan:
-    """Inputs for one forward pass over `count` new tokens starting at `first`."""
-
-    kind: PlanKind
-    first: int  # absolute position of the first new token
-    count: int
-    position_ids: torch.Tensor  # [1, count] int64, relative to the cache base
-    mask: torch.Tensor  # [1, 1, count, slots] bool, True = may attend
-    write_slots: torch.Tensor  # [count] int64, slot of each new token
 
 
 class StreamCache:
@@ -106,34 +83,9 @@ class StreamCache:
         if not hasattr(self, "pristine"):
             self.pristine = torch.zeros(pinned, dtype=torch.float32, device=dev)
         most = max(layout.pinned, layout.chunk, layout.scratch, 1)
-        self._arange = torch.arange(most, dtype=torch.int64, device=dev)
-        self._positions = torch.empty(most, dtype=torch.int64, device=dev)
-        self._slots = torch.empty(most, dtype=torch.int64, device=dev)
-        self._lower = torch.empty(most, dtype=torch.int64, device=dev)
-        self._mask = torch.empty((most, layout.slots), dtype=torch.bool, device=dev)
-        self._mask_tmp = torch.empty((most, layout.slots), dtype=torch.bool, device=dev)
-        self._position_ids = torch.empty((1, most), dtype=torch.int64, device=dev)
-        self._allocate_decode_buffers(layout)
+        self._inputs = ChunkInputs(most, layout.slots, dev)
+        self._decode = DecodeInputs(layout.slots, dev)
         self.generation += 1  # anything captured over the old tensors must be captured again
-
-    def _allocate_decode_buffers(self, layout: CacheLayout) -> None:
-        """Static one-token inputs: a decode step reads and advances them on the device."""
-        dev = self.device
-        self._dec_position = torch.zeros(1, dtype=torch.int64, device=dev)
-        self._dec_slot = torch.zeros(1, dtype=torch.int64, device=dev)
-        self._dec_lower = torch.zeros(1, dtype=torch.int64, device=dev)
-        self._dec_base = torch.zeros(1, dtype=torch.int64, device=dev)
-        self._dec_position_ids = torch.zeros((1, 1), dtype=torch.int64, device=dev)
-        self._dec_mask = torch.empty((1, layout.slots), dtype=torch.bool, device=dev)
-        self._dec_mask_tmp = torch.empty((1, layout.slots), dtype=torch.bool, device=dev)
-        self._decode_plan = ForwardPlan(
-            kind=PlanKind.SCRATCH,
-            first=-1,  # lives on the device, in _dec_position
-            count=1,
-            position_ids=self._dec_position_ids,
-            mask=self._dec_mask.view(1, 1, 1, layout.slots),
-            write_slots=self._dec_slot,
-        )
 
     @property
     def pinned_done(self) -> bool:
@@ -167,9 +119,9 @@ class StreamCache:
             raise RuntimeError("the pinned prefix is already filled")
         if count != self.layout.pinned:
             raise LayoutError(f"prefix of {count} tokens for {self.layout.pinned} pinned slots")
-        positions = self._fill_positions(self.origin, count)
-        slots = self._slots[:count]
-        slots.copy_(self._arange[:count])
+        positions = self._inputs.positions(self.origin, count)
+        slots = self._inputs.slots(count)
+        slots.copy_(self._inputs.arange[:count])
         return self._finish_plan(PlanKind.PREFIX, self.origin, count, positions, slots)
 
     def plan_stream(self, count: int) -> ForwardPlan:
@@ -181,8 +133,8 @@ class StreamCache:
         if self.fence is not None:
             raise RuntimeError("a summary is in progress: end_scratch() first")
         self._maybe_rebase(self.head, self.head + count)
-        positions = self._fill_positions(self.head, count)
-        slots = self._slots[:count]
+        positions = self._inputs.positions(self.head, count)
+        slots = self._inputs.slots(count)
         torch.remainder(positions, self.layout.ring, out=slots)
         slots.add_(self.layout.ring_start)
         anchor = self._anchor_for(self.head)
@@ -206,9 +158,11 @@ class StreamCache:
                 f"of {self.layout.scratch} summary slots left"
             )
         first = self.fence + self.scratch_used
-        positions = self._fill_positions(first, count)
-        slots = self._slots[:count]
-        torch.add(self._arange[:count], self.layout.scratch_start + self.scratch_used, out=slots)
+        positions = self._inputs.positions(first, count)
+        slots = self._inputs.slots(count)
+        torch.add(
+            self._inputs.arange[:count], self.layout.scratch_start + self.scratch_used, out=slots
+        )
         self._place_pinned(self._anchor_for(self.fence))
         return self._finish_plan(PlanKind.SCRATCH, first, count, positions, slots)
 
@@ -223,31 +177,30 @@ class StreamCache:
         if self.scratch_used >= self.layout.scratch:
             raise LayoutError(f"all {self.layout.scratch} summary slots are used")
         self._place_pinned(self._anchor_for(self.fence))
-        self._dec_position.fill_(self.fence + self.scratch_used)
-        self._dec_slot.fill_(self.layout.scratch_start + self.scratch_used)
-        self._dec_lower.fill_(self.fence - self.layout.window)
-        self._dec_base.fill_(self.base)
-        self._plan = self._decode_plan
-        return self._decode_plan
+        self._decode.arm(
+            position=self.fence + self.scratch_used,
+            slot=self.layout.scratch_start + self.scratch_used,
+            lower=self.fence - self.layout.window,
+            base=self.base,
+        )
+        self._plan = self._decode.plan
+        return self._decode.plan
 
     @property
     def decode_plan(self) -> ForwardPlan:
         """The static one-token plan that arm_decode() fills."""
-        return self._decode_plan
+        return self._decode.plan
 
     def decode_steps_left(self) -> int:
         return self.layout.scratch - self.scratch_used
 
     def refresh_decode(self) -> None:
         """Device-only: the static token's slot position, mask and position id."""
-        self.slot_pos.index_copy_(0, self._dec_slot, self._dec_position)
-        self._mask_into(self._dec_position, self._dec_lower, self._dec_mask, self._dec_mask_tmp)
-        torch.sub(self._dec_position, self._dec_base, out=self._dec_position_ids[0])
+        self._decode.refresh(self.slot_pos, self.always_visible)
 
     def advance_decode(self) -> None:
         """Device-only: the next decode step writes the next scratch slot."""
-        self._dec_position.add_(1)
-        self._dec_slot.add_(1)
+        self._decode.advance()
 
     def finish_decode(self, steps: int) -> None:
         """Host bookkeeping after `steps` device-side decode steps."""
@@ -285,11 +238,6 @@ class StreamCache:
         self.scratch_used = 0
         self._plan = None
 
-    def _fill_positions(self, first: int, count: int) -> torch.Tensor:
-        positions = self._positions[:count]
-        torch.add(self._arange[:count], first, out=positions)
-        return positions
-
     def _finish_plan(
         self,
         kind: PlanKind,
@@ -300,49 +248,19 @@ class StreamCache:
     ) -> ForwardPlan:
         # New tokens' positions go in before the mask: a chunk sees itself causally.
         self.slot_pos.index_copy_(0, slots, positions)
-        mask = self._build_mask(positions)
+        mask = self._inputs.mask(
+            positions, self.slot_pos, self.always_visible, self.fence, self.layout.window
+        )
         plan = ForwardPlan(
             kind=kind,
             first=first,
             count=count,
-            position_ids=self._relative_positions(positions),
+            position_ids=self._inputs.relative_positions(positions, self.base),
             mask=mask.view(1, 1, count, self.layout.slots),
             write_slots=slots,
         )
         self._plan = plan
         return plan
-
-    def _relative_positions(self, positions: torch.Tensor) -> torch.Tensor:
-        """[1, count] position ids for the model, in a static buffer (CUDA-graph inputs)."""
-        out = self._position_ids[:, : positions.shape[0]]
-        torch.sub(positions, self.base, out=out[0])
-        return out
-
-    def _build_mask(self, positions: torch.Tensor) -> torch.Tensor:
-        """mask[q, s] = slot s holds p <= t_q and (s is pinned or p > min(t_q, fence) - W)."""
-        count = positions.shape[0]
-        lower = self._lower[:count]
-        if self.fence is None:
-            lower.copy_(positions)
-        else:
-            torch.clamp(positions, max=self.fence, out=lower)
-        lower.sub_(self.layout.window)
-        return self._mask_into(positions, lower, self._mask[:count], self._mask_tmp[:count])
-
-    def _mask_into(
-        self,
-        positions: torch.Tensor,
-        lower: torch.Tensor,
-        mask: torch.Tensor,
-        recent: torch.Tensor,
-    ) -> torch.Tensor:
-        """Device-only mask arithmetic. positions, lower: [n]; mask, recent: [n, slots]."""
-        slot_pos = self.slot_pos.unsqueeze(0)
-        torch.le(slot_pos, positions.unsqueeze(1), out=mask)
-        torch.gt(slot_pos, lower.unsqueeze(1), out=recent)
-        recent.logical_or_(self.always_visible.unsqueeze(0))
-        mask.logical_and_(recent)
-        return mask
 
     # ------------------------------------------------------------ pinned keys
 
@@ -356,7 +274,7 @@ class StreamCache:
         pinned = self.layout.pinned
         if pinned == 0 or anchor == self._pinned_anchor:
             return
-        virtual = self._arange[:pinned] + (anchor - pinned)
+        virtual = self._inputs.arange[:pinned] + (anchor - pinned)
         cos, sin = rotation_tables(virtual - self.base, self.inv_freq)
         placed = rotate(self.pristine, cos, sin).to(self.dtype)  # [layers, 1, kv, P, D]
         for layer, keys in enumerate(self.keys):

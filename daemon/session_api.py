@@ -8,7 +8,7 @@ torch objects.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from streamd.facts.claims import Verification
 from streamd.facts.records import SummaryFacts
@@ -55,20 +55,3 @@ class SessionStats:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-class SessionLike(Protocol):
-    """What the engine thread needs of a session (streamd.daemon.session.Session)."""
-
-    model_name: str
-
-    def ingest(self, text: str) -> int:
-        """Tokenize `text` (one or more lines) and prefill it; returns tokens ingested."""
-
-    def summarize(self, max_new_tokens: int | None = None) -> Summary:
-        """Decode a summary after the stream head; the stream cache is left bit-identical."""
-
-    def stats(self) -> SessionStats: ...
-
-    def set_max_capacity(self, n: int) -> tuple[int, int]:
-        """Apply live; returns (old, new). Raises ValueError naming the limit on a bad n."""

@@ -11,7 +11,10 @@ import click
 import torch
 
 from ..model_loading import load_model, resolve_device, resolve_dtype
-from .bench import BenchOptions, BenchReport, random_model, render, run_bench
+from .bench.models import random_model
+from .bench.options import BenchOptions
+from .bench.report import BenchReport, render
+from .bench.runner import run_bench
 
 
 def _scaling(text: str, fail: Callable[[str], None]) -> tuple[int, ...]:

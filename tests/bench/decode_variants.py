@@ -21,7 +21,7 @@ from torch.profiler import ProfilerActivity, profile
 from streamd.cache.decode import DecodeOptions, StaticDecoder
 from streamd.cache.hf import RingModel, build_ring_cache
 from streamd.cache.layout import CacheLayout
-from streamd.daemon.tools.bench import random_model
+from streamd.daemon.tools.bench.models import random_model
 
 CHUNK = 2048
 NEW_TOKENS = 128

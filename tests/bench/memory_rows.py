@@ -12,13 +12,11 @@ from collections import defaultdict
 
 import torch
 
-from streamd.daemon.tools.bench import (
-    BenchOptions,
-    baseline_generate,
-    peak_mb,
-    random_model,
-    streamd_generate,
-)
+from streamd.daemon.tools.bench.baseline import baseline_generate
+from streamd.daemon.tools.bench.device import peak_mb
+from streamd.daemon.tools.bench.models import random_model
+from streamd.daemon.tools.bench.options import BenchOptions
+from streamd.daemon.tools.bench.streamd_side import streamd_generate
 
 
 def _mb(n: float) -> str:

@@ -12,7 +12,8 @@ import torch
 from streamd.cache.decode import DecodeOptions, StaticDecoder
 from streamd.cache.hf import RingModel, build_ring_cache
 from streamd.cache.layout import CacheLayout, LayoutError
-from streamd.cache.ring import EMPTY, PlanKind
+from streamd.cache.plan import PlanKind
+from streamd.cache.ring import EMPTY
 from streamd.daemon.grounding import Segment, SummaryPlan, Written
 from streamd.daemon.guided import OPENER_BUCKETS, GuidedDecoder, RequestShape
 from streamd.daemon.summarizer import PlainDecoder

@@ -1,20 +1,8 @@
 """The soak's timeline: start everything, offer traffic, inject the faults, settle, reconcile.
 
-    broker up -> daemon ready and subscribed -> senders and monitor start
-    -> at evenly spaced times: broker restarts (traffic goes on) and, in the
-       middle, one daemon SIGKILL -> at the end, settle and SIGTERM the daemon
-
-Counters die with a SIGKILLed daemon, and messages in flight die with it too,
-so the table is made exact by construction: before the kill (and at the end)
-the senders pause, the broker acknowledges every publish, and the soak waits
-until the daemon's status shows everything sent as received, nothing queued,
-every message accounted for and no summary pending. Those counters are the
-run's final ones; the next run's are taken from its first status (zero, or
-what a resumed daemon carried over) and only the difference is added.
-
-Summaries come from the token trigger only (the seconds trigger is off): it
-fires after a batch, so once nothing is queued none is pending, and the
-JSONL's line count can be compared with the status' count exactly.
+broker up -> daemon ready and subscribed -> senders and monitor start
+-> at evenly spaced times: broker restarts (traffic goes on) and, in the
+   middle, one daemon SIGKILL -> at the end, settle and SIGTERM the daemon
 """
 
 from __future__ import annotations
@@ -25,7 +13,6 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,25 +20,24 @@ import zmq
 
 from ..testing import DaemonProcess, WaitTimeout, free_tcp_port, wait_until
 from .broker import start_soak_broker
-from .monitor import Monitor, Sample
-from .options import SoakOptions
-from .payloads import Kind, Mix
-from .reconcile import (
-    Check,
-    Counts,
-    Delivery,
-    SourceReport,
-    flat_check,
-    reconcile_source,
-    summaries_checks,
-    total,
-    trend,
+from .daemon_runs import (
+    SOURCES,
+    DaemonRun,
+    jsonl_lines,
+    read_jsonl,
+    sent_totals,
+    settled,
+    status_counts,
+    subscribed,
 )
-from .report import Faults, Memory, SoakResult, Summaries
+from .monitor import Monitor
+from .options import SoakOptions
+from .payloads import Mix
+from .reconcile import flat_check, summaries_checks
+from .report import Faults, SoakResult, Summaries
 from .senders import MqttSender, Sender, SenderStuck, ZmqSender
+from .verdict import fault_checks, memory_trends, source_reports
 
-ZMQ_SOURCE, MQTT_SOURCE = "zmq-pull", "mqtt"  # the daemon's names (daemon/wiring.py)
-SOURCES = (ZMQ_SOURCE, MQTT_SOURCE)
 TOPIC_ROOT = "soak"
 BROKER_DOWN_S = 1.0  # long enough that every client sees the broker gone
 RESUBSCRIBE_TIMEOUT_S = 60.0  # the daemon's reconnect backoff is capped at 30 s
@@ -63,26 +49,6 @@ HEARTBEAT_S = 30.0  # a progress line this often while the traffic runs
 Progress = Callable[[str], None]
 
 
-@dataclass
-class DaemonRun:
-    """One daemon process: its counters when it became ready and when it was settled."""
-
-    index: int
-    ready_at_s: float  # on the monitor's clock
-    baseline: dict[str, Counts]
-    emitted_baseline: int
-    jsonl_lines_at_start: int
-    final: dict[str, Counts] = field(default_factory=dict)
-    emitted_final: int = 0
-
-    def counted(self, source: str) -> Counts:
-        return self.final.get(source, Counts()) - self.baseline.get(source, Counts())
-
-    @property
-    def emitted(self) -> int:
-        return self.emitted_final - self.emitted_baseline
-
-
 def schedule(options: SoakOptions) -> list[tuple[float, str]]:
     """(seconds after the traffic starts, "broker" or "daemon"), evenly spaced; the daemon
     kill in the middle, between broker restarts."""
@@ -91,36 +57,6 @@ def schedule(options: SoakOptions) -> list[tuple[float, str]]:
         events.insert(len(events) // 2, "daemon")
     step = options.duration_s / (len(events) + 1)
     return [(step * (i + 1), event) for i, event in enumerate(events)]
-
-
-def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """(the records, how many lines are not a whole JSON object)."""
-    if not path.exists():
-        return [], 0
-    records, torn = [], 0
-    for line in path.read_bytes().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            record = None
-        if isinstance(record, dict):
-            records.append(record)
-        else:
-            torn += 1
-    return records, torn
-
-
-def _never_received(source: str, sent_by_kind: dict[str, int]) -> dict[str, int]:
-    """By kind, what was sent but never reaches the daemon: ZeroMQ blobs past the
-    frame limit, which libzmq drops with the connection."""
-    if source == ZMQ_SOURCE and sent_by_kind.get(Kind.BLOB):
-        return {Kind.BLOB: sent_by_kind[Kind.BLOB]}
-    return {}
-
-
-def _lines(path: Path) -> int:
-    """Lines in the file: each is a record or torn, so this is len(records) + torn."""
-    return len(path.read_bytes().splitlines()) if path.exists() else 0
 
 
 class Soak:
@@ -171,7 +107,9 @@ class Soak:
             "--control-socket", str(self.workdir / "control.sock"),
             "--model", o.model, "--device", o.device, "--max-capacity", str(o.max_capacity),
             "--summary-every-tokens", str(o.summary_every_tokens),
-            "--summary-every-seconds", "0",  # see the module docstring
+            # Token trigger only: it fires after a batch, so once nothing is queued no
+            # summary is pending, and the JSONL's lines match the status' count exactly.
+            "--summary-every-seconds", "0",
             "--no-stdout", "--jsonl", str(self.jsonl),
             "--zmq-bind", self.zmq_address,
             "--mqtt-host", broker.host, "--mqtt-port", str(broker.port),
@@ -241,7 +179,7 @@ class Soak:
 
     def _traffic_line(self) -> str:
         """Sent so far and how the daemon keeps up (a growing queue: lower --rate)."""
-        sent = sum(self._sent_totals().values())
+        sent = sum(sent_totals(self._sent_by_source()).values())
         doc = self.daemon.status()
         if doc is None:
             return f"{sent} messages sent; the daemon does not answer"
@@ -263,7 +201,7 @@ class Soak:
         self.broker.start()
         self.broker_restarts += 1
         went = time.monotonic()
-        self.daemon.wait_status(_subscribed, "the daemon to re-subscribe", RESUBSCRIBE_TIMEOUT_S)
+        self.daemon.wait_status(subscribed, "the daemon to re-subscribe", RESUBSCRIBE_TIMEOUT_S)
         self.resubscribed_after.append(round(time.monotonic() - went, 2))
         self.progress(f"{at_s:.0f} s: broker restarted; the daemon re-subscribed")
 
@@ -284,7 +222,7 @@ class Soak:
         self.daemon.start()
         self.monitor.watch(len(self.runs), self.daemon.pid)
         doc = self.daemon.wait_status(
-            lambda d: d["state"] == "ready" and _subscribed(d),
+            lambda d: d["state"] == "ready" and subscribed(d),
             "the daemon to load the model and subscribe",
             self.options.start_timeout_s,
         )
@@ -295,9 +233,9 @@ class Soak:
             DaemonRun(
                 index=len(self.runs),
                 ready_at_s=self.monitor.now_s(),
-                baseline=_counts(doc),
+                baseline=status_counts(doc),
                 emitted_baseline=int(doc["summaries"]["emitted"]),
-                jsonl_lines_at_start=_lines(self.jsonl),
+                jsonl_lines_at_start=jsonl_lines(self.jsonl),
             )
         )
         self.progress(f"daemon ready (pid {self.daemon.pid}, after {self.ready_after[-1]:.1f} s)")
@@ -308,20 +246,28 @@ class Soak:
             self.daemon.kill()
 
     def _settle(self, when: str) -> None:
-        """Pause the senders, let every message land, and keep the run's final counters."""
+        """Pause the senders, let every message land, and keep the run's final counters.
+
+        Counters and messages in flight die with a SIGKILLed daemon, so the table is
+        exact by construction: before the kill (and at the end) the senders pause, the
+        broker acknowledges every publish, and the soak waits until the status shows
+        everything sent as received, nothing queued, every message accounted for and no
+        summary pending. Those are the run's final counters; the next run's count from
+        its first status (zero, or what a resumed daemon carried over).
+        """
         for sender in self.senders:
             sender.pause()
         self.progress(f"settling {when}: senders paused; {self._traffic_line()}")
         for sender in self.senders:
             if isinstance(sender, MqttSender):
                 sender.wait_acked(self.options.drain_timeout_s)
-        run, sent = self.runs[-1], self._sent_totals()
+        run, sent = self.runs[-1], sent_totals(self._sent_by_source())
         try:
-            doc = self._quiet_status(lambda d: self._settled(d, run, sent), when)
+            doc = self._quiet_status(lambda d: settled(d, self.runs, sent, self.jsonl), when)
         except WaitTimeout as timeout:  # the checks will say what did not add up
             self.progress(f"{timeout}; reading the counters as they are")
             doc = self.daemon.status() or {}
-        run.final = _counts(doc)
+        run.final = status_counts(doc)
         run.emitted_final = int(doc.get("summaries", {}).get("emitted", run.emitted_baseline))
 
     def _quiet_status(self, check: Callable[[dict[str, Any]], bool], when: str) -> dict[str, Any]:
@@ -342,29 +288,6 @@ class Soak:
 
         what = f"the daemon to settle {when} (everything sent received, nothing queued)"
         return wait_until(quiet, what, self.options.drain_timeout_s, every_s=POLL_S)
-
-    def _settled(self, doc: dict[str, Any], run: DaemonRun, sent: dict[str, int]) -> bool:
-        if doc["queue"]["depth"]:
-            return False
-        earlier = self.runs[:-1]
-        for source in SOURCES:
-            now = Counts.from_status(doc["sources"].get(source)) - run.baseline[source]
-            counted = total([*(r.counted(source) for r in earlier), now])
-            if counted.queued or not counted.balanced or counted.received < sent[source]:
-                return False
-        every = doc["summaries"]["every_tokens"]
-        if every and doc["tokens"]["unsummarized"] >= every:
-            return False  # a token-triggered summary is due or running
-        emitted = int(doc["summaries"]["emitted"]) - run.emitted_baseline
-        return _lines(self.jsonl) == run.jsonl_lines_at_start + emitted
-
-    def _sent_totals(self) -> dict[str, int]:
-        """What each source must have received: sent, less ZeroMQ blobs (never received)."""
-        totals = dict.fromkeys(SOURCES, 0)
-        for source, by_kind in self._sent_by_source().items():
-            never = _never_received(source, by_kind)
-            totals[source] = sum(by_kind.values()) - sum(never.values())
-        return totals
 
     def _sent_by_source(self) -> dict[str, dict[str, int]]:
         sent: dict[str, dict[str, int]] = {source: {} for source in SOURCES}
@@ -387,7 +310,7 @@ class Soak:
     # ------------------------------------------------------------ result
 
     def _result(self, elapsed_s: float, exit_code: int, at_shutdown: int) -> SoakResult:
-        sources = self._source_reports()
+        sources = source_reports(self.runs, self._sent_by_source(), self.repairs_reported)
         records, torn = read_jsonl(self.jsonl)
         seqs = [record.get("seq") for record in records]
         summaries = Summaries(
@@ -396,14 +319,14 @@ class Soak:
             at_shutdown=at_shutdown,
             repeated_seq=len(seqs) - len(set(seqs)),
         )
-        memory = self._memory()
+        memory = memory_trends(self.options, self.runs, self.monitor)
         checks = [
             *(check for report in sources for check in report.checks),
             *summaries_checks(
                 summaries.jsonl_lines, torn, summaries.emitted, at_shutdown,
                 self.monitor.jsonl_shrank, summaries.repeated_seq,
             ),
-            *self._fault_checks(exit_code),
+            *fault_checks(self.options, self.broker_restarts, self.daemon_kills, exit_code),
         ]  # fmt: skip
         memory_checks = [flat_check("daemon RSS", memory.rss, memory.bound)]
         if memory.gpu:
@@ -425,57 +348,6 @@ class Soak:
             checks=tuple(checks),
             memory_checks=tuple(memory_checks),
         )
-
-    def _source_reports(self) -> list[SourceReport]:
-        sent = self._sent_by_source()
-        reports = []
-        for source in SOURCES:
-            counts = total(run.counted(source) for run in self.runs)
-            delivery = Delivery.EXACT if source == ZMQ_SOURCE else Delivery.AT_LEAST_ONCE
-            never = _never_received(source, sent[source])
-            reports.append(
-                reconcile_source(
-                    source, delivery, sent[source], counts, never, self.repairs_reported
-                )
-            )
-        return reports
-
-    def _fault_checks(self, exit_code: int) -> list[Check]:
-        o = self.options
-        planned = (o.broker_restarts, int(o.kill_daemon_once))
-        done = (self.broker_restarts, self.daemon_kills)
-        detail = (
-            f"broker restarts {done[0]} of {planned[0]}, daemon SIGKILLs {done[1]} of {planned[1]}"
-        )
-        return [
-            Check("faults: every planned fault was injected", done == planned, detail),
-            Check("daemon: SIGTERM at the end exits 0", exit_code == 0, f"exit code {exit_code}"),
-        ]
-
-    def _memory(self) -> Memory:
-        o = self.options
-        rss, gpu = [], []
-        for run in self.runs:
-            settled_from = run.ready_at_s + o.warmup_s
-            rss.append(trend(run.index, _of_run(self.monitor.rss, run.index), settled_from))
-            gpu_samples = _of_run(self.monitor.gpu, run.index)
-            if gpu_samples:
-                gpu.append(trend(run.index, gpu_samples, settled_from))
-        peaks = dict(sorted(self.monitor.peak_rss_by_run.items()))
-        return Memory(tuple(rss), peaks, tuple(gpu), o.warmup_s, o.max_memory_growth)
-
-
-def _of_run(samples: list[Sample], run: int) -> list[Sample]:
-    return [s for s in samples if s.run == run]
-
-
-def _subscribed(doc: dict[str, Any]) -> bool:
-    return bool(doc["sources"].get(MQTT_SOURCE, {}).get("connected"))
-
-
-def _counts(doc: dict[str, Any]) -> dict[str, Counts]:
-    rows = doc.get("sources", {})
-    return {source: Counts.from_status(rows.get(source)) for source in SOURCES}
 
 
 def run_soak(options: SoakOptions, progress: Progress) -> tuple[SoakResult, Path]:
