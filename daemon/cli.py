@@ -10,13 +10,13 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
+from .config.rules import CAPACITY_RANGE, DEFAULT_MODEL
 from .run_options import run_options
 from .tools.eval_summaries_cli import eval_summaries
 
 T = TypeVar("T")
-# model_loading.DEFAULT_MODEL, not imported from there: that module imports torch, which
-# would add seconds to every `streamd status` (a test keeps the two equal).
-DEFAULT_MODEL = "default"
+# Every --max-capacity: the bounds the config and the session check.
+CAPACITY = click.IntRange(*CAPACITY_RANGE)
 CONTROL_SOCKET_ENV = "STREAMD_CONTROL_SOCKET"
 
 
@@ -56,7 +56,7 @@ def main() -> None:
 )
 @click.option(
     "--max-capacity",
-    type=click.IntRange(min=8),
+    type=CAPACITY,
     default=1024,
     help="Tokens the model sees: pinned prefix + sliding window.",
 )
@@ -219,13 +219,13 @@ def eval_command(
 @click.option("--new-tokens", type=click.IntRange(min=2), default=128, help="Tokens generated.")
 @click.option(
     "--max-capacity",
-    type=click.IntRange(min=8),
+    type=CAPACITY,
     default=256,
     help="streamd's max_capacity for the rows (the experiment used 256).",
 )
 @click.option(
     "--stream-capacity",
-    type=click.IntRange(min=8),
+    type=CAPACITY,
     default=2048,
     help="streamd's max_capacity for the scaling table.",
 )
@@ -574,9 +574,7 @@ def summaries(control_socket: Path | None, as_json: bool, follow: bool, last: in
 )
 @click.option("--model", default=DEFAULT_MODEL, help="'default', a model dir or a HF id.")
 @click.option("--device", default="auto", help="auto, cpu, cuda or cuda:N.")
-@click.option(
-    "--max-capacity", type=click.IntRange(min=8), default=1024, help="The daemon's max_capacity."
-)
+@click.option("--max-capacity", type=CAPACITY, default=1024, help="The daemon's max_capacity.")
 @click.option(
     "--summary-every-tokens",
     type=click.IntRange(min=0),
