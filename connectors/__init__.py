@@ -6,7 +6,8 @@ or a rejection with a reason. Sinks (`async with sink: await sink.emit(rec)`)
 write summaries. `send_lines_zmq` / `send_lines_mqtt` are `streamd send`.
 """
 
-from .checks import ConfigError
+from streamd.errors import ConfigError
+
 from .messages import (
     DEFAULT_DECODER,
     Accepted,

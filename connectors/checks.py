@@ -10,11 +10,9 @@ from __future__ import annotations
 import os
 import stat
 
+from streamd.errors import ConfigError as ConfigError  # the project's one; connectors raise it
+
 ZMQ_SCHEMES = ("tcp://", "ipc://", "inproc://")
-
-
-class ConfigError(ValueError):
-    """A connector setting has a value we cannot use; the message says which and how to fix it."""
 
 
 def require(ok: bool, message: str) -> None:

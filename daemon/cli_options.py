@@ -9,13 +9,12 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
+from .config.rules import CAPACITY_RANGE, DEFAULT_MODEL
+
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
-# model_loading.DEFAULT_MODEL and CacheConfig's defaults, not imported from there: those
-# modules import torch or the config, which would add seconds to every `streamd status`
-# (a test keeps them equal).
-DEFAULT_MODEL = "default"
+# CacheConfig's defaults (a test keeps them equal).
 MAX_CAPACITY = 1024
 CHUNK = 256
 
@@ -36,7 +35,7 @@ def device_option(command: F) -> F:
 def max_capacity_option(command: F) -> F:
     return click.option(
         "--max-capacity",
-        type=click.IntRange(min=8),
+        type=click.IntRange(*CAPACITY_RANGE),  # the bounds the config and the session check
         default=MAX_CAPACITY,
         help="Tokens the model sees: pinned prefix + sliding window.",
     )(command)

@@ -260,7 +260,7 @@ class Engine:
     # --------------------------------------------------------------- tuning
 
     async def set_max_capacity(self, n: int) -> tuple[int, int]:
-        """Resize the cache live. A ValueError (SessionConfigError) says why a value
+        """Resize the cache live. A ValueError (ConfigError) says why a value
         cannot work; anything else is an EngineError."""
         try:
             resized = await self._thread.call(self._worker.set_max_capacity, n)

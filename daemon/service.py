@@ -43,11 +43,10 @@ from typing import Any
 import structlog
 import zmq
 
-from streamd.connectors import ConfigError as ConnectorConfigError
 from streamd.connectors import last_seq
 
 from . import sdnotify
-from .config import Config, unknown_environment
+from .config import Config, ConfigError, unknown_environment
 from .control import ControlError, ControlServer, SummaryFeed
 from .engine import Engine
 from .gpu import cuda_uuid
@@ -237,7 +236,7 @@ class Service:
     async def _open_outputs(self) -> None:
         try:
             sinks = build_sinks(self.config, self.zmq_keys)
-        except ConnectorConfigError as error:
+        except ConfigError as error:
             raise StartupError(str(error), EXIT_CONFIG) from None
         self._resources.push_async_callback(self.outputs.close)
         for sink, key in sinks:
@@ -247,7 +246,7 @@ class Service:
     async def _open_sources(self) -> None:
         try:
             specs = build_sources(self.config, self.zmq_keys)
-        except ConnectorConfigError as error:
+        except ConfigError as error:
             raise StartupError(str(error), EXIT_CONFIG) from None
         for spec in specs:
             await _opened(spec.source.open(), spec.key)
@@ -452,7 +451,7 @@ def _as_startup_error(error: Exception) -> StartupError:
     what it was (the log has the traceback)."""
     if isinstance(error, StartupError):
         return error
-    if isinstance(error, ConnectorConfigError):
+    if isinstance(error, ConfigError):
         return StartupError(str(error), EXIT_CONFIG)
     # One line for people; the traceback for whoever debugs it (at debug level).
     log.debug("startup failed with an unexpected error", exc_info=error)

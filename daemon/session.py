@@ -19,13 +19,15 @@ import torch
 from streamd.cache.decode import DecodeOptions, StaticDecoder
 from streamd.cache.hf import RingModel, build_ring_cache
 from streamd.cache.layout import CacheLayout, LayoutError, StreamCounters
+from streamd.errors import ConfigError
 from streamd.facts.tracker import FactsTracker
 
+from .config.rules import MIN_PINNED
 from .guided import GuidedDecoder, RequestShape, TokenGenerator, quote_token_ids
 from .model_loading import LoadedModel, load_model
 from .prompts import DEFAULT_SUMMARY_QUESTION, build_framing
 from .session_api import SessionStats, Summary
-from .session_config import MIN_PINNED, OPENER_TOKENS, SessionConfig, SessionConfigError
+from .session_config import OPENER_TOKENS, SessionConfig
 from .snapshot import SessionState, check_restorable, text_digest
 from .summarizer import Draft, PlainDecoder, Summarizer, SummaryText
 from .window_ids import TokenWindow
@@ -142,16 +144,11 @@ class Session:
     def _layout(self, config: SessionConfig) -> CacheLayout:
         pinned = len(self._prefix_ids)
         if pinned < MIN_PINNED:
-            raise SessionConfigError(
+            raise ConfigError(
                 f"the pinned prefix has {pinned} tokens; it needs >= {MIN_PINNED}: "
                 "use a longer system prompt"
             )
-        window = config.max_capacity - pinned
-        if window < 1:
-            raise SessionConfigError(
-                f"max_capacity = {config.max_capacity}: must exceed the pinned prefix of "
-                f"{pinned} tokens (the system prompt); try {pinned + 512} or more"
-            )
+        window = _window_for(config.max_capacity, pinned)
         request = len(self._request_ids)
         if config.summary_mode == "grounded":  # the plain path still fits (--compare)
             request = max(request, config.summary_request_tokens + OPENER_TOKENS)
@@ -161,7 +158,7 @@ class Session:
                 pinned=pinned, window=window, chunk=config.chunk, scratch=scratch
             )
         except LayoutError as error:
-            raise SessionConfigError(str(error)) from None
+            raise ConfigError(str(error)) from None
 
     def _encode(self, text: str, *, allow_special: bool) -> list[int]:
         # Stream text splits special tokens: "<|im_start|>" in a log line stays text.
@@ -287,17 +284,13 @@ class Session:
         """Resize live; returns (old, new). Refuses values the model or layout cannot take."""
         layout = self.ring.layout
         old = layout.max_capacity
-        if not isinstance(n, int) or n <= layout.pinned:
-            raise SessionConfigError(
-                f"max_capacity = {n!r}: must be an integer above the pinned prefix of "
-                f"{layout.pinned} tokens"
-            )
+        window = _window_for(n, layout.pinned)
         limit = int(self.loaded.model.config.max_position_embeddings)
         try:
-            layout.with_window(n - layout.pinned).check_positions(limit)
+            layout.with_window(window).check_positions(limit)
         except LayoutError as error:
-            raise SessionConfigError(f"max_capacity = {n}: {error}") from None
-        self.ring.set_window(n - layout.pinned)
+            raise ConfigError(f"max_capacity = {n}: {error}") from None
+        self.ring.set_window(window)
         self._fit_window_ids()
         return old, n
 
@@ -372,7 +365,7 @@ class Session:
         the position it would have had. Keys are recomputed from the window alone
         (what came before it is gone), which is what a fresh stream of those
         tokens would hold. The ring keeps its tensors, so captured graphs and the
-        compiled steps stay valid. Raises SessionConfigError if the state does not
+        compiled steps stay valid. Raises ConfigError if the state does not
         fit this session; if the re-prefill itself fails, the session is left empty,
         not half restored, and the error raised.
         """
@@ -396,3 +389,13 @@ class Session:
 def stream_lines(text: str) -> list[str]:
     """The lines of a message as the stream holds them: blank ones dropped."""
     return [line for line in text.splitlines() if line.strip()]
+
+
+def _window_for(max_capacity: int, pinned: int) -> int:
+    """W: what max_capacity leaves after the pinned prefix, at least one token."""
+    if not isinstance(max_capacity, int) or max_capacity <= pinned:
+        raise ConfigError(
+            f"max_capacity = {max_capacity!r}: must be an integer above the pinned prefix of "
+            f"{pinned} tokens (the system prompt); try {pinned + 512} or more"
+        )
+    return max_capacity - pinned

@@ -1,75 +1,44 @@
-"""The session's settings: frozen, checked once when built."""
+"""The session's settings: frozen, checked once when built, by the rules the config uses."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import ClassVar
 
-from streamd.facts.claims import POLICIES
-from streamd.facts.records import PROFILES
-
+from .config import rules
+from .config.rules import DEFAULT_MODEL, Rule, Section
 from .prompts import DEFAULT_SYSTEM_PROMPT
 
-DEFAULT_MODEL = "default"  # the embedded SmolLM2 (model_loading.py)
-SUMMARY_MODES = ("grounded", "plain")
-MIN_PINNED = 4  # StreamingLLM: 4 sink tokens are enough, fewer and window attention collapses
 # Scratch slots for a grounded summary's openers (facts sentences, quoted templates).
 OPENER_TOKENS = 256
 
 
-class SessionConfigError(ValueError):
-    """A session setting that cannot work; the message names it and the fix."""
-
-
 @dataclass(frozen=True)
-class SessionConfig:
+class SessionConfig(Section):
+    section: ClassVar[str] = ""  # errors name the bare field: "max_capacity = 2: ..."
+
     model: str = DEFAULT_MODEL
     device: str = "auto"
     dtype: str = "auto"
-    max_capacity: int = 1024  # P + W: tokens any query sees (pinned prefix included)
-    chunk: int = 256  # C: stream tokens per forward pass
-    summary_max_tokens: int = 128
+    # P + W: tokens any query sees (pinned prefix included)
+    max_capacity: int = field(default=1024, metadata=rules.MAX_CAPACITY.meta)
+    chunk: int = field(default=256, metadata=rules.CHUNK.meta)  # C: stream tokens per forward pass
+    summary_max_tokens: int = field(default=128, metadata=rules.SUMMARY_MAX_TOKENS.meta)
     # >1 discourages tokens already generated; small models loop without it.
-    repetition_penalty: float = 1.2
-    temperature: float = 0.0  # 0 = greedy
+    repetition_penalty: float = field(default=1.2, metadata=Rule(at_least=1, at_most=2).meta)
+    temperature: float = field(  # 0 = greedy
+        default=0.0, metadata=Rule(at_least=0, at_most=5, hint="0 is greedy").meta
+    )
     # "static": device-side decode steps, one CUDA graph replayed per token on a GPU;
     # "plain": one ordinary forward per token (the reference the fast path must match).
-    decode: str = "static"
+    decode: str = field(default="static", metadata=Rule(choices=("static", "plain")).meta)
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
-    rebase_threshold: int = 2**15
+    rebase_threshold: int = field(default=2**15, metadata=Rule(at_least=1).meta)
     # The grounded summary's first forward (facts digest, question, first openers):
     # one fixed size, so a GPU replays one captured graph for every summary.
-    summary_request_tokens: int = 256
+    summary_request_tokens: int = field(default=256, metadata=Rule(at_least=64).meta)
     # grounded: on the facts, checked (summarizer.py); plain: the bare question, unchecked.
-    summary_mode: str = "grounded"
-    profile: str = "auto"  # logs | transcript | auto (per window)
-    unsupported: str = "drop-sentence"  # or flag: what happens to an unsupported claim
-
-    def __post_init__(self) -> None:
-        checks = [
-            ("max_capacity", self.max_capacity, 2 * MIN_PINNED),
-            ("chunk", self.chunk, 1),
-            ("summary_max_tokens", self.summary_max_tokens, 1),
-            ("rebase_threshold", self.rebase_threshold, 1),
-            ("summary_request_tokens", self.summary_request_tokens, 64),
-        ]
-        if self.summary_mode not in SUMMARY_MODES:
-            raise SessionConfigError(
-                f"summary_mode = {self.summary_mode!r}: use {' or '.join(SUMMARY_MODES)}"
-            )
-        if self.profile not in PROFILES:
-            raise SessionConfigError(f"profile = {self.profile!r}: use {', '.join(PROFILES)}")
-        if self.unsupported not in POLICIES:
-            raise SessionConfigError(
-                f"unsupported = {self.unsupported!r}: use {' or '.join(POLICIES)}"
-            )
-        if self.decode not in ("static", "plain"):
-            raise SessionConfigError(f"decode = {self.decode!r}: use static or plain")
-        if not 0.0 <= self.temperature <= 5.0:
-            raise SessionConfigError(f"temperature = {self.temperature!r}: must be 0 (greedy)..5")
-        if not 1.0 <= self.repetition_penalty <= 2.0:
-            raise SessionConfigError(
-                f"repetition_penalty = {self.repetition_penalty!r}: must be between 1.0 and 2.0"
-            )
-        for name, value, lowest in checks:
-            if not isinstance(value, int) or value < lowest:
-                raise SessionConfigError(f"{name} = {value!r}: must be an integer >= {lowest}")
+    summary_mode: str = field(default="grounded", metadata=rules.SUMMARY_MODE.meta)
+    profile: str = field(default="auto", metadata=rules.PROFILE.meta)  # logs | transcript | auto
+    # drop-sentence or flag: what happens to an unsupported claim
+    unsupported: str = field(default="drop-sentence", metadata=rules.UNSUPPORTED.meta)

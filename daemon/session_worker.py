@@ -117,7 +117,7 @@ class SessionWorker:
         return summary, self._observed_stats()
 
     def set_max_capacity(self, n: int) -> Resized:
-        """Raises SessionConfigError (a ValueError) with the reason on a value that cannot work."""
+        """Raises ConfigError (a ValueError) with the reason on a value that cannot work."""
         old, new = self._loaded().set_max_capacity(n)
         return Resized(old, new, self._observed_stats())
 

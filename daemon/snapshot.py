@@ -36,8 +36,7 @@ from typing import Any
 
 from streamd.cache.layout import CacheLayout
 from streamd.connectors.durable import fsync_directory, write_all
-
-from .session_config import SessionConfigError
+from streamd.errors import ConfigError
 
 FORMAT = "streamd-session-snapshot"
 VERSION = 1
@@ -319,20 +318,20 @@ def set_aside(path: Path, kind: str, reason: str) -> Loaded:
 
 
 def check_restorable(state: SessionState, layout: CacheLayout, vocab: int) -> None:
-    """Raises SessionConfigError saying why a snapshot cannot resume this session."""
+    """Raises ConfigError saying why a snapshot cannot resume this session."""
     try:
         state.check()
     except SnapshotCorrupt as error:
-        raise SessionConfigError(f"snapshot: {error}") from None
+        raise ConfigError(f"snapshot: {error}") from None
     if state.pinned != layout.pinned:
-        raise SessionConfigError(
+        raise ConfigError(
             f"snapshot: its pinned prefix has {state.pinned} tokens, this session's "
             f"{layout.pinned} (another system prompt or chat template)"
         )
     if len(state.window_ids) > layout.window:
-        raise SessionConfigError(
+        raise ConfigError(
             f"snapshot: {len(state.window_ids)} window tokens, this session's window "
             f"holds {layout.window}"
         )
     if any(token >= vocab for token in state.window_ids):
-        raise SessionConfigError(f"snapshot: a token id past the vocabulary of {vocab}")
+        raise ConfigError(f"snapshot: a token id past the vocabulary of {vocab}")

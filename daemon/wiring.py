@@ -9,14 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import structlog
 
 from streamd.connectors import (
     JsonlFileSink,
-    MqttBrokerConfig,
     MqttSink,
     MqttSinkConfig,
     MqttSource,
@@ -39,7 +37,8 @@ from streamd.connectors.zmq_security import (
     load_public_key,
 )
 
-from .config import BLOCK, Config, MqttConfig, SecurityConfig, is_loopback_endpoint, zmq_binds
+from .config import BLOCK, Config, SecurityConfig
+from .config.exposure import exposed
 from .metrics import StreamdMetrics
 
 log = structlog.get_logger(__name__)
@@ -54,30 +53,6 @@ class SourceSpec:
     wait_when_full: bool
 
 
-def _path(value: Path | None) -> str | None:
-    return None if value is None else str(value)
-
-
-def mqtt_broker(mqtt: MqttConfig) -> MqttBrokerConfig:
-    return MqttBrokerConfig(
-        host=mqtt.host or "",
-        port=mqtt.port,
-        client_id=mqtt.client_id,
-        username=mqtt.username,
-        password=mqtt.password,
-        tls=mqtt.tls,
-        ca_file=_path(mqtt.tls_ca),
-        cert_file=_path(mqtt.tls_cert),
-        key_file=_path(mqtt.tls_key),
-        # TLS file errors then name the key the user wrote, not the connector's field.
-        setting_names={
-            "ca_file": "sources.mqtt.tls_ca",
-            "cert_file": "sources.mqtt.tls_cert",
-            "key_file": "sources.mqtt.tls_key",
-        },
-    )
-
-
 @dataclass(frozen=True)
 class ZmqKeys:
     """The CURVE keys that the security.* files hold; None where that side of CURVE is off."""
@@ -88,7 +63,7 @@ class ZmqKeys:
 
 
 def load_zmq_keys(security: SecurityConfig) -> ZmqKeys:
-    """Reads and checks the key files; connectors.ConfigError names the key and the file."""
+    """Reads and checks the key files; a ConfigError names the key and the file."""
     if security.zmq_curve_secret_key_file is None:
         return ZmqKeys()
     pair = load_key_pair("security.zmq_curve_secret_key_file", security.zmq_curve_secret_key_file)
@@ -108,24 +83,28 @@ async def open_zmq_security(config: Config, resources: AsyncExitStack) -> ZmqKey
     authenticator listening (closed with `resources`). Without it, binds beyond loopback
     were refused by the config unless allow_insecure: then this warns, loudly."""
     keys = load_zmq_keys(config.security)
-    binds = [endpoint for _, _, endpoint in zmq_binds(config)]
+    binds = config.zmq_binds()
     if keys.server is not None:
         authenticator = ZapAuthenticator(keys.authorized)
         await authenticator.open()
         resources.push_async_callback(authenticator.close)
-        log.info("zmq CURVE on", binds=binds, authorized_keys=len(keys.authorized))
-    exposed = [endpoint for endpoint in binds if not is_loopback_endpoint(endpoint)]
-    if exposed and keys.server is None:
+        log.info(
+            "zmq CURVE on",
+            binds=[bind.endpoint for bind in binds],
+            authorized_keys=len(keys.authorized),
+        )
+    outside = [bind.endpoint for bind in exposed(binds)]
+    if outside and keys.server is None:
         log.warning(
             "INSECURE: ZeroMQ sockets listen beyond loopback without authentication; anyone "
             "who reaches them can feed the session (security.allow_insecure = true)",
-            endpoints=exposed,
+            endpoints=outside,
         )
     return keys
 
 
 def build_sources(config: Config, keys: ZmqKeys | None = None) -> list[SourceSpec]:
-    """Every configured source; raises connectors.ConfigError (a ValueError) on a bad one."""
+    """Every configured source; raises ConfigError (a ValueError) on a bad one."""
     sources, keys = config.sources, keys or ZmqKeys()
     specs = []
     for index, bind in enumerate(sources.zmq_pull):
@@ -138,14 +117,14 @@ def build_sources(config: Config, keys: ZmqKeys | None = None) -> list[SourceSpe
         specs.append(SourceSpec(sub, "sources.zmq_sub", wait_when_full=False))
     if sources.mqtt.enabled:
         mqtt = MqttSourceConfig(
-            broker=mqtt_broker(sources.mqtt), topics=sources.mqtt.topics, qos=sources.mqtt.qos
+            broker=sources.mqtt.broker(), topics=sources.mqtt.topics, qos=sources.mqtt.qos
         )
         specs.append(SourceSpec(MqttSource(mqtt), "sources.mqtt", wait_when_full=False))
     return specs
 
 
 def build_sinks(config: Config, keys: ZmqKeys | None = None) -> list[tuple[Sink, str]]:
-    """Every configured output with its config key; raises connectors.ConfigError."""
+    """Every configured output with its config key; raises ConfigError."""
     outputs, keys = config.outputs, keys or ZmqKeys()
     sinks: list[tuple[Sink, str]] = []
     if outputs.stdout:
@@ -155,7 +134,7 @@ def build_sinks(config: Config, keys: ZmqKeys | None = None) -> list[tuple[Sink,
     if outputs.zmq_pub is not None:
         sinks.append((ZmqPubSink(outputs.zmq_pub, curve=keys.server), "outputs.zmq_pub"))
     if outputs.mqtt_topic is not None:
-        mqtt = MqttSinkConfig(broker=mqtt_broker(config.sources.mqtt), topic=outputs.mqtt_topic)
+        mqtt = MqttSinkConfig(broker=config.sources.mqtt.broker(), topic=outputs.mqtt_topic)
         sinks.append((MqttSink(mqtt), "outputs.mqtt_topic"))
     return sinks
 

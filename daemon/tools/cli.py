@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from ..cli_options import (
+    CAPACITY_RANGE,
     chunk_option,
     device_option,
     fail,
@@ -181,7 +182,7 @@ def eval_command(
 @max_capacity_option
 @click.option(
     "--stream-capacity",
-    type=click.IntRange(min=8),
+    type=click.IntRange(*CAPACITY_RANGE),
     default=2048,
     help="streamd's max_capacity for the scaling table.",
 )

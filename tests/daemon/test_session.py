@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from streamd.daemon.model_loading import LoadedModel
-from streamd.daemon.session import Session, SessionConfig, SessionConfigError
+from streamd.daemon.session import Session, SessionConfig
+from streamd.errors import ConfigError
 
 LOG = "\n".join(
     f"Nov 28 04:{i:02d}:00 web-{i % 3} sshd[{1000 + i}]: Failed password for root from 10.0.0.{i}"
@@ -91,7 +92,7 @@ def test_set_max_capacity_refuses_with_the_reason(
     tiny_loaded: LoadedModel, value: int, message: str
 ) -> None:
     session = _session(tiny_loaded)
-    with pytest.raises(SessionConfigError, match=message):
+    with pytest.raises(ConfigError, match=message):
         session.set_max_capacity(value)
     assert session.stats().max_capacity == 256
 
@@ -106,7 +107,7 @@ def test_config_checks_the_trained_context_at_start(tiny_loaded: LoadedModel) ->
     ("field", "value"), [("max_capacity", 2), ("chunk", 0), ("summary_max_tokens", -1)]
 )
 def test_bad_settings_name_the_field(field: str, value: int) -> None:
-    with pytest.raises(SessionConfigError, match=field):
+    with pytest.raises(ConfigError, match=field):
         SessionConfig(**{field: value})  # type: ignore[arg-type]
 
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from streamd.daemon.model_loading import LoadedModel
-from streamd.daemon.session import Session, SessionConfig, SessionConfigError
+from streamd.daemon.session import Session, SessionConfig
+from streamd.errors import ConfigError
 
 LINES = [
     f"Nov 28 04:{i:02d}:00 web-{i % 3} sshd[{1000 + i}]: Failed password for root from 10.0.0.{i}"
@@ -133,7 +134,7 @@ def test_a_state_that_does_not_fit_is_refused_and_the_session_stays_usable(
         (replace(state, tokens_ingested=state.position), "counters disagree"),
     ]
     for wrong, reason in bad:
-        with pytest.raises(SessionConfigError, match=reason):
+        with pytest.raises(ConfigError, match=reason):
             session.restore(wrong)
     session.ingest(LINES[0])
     assert session.stats().tokens_ingested == len(session.tokenize_stream(LINES[0]))

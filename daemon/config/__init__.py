@@ -1,0 +1,63 @@
+"""The daemon's configuration: frozen, typed sections (schema.py), their rules (rules.py),
+who may reach the binds (exposure.py), where files go (paths.py), and the loader."""
+
+from streamd.errors import ConfigError
+
+from .exposure import SecurityConfig, is_loopback_endpoint
+from .loader import config_keys, env_var_for, load_config, unknown_environment
+from .paths import (
+    DEFAULT_CONFIG_PATH,
+    control_socket_candidates,
+    default_client_id,
+    default_control_socket,
+    default_state_dir,
+    find_control_socket,
+)
+from .schema import (
+    BLOCK,
+    DROP_OLDEST,
+    QUEUE_MAX_CHARS,
+    CacheConfig,
+    Config,
+    ControlConfig,
+    IngestConfig,
+    LogConfig,
+    MetricsConfig,
+    ModelConfig,
+    MqttConfig,
+    OutputsConfig,
+    SnapshotConfig,
+    SourcesConfig,
+    SummaryConfig,
+)
+
+__all__ = [
+    "BLOCK",
+    "DEFAULT_CONFIG_PATH",
+    "DROP_OLDEST",
+    "QUEUE_MAX_CHARS",
+    "CacheConfig",
+    "Config",
+    "ConfigError",
+    "ControlConfig",
+    "IngestConfig",
+    "LogConfig",
+    "MetricsConfig",
+    "ModelConfig",
+    "MqttConfig",
+    "OutputsConfig",
+    "SecurityConfig",
+    "SnapshotConfig",
+    "SourcesConfig",
+    "SummaryConfig",
+    "config_keys",
+    "control_socket_candidates",
+    "default_client_id",
+    "default_control_socket",
+    "default_state_dir",
+    "env_var_for",
+    "find_control_socket",
+    "is_loopback_endpoint",
+    "load_config",
+    "unknown_environment",
+]

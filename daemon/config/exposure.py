@@ -1,0 +1,93 @@
+"""Who may use streamd's ZeroMQ binds: loopback is open, anything beyond needs CURVE keys
+or security.allow_insecure said in so many words."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, NamedTuple
+
+from .rules import Section
+
+
+@dataclass(frozen=True)
+class SecurityConfig(Section):
+    """Who may use streamd's ZeroMQ sockets. (The control socket is a file in the runtime
+    directory, mode 0660; there is no TCP control endpoint.)"""
+
+    section: ClassVar[str] = "security"
+
+    # The daemon's CURVE key pair, the NAME.key_secret file of zmq.auth.create_certificates.
+    # With the folder below, every ZeroMQ bind (sources.zmq_pull, outputs.zmq_pub) is a
+    # CURVE server; with zmq_sub_server_key, sources.zmq_sub connects as a CURVE client.
+    zmq_curve_secret_key_file: Path | None = None
+    # A folder of the public NAME.key files of the clients that may connect; nobody else can.
+    zmq_curve_authorized_keys: Path | None = None
+    # The public key file of the publishers that sources.zmq_sub connects to.
+    zmq_sub_server_key: Path | None = None
+    # A bind beyond loopback without CURVE is refused at start unless this says, in so
+    # many words, that anyone who reaches the port may feed the session.
+    allow_insecure: bool = False
+
+    @property
+    def curve_server(self) -> bool:
+        """Binds are CURVE servers: the key pair and the authorized keys are both given."""
+        return self.zmq_curve_authorized_keys is not None
+
+    def _check(self) -> None:
+        need_pair = "needs security.zmq_curve_secret_key_file (the daemon's own key pair)"
+        if self.zmq_curve_secret_key_file is None:
+            for name in ("zmq_curve_authorized_keys", "zmq_sub_server_key"):
+                if getattr(self, name) is not None:
+                    raise self.invalid(name, need_pair)
+        elif not self.curve_server and self.zmq_sub_server_key is None:
+            why = (
+                "does nothing alone: add security.zmq_curve_authorized_keys (CURVE on "
+                "binds) or security.zmq_sub_server_key (CURVE on sources.zmq_sub)"
+            )
+            raise self.invalid("zmq_curve_secret_key_file", why)
+
+
+class Bind(NamedTuple):
+    """An endpoint the daemon binds a ZeroMQ socket to, and the setting that asks for it."""
+
+    section: Section
+    name: str  # the field: "zmq_pull", "zmq_pub"
+    endpoint: str
+
+
+def is_loopback_endpoint(endpoint: str) -> bool:
+    """True for ipc:// and inproc:// and for tcp:// on 127.0.0.0/8, ::1 or localhost;
+    `tcp://*`, 0.0.0.0, interface names and other hosts reach beyond this machine."""
+    if endpoint.startswith(("ipc://", "inproc://")):
+        return True
+    if not endpoint.startswith("tcp://"):
+        return False
+    host = endpoint.removeprefix("tcp://").rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # *, an interface name, a host name
+        return False
+
+
+def exposed(binds: Iterable[Bind]) -> list[Bind]:
+    """The binds that reach beyond this machine."""
+    return [bind for bind in binds if not is_loopback_endpoint(bind.endpoint)]
+
+
+def check_exposure(binds: Iterable[Bind], security: SecurityConfig) -> None:
+    """A bind beyond loopback needs CURVE, or allow_insecure said in so many words."""
+    outside = exposed(binds)
+    if outside and not (security.curve_server or security.allow_insecure):
+        section, name, endpoint = outside[0]
+        raise section.invalid(
+            name,
+            f"{endpoint} listens beyond loopback without authentication (anyone who "
+            "reaches the port could use it); configure CURVE keys "
+            "(security.zmq_curve_secret_key_file and security.zmq_curve_authorized_keys)"
+            ", or set security.allow_insecure = true",
+        )
