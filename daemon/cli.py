@@ -143,7 +143,7 @@ def send(
     Blank lines are skipped. Exits 0 once every line is sent; otherwise 1,
     with the counts and the first reason on stderr.
     """
-    from . import commands
+    from .control import client as commands
 
     broker = {"host": mqtt_host, "port": mqtt_port, "username": mqtt_username}
     broker |= {"password": mqtt_password, "tls": mqtt_tls, "ca_file": mqtt_tls_ca}
@@ -180,7 +180,7 @@ def status(control_socket: Path | None, as_json: bool) -> None:
     stopping. So `streamd status >/dev/null && ...` waits for nothing but a
     daemon that can take text.
     """
-    from . import commands
+    from .control import client as commands
 
     sys.exit(commands.status(control_socket, as_json))
 
@@ -218,7 +218,7 @@ def tune(
     changes. The change lasts until the daemon restarts: put it in the config
     file to keep it.
     """
-    from . import commands
+    from .control import client as commands
 
     changes = {
         "max_capacity": max_capacity,
@@ -242,7 +242,7 @@ def summarize(control_socket: Path | None, as_json: bool, timeout: float) -> Non
 
     It also goes to every output the daemon writes summaries to.
     """
-    from . import commands
+    from .control import client as commands
 
     sys.exit(commands.summarize(control_socket, as_json, timeout))
 
@@ -261,7 +261,7 @@ def summaries(control_socket: Path | None, as_json: bool, follow: bool, last: in
     With --json, one JSON object per line (jq-friendly). The daemon keeps the
     last 256; a follower that falls further behind is told how many it missed.
     """
-    from . import commands
+    from .control import client as commands
 
     sys.exit(commands.summaries(control_socket, as_json, follow, last))
 

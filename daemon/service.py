@@ -47,15 +47,17 @@ from streamd.connectors import last_seq
 
 from . import sdnotify
 from .config import Config, ConfigError, unknown_environment
-from .control import ControlError, ControlServer, SummaryFeed
+from .control.feed import SummaryFeed
+from .control.handlers import ControlHandler
+from .control.protocol import ControlError
+from .control.server import ControlServer
+from .control.status import READY, STARTING, STOPPING, source_counts
 from .engine import Engine
 from .gpu import cuda_uuid
-from .handler import ControlHandler
 from .ingest import SHUTDOWN, IngestQueue, Intake
 from .logsetup import configure_logging
 from .metrics import MetricsServer, StreamdMetrics
 from .snapshot_keeper import SnapshotKeeper
-from .status import READY, STARTING, STOPPING, source_counts
 from .wiring import Outputs, SourceSpec, ZmqKeys, build_sinks, build_sources, open_zmq_security
 
 log = structlog.get_logger(__name__)

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..control import ControlClient, ControlError
+from ..control.client import ControlClient
+from ..control.protocol import ControlError
 
 T = TypeVar("T")
 

@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamd.connectors import RawMessage
+from streamd.daemon.control.status import source_counts
 from streamd.daemon.ingest import IngestQueue, Intake, Lines, joined_text
 from streamd.daemon.metrics import StreamdMetrics
-from streamd.daemon.status import source_counts
 
 
 def msg(source: str, *texts: str) -> Lines:

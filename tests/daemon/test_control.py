@@ -6,6 +6,8 @@ import asyncio
 import json
 import socket
 import stat
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -16,19 +18,19 @@ import zmq.asyncio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamd.daemon import control
 from streamd.daemon.config import Config, ConfigError
-from streamd.daemon.control import (
+from streamd.daemon.control import protocol
+from streamd.daemon.control.client import ControlClient
+from streamd.daemon.control.feed import SummaryFeed
+from streamd.daemon.control.protocol import (
     MAX_REQUEST_BYTES,
-    ControlClient,
     ControlError,
-    ControlServer,
     DaemonUnreachable,
     ProtocolError,
-    SummaryFeed,
     check_args,
     parse_request,
 )
+from streamd.daemon.control.server import ControlServer
 
 network = pytest.mark.network
 
@@ -199,7 +201,7 @@ async def test_multipart_and_giant_frames(raw: Callable[..., Awaitable[Any]]) ->
     reply = await raw(b'{"v": 1, "cmd": "ping"}', b"extra")
     assert reply["error"] == "a request is exactly one frame of JSON"
     # Over the hard limit libzmq drops the connection instead of buffering the frame...
-    assert await raw(b"x" * (control.HARD_FRAME_LIMIT + 1), timeout_s=0.5) is None
+    assert await raw(b"x" * (protocol.HARD_FRAME_LIMIT + 1), timeout_s=0.5) is None
     # ...and the server goes on serving everyone, this peer too once it reconnects.
     for _ in range(20):
         if (reply := await raw(b'{"v": 1, "cmd": "ping"}', timeout_s=0.5)) is not None:
@@ -397,12 +399,12 @@ async def test_feed_arguments_are_checked(args: dict[str, Any], message: str) ->
 
 def test_tune_arguments_map_onto_config_keys() -> None:
     args = {"max_capacity": 512, "summary_every_tokens": 0, "summary_every_seconds": 5}
-    check_args("tune", args, control.TUNE_KEYS)
-    tuned = Config().with_overrides({control.TUNE_KEYS[k]: v for k, v in args.items()})
+    check_args("tune", args, protocol.TUNE_KEYS)
+    tuned = Config().with_overrides({protocol.TUNE_KEYS[k]: v for k, v in args.items()})
     assert tuned.cache.max_capacity == 512
     assert (tuned.summary.every_tokens, tuned.summary.every_seconds) == (0, 5.0)
     with pytest.raises(ConfigError, match=r"cache\.max_capacity = 2: must be an integer from 8"):
-        Config().with_overrides({control.TUNE_KEYS["max_capacity"]: 2})
+        Config().with_overrides({protocol.TUNE_KEYS["max_capacity"]: 2})
 
 
 # --- any input, a defined outcome ---------------------------------------------------------
@@ -418,7 +420,7 @@ REQUESTISH = st.fixed_dictionaries(
     {},
     optional={
         "v": st.sampled_from([1, 2, True, "1", None]),
-        "cmd": st.sampled_from([*control.COMMANDS, "x", 3]),
+        "cmd": st.sampled_from([*protocol.COMMANDS, "x", 3]),
         "args": JSON,
         "id": JSON,
         "extra": JSON,
@@ -434,6 +436,17 @@ def test_any_frame_parses_or_is_refused_with_a_reason(frame: bytes) -> None:
     except ProtocolError as e:
         assert str(e)
         return
-    assert request.cmd in control.COMMANDS
+    assert request.cmd in protocol.COMMANDS
     assert isinstance(request.args, dict)
-    control.encode_reply(request.id, error="x")  # whatever id passed can be echoed
+    protocol.encode_reply(request.id, error="x")  # whatever id passed can be echoed
+
+
+def test_the_control_package_imports_no_torch() -> None:
+    """The CLI imports the client on every call, and status is answered from the event
+    loop: neither may pull in torch."""
+    modules = ("client", "feed", "handlers", "protocol", "server", "status")
+    imports = "; ".join(f"import streamd.daemon.control.{m}" for m in modules)
+    check = f"import sys; {imports}; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

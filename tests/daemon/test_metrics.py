@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from streamd.daemon import metrics
+from streamd.daemon.control.status import source_counts
 from streamd.daemon.metrics import MetricsServer, Registry, StreamdMetrics
-from streamd.daemon.status import source_counts
 
 # The text format 0.0.4, one line at a time (https://prometheus.io/docs/instrumenting/exposition_formats/).
 NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"

@@ -8,9 +8,9 @@ import time
 import pytest
 
 from streamd.connectors import RawMessage
+from streamd.daemon.control.status import source_counts
 from streamd.daemon.ingest import IngestQueue, Intake, Lines, joined_text
 from streamd.daemon.metrics import StreamdMetrics
-from streamd.daemon.status import source_counts
 
 
 def lines(source: str, *texts: str) -> Lines:

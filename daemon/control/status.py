@@ -1,15 +1,5 @@
-"""The `status` document (built in the daemon) and its table (rendered by the CLI).
-
-The document is plain JSON. Keys other programs rely on (the issue's contract):
-state, model, cache{max_capacity, used, pinned, window, bytes},
-tokens{ingested, evicted}, summaries{emitted}, sources{name: {received,
-ingested, rejected, dropped, queued}}, where per source received = ingested +
-dropped + rejected + queued once nothing is in flight on the engine thread.
-Each source also has rejected_by_reason, dropped_by_reason and
-repaired_by_kind ({replaced, stripped, cut}: what the decoder had to repair).
-Everything else is for people and may grow.
-Latencies are null until the first observation.
-"""
+"""The `status` document (built in the daemon, from the engine, queue and metrics) and
+its table for people (rendered by the CLI)."""
 
 from __future__ import annotations
 
@@ -19,10 +9,10 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the CLI imports this module for the table: keep it light
-    from .engine import Engine
-    from .ingest import IngestQueue
-    from .metrics import Histogram, StreamdMetrics
-    from .wiring import Outputs
+    from ..engine import Engine
+    from ..ingest import IngestQueue
+    from ..metrics import Histogram, StreamdMetrics
+    from ..wiring import Outputs
 
 STARTING, READY, STOPPING = "starting", "ready", "stopping"
 
@@ -39,6 +29,14 @@ def status_document(
     gpu: dict[str, Any],
     snapshot: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """Plain JSON. The keys other programs rely on (the issue's contract): state, model,
+    cache{max_capacity, used, pinned, window, bytes}, tokens{ingested, evicted},
+    summaries{emitted}, sources{name: {received, ingested, rejected, dropped, queued}},
+    where per source received = ingested + dropped + rejected + queued once nothing is in
+    flight on the engine thread. Each source also has rejected_by_reason,
+    dropped_by_reason and repaired_by_kind ({replaced, stripped, cut}: what the decoder
+    had to repair). Everything else is for people and may grow. Latencies are null until
+    the first observation."""
     stats, config = engine.stats, engine.config
     return {
         "state": state,

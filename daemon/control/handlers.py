@@ -1,27 +1,64 @@
 """The daemon's answers to control requests: status, tune, summarize, summaries.
 
-ControlServer (control.py) parses and replies; this decides. Everything here
-runs on the event loop: the session is reached only through the Engine,
-which runs the work on the engine thread.
+The server (server.py) parses and replies; this decides, on the event loop: the
+session is reached only through the Engine, which runs the work on the engine thread.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from .config import ConfigError
-from .control import TUNE_KEYS, ControlError, check_args
-from .engine import EngineError
-from .gpu import NvmlReader
+from ..config import Config, ConfigError
+from ..engine import EngineError
+from ..gpu import NvmlReader
+from .protocol import TUNE_KEYS, ControlError, check_args
 from .status import READY, STARTING, status_document
 
 if TYPE_CHECKING:
-    from .service import Service
+    from ..engine import Engine
+    from ..ingest import IngestQueue
+    from ..metrics import StreamdMetrics
+    from ..wiring import Outputs
+    from .feed import SummaryFeed
+
+
+class SnapshotStatus(Protocol):
+    """The snapshot keeper, as far as `status` reads it."""
+
+    def status(self) -> dict[str, Any]: ...
+
+
+class ServiceView(Protocol):
+    """What the handlers read and call on the service (Service has it all). Read-only
+    members: a live config change goes through apply_config()."""
+
+    @property
+    def state(self) -> str: ...
+    @property
+    def uptime_s(self) -> float: ...
+    @property
+    def gpu_uuid(self) -> str | None: ...
+    @property
+    def config(self) -> Config: ...
+    @property
+    def engine(self) -> Engine: ...
+    @property
+    def queue(self) -> IngestQueue: ...
+    @property
+    def metrics(self) -> StreamdMetrics: ...
+    @property
+    def outputs(self) -> Outputs: ...
+    @property
+    def snapshots(self) -> SnapshotStatus: ...
+    @property
+    def feed(self) -> SummaryFeed: ...
+    def source_links(self) -> dict[str, bool | None]: ...
+    def apply_config(self, config: Config) -> None: ...
 
 
 class ControlHandler:
-    def __init__(self, service: Service, nvml: NvmlReader | None = None) -> None:
+    def __init__(self, service: ServiceView, nvml: NvmlReader | None = None) -> None:
         self.service = service
         self._nvml = nvml or NvmlReader()
         # One tune at a time: each builds on the config the one before it left (two at

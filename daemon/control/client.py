@@ -1,30 +1,126 @@
-"""The bodies of the client commands: send, status, tune, summarize, summaries.
-
-Each returns the exit code; cli.py only declares options. Exit codes:
-0 done (status: the daemon is ready), 1 the daemon is unreachable or refused
-(the reason on stderr), 2 a usage or setting error, 3 the daemon answers but
-is not ready (starting or stopping), 130 interrupted (Ctrl-C).
-This module stays light (no torch): every CLI call imports it.
+"""ControlClient, and the bodies of the CLI's status, tune, summarize, summaries and
+send (the one that talks to the data sockets instead). Each returns the exit code;
+cli.py only declares the options. Light on purpose (no torch): every CLI call imports it.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
+import zmq
 
-from .config import find_control_socket
-from .control import ControlClient, ControlError, DaemonUnreachable
-from .grounding import top_patterns_text
+from ..config import find_control_socket
+from ..grounding import top_patterns_text
+from .protocol import (
+    MAX_REQUEST_BYTES,
+    STOPPING_REPLY,
+    ControlError,
+    DaemonUnreachable,
+    decode_reply,
+    encode_request,
+    endpoint_for,
+)
 from .status import READY, render_status_table
 
+FOLLOW_WAIT_S = 30.0
+# 0 done (status: the daemon is ready), 1 the daemon is unreachable or refused (the
+# reason on stderr), 2 a usage or setting error, 3 the daemon answers but is not ready
+# (starting or stopping), 130 interrupted (Ctrl-C).
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_READY, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-STOPPING_REPLY = "streamd is stopping"
+
+
+class ControlClient:
+    """A blocking client for the CLI: one DEALER socket, one request at a time."""
+
+    def __init__(self, socket_path: str | Path, timeout_s: float = 5.0) -> None:
+        self.path = Path(socket_path)
+        self.timeout_s = timeout_s
+        self.missed = 0  # summaries follow() could not deliver (they left the daemon's memory)
+        self._context = zmq.Context()
+        self._socket: zmq.Socket[bytes] | None = None
+        self._ids = itertools.count(1)
+
+    def request(
+        self, cmd: str, args: dict[str, Any] | None = None, *, timeout_s: float | None = None
+    ) -> dict[str, Any]:
+        """The command's result; raises ControlError with the daemon's reason, or
+        DaemonUnreachable when nothing answers within the timeout."""
+        request_id = next(self._ids)
+        payload = encode_request(cmd, args, request_id)
+        if len(payload) > MAX_REQUEST_BYTES:
+            raise ControlError(
+                f"{cmd}: request too large ({len(payload)} > {MAX_REQUEST_BYTES} bytes)"
+            )
+        if not self.path.exists():
+            raise DaemonUnreachable(self._unreachable())
+        sock = self._connected()
+        sock.send_multipart([b"", payload])
+        reply = self._receive(sock, request_id, self.timeout_s if timeout_s is None else timeout_s)
+        if reply.get("ok") is True and isinstance(reply.get("result"), dict):
+            return dict(reply["result"])
+        if reply.get("ok") is True:
+            raise ControlError(f"{cmd}: the daemon's result is not a JSON object")
+        raise ControlError(str(reply.get("error", "the daemon refused the request")))
+
+    def follow(self, recent: int = 0, wait_s: float = FOLLOW_WAIT_S) -> Iterator[dict[str, Any]]:
+        """Summaries as the daemon emits them, after the last `recent` ones; never ends.
+        Raises ControlError("streamd is stopping") when the daemon shuts down, and
+        DaemonUnreachable when it is gone."""
+        page = self.request("summaries", {"limit": recent})
+        while True:
+            self.missed += page["missed"]
+            yield from page["summaries"]
+            args = {"after": page["cursor"], "epoch": page["epoch"], "wait_s": wait_s}
+            page = self.request("summaries", args, timeout_s=self.timeout_s + wait_s)
+
+    def _connected(self) -> zmq.Socket[bytes]:
+        if self._socket is None:
+            self._socket = self._context.socket(zmq.DEALER)
+            self._socket.setsockopt(zmq.LINGER, 0)
+            self._socket.connect(endpoint_for(self.path))
+        return self._socket
+
+    def _receive(
+        self, sock: zmq.Socket[bytes], request_id: int, timeout_s: float
+    ) -> dict[str, Any]:
+        """The reply to `request_id`, skipping late replies to earlier, timed-out requests."""
+        deadline = time.monotonic() + timeout_s
+        while (remaining := deadline - time.monotonic()) > 0:
+            if not sock.poll(max(1, int(remaining * 1000)), zmq.POLLIN):
+                break
+            reply = decode_reply(sock.recv_multipart()[-1])
+            if reply.get("id") == request_id:
+                return reply
+        raise DaemonUnreachable(self._unreachable())
+
+    def _unreachable(self) -> str:
+        return (
+            f"no streamd daemon answering on {self.path} "
+            "(is it running? see --control-socket / STREAMD_CONTROL_SOCKET)"
+        )
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close(linger=0)
+            self._socket = None
+        self._context.term()
+
+    def __enter__(self) -> ControlClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+# --- the CLI commands ---------------------------------------------------------------------
 
 
 def _fail(message: str, code: int = EXIT_ERROR) -> int:
