@@ -52,11 +52,11 @@ from .control.handlers import ControlHandler
 from .control.protocol import ControlError
 from .control.server import ControlServer
 from .control.status import READY, STARTING, STOPPING, source_counts
-from .engine import Engine
-from .gpu import cuda_uuid
+from .engine.gpu import cuda_uuid
 from .ingest import SHUTDOWN, IngestQueue, Intake
 from .logsetup import configure_logging
 from .metrics import MetricsServer, StreamdMetrics
+from .scheduler import Engine
 from .snapshot_keeper import SnapshotKeeper
 from .wiring import Outputs, SourceSpec, ZmqKeys, build_sinks, build_sources, open_zmq_security
 

@@ -29,9 +29,9 @@ import structlog
 
 from . import snapshot as store
 from .config import Config
-from .engine import Engine
+from .engine.prompts import DEFAULT_SYSTEM_PROMPT
 from .metrics import StreamdMetrics
-from .prompts import DEFAULT_SYSTEM_PROMPT
+from .scheduler import Engine
 from .snapshot import Expected, SessionState, Snapshot
 
 log = structlog.get_logger(__name__)

@@ -18,7 +18,7 @@ import click
 import zmq
 
 from ..config import find_control_socket
-from ..grounding import top_patterns_text
+from ..engine.grounding import top_patterns_text
 from .protocol import (
     MAX_REQUEST_BYTES,
     STOPPING_REPLY,

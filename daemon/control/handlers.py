@@ -10,15 +10,15 @@ import asyncio
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..config import Config, ConfigError
-from ..engine import EngineError
-from ..gpu import NvmlReader
+from ..engine.gpu import NvmlReader
+from ..scheduler import EngineError
 from .protocol import TUNE_KEYS, ControlError, check_args
 from .status import READY, STARTING, status_document
 
 if TYPE_CHECKING:
-    from ..engine import Engine
     from ..ingest import IngestQueue
     from ..metrics import StreamdMetrics
+    from ..scheduler import Engine
     from ..wiring import Outputs
     from .feed import SummaryFeed
 

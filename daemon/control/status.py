@@ -9,9 +9,9 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the CLI imports this module for the table: keep it light
-    from ..engine import Engine
     from ..ingest import IngestQueue
     from ..metrics import Histogram, StreamdMetrics
+    from ..scheduler import Engine
     from ..wiring import Outputs
 
 STARTING, READY, STOPPING = "starting", "ready", "stopping"

@@ -10,7 +10,7 @@ from typing import Any
 import click
 import torch
 
-from ..model_loading import load_model, resolve_device, resolve_dtype
+from ..engine.loading import load_model, resolve_device, resolve_dtype
 from .bench.models import random_model
 from .bench.options import BenchOptions
 from .bench.report import BenchReport, render

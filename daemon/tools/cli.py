@@ -55,7 +55,7 @@ def demo(
     The logs are real fail2ban test data bundled with streamd (GPL-2, see
     daemon/data/SOURCES.md). Memory stays fixed however many lines flow.
     """
-    from ..session import Session, SessionConfig
+    from ..engine.session import Session, SessionConfig
     from .demo import DemoOptions, render_totals, run_demo
 
     config = SessionConfig(
@@ -124,7 +124,7 @@ def eval_command(
     """
     import torch
 
-    from ..model_loading import load_model
+    from ..engine.loading import load_model
     from .evaluate import POLICIES, EvalOptions, evaluate, read_text_tokens, render_table
 
     options = or_exit(

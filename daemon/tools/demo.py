@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 
-from ..grounding import top_patterns_text
-from ..session import Session
-from ..session_api import Summary
+from ..engine.api import Summary
+from ..engine.grounding import top_patterns_text
+from ..engine.session import Session
 
 Echo = Callable[[str], None]
 

@@ -11,8 +11,8 @@ from typing import Any
 
 from streamd.facts.records import SummaryFacts
 
-from ..session import Session
-from ..session_api import Summary
+from ..engine.api import Summary
+from ..engine.session import Session
 from .summary_scores import SummaryScore, Totals, score_summary, totals
 
 Echo = Callable[[str], None]

@@ -84,7 +84,7 @@ def eval_summaries(
     latency. --json adds every summary's text, the exact window text the model
     saw, its facts and its claim check.
     """
-    from ..session import Session, SessionConfig
+    from ..engine.session import Session, SessionConfig
     from .eval_summaries import (
         EvalSummariesError,
         EvalSummariesOptions,

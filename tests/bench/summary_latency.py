@@ -17,7 +17,7 @@ import statistics
 
 import torch
 
-from streamd.daemon.session import Session, SessionConfig
+from streamd.daemon.engine.session import Session, SessionConfig
 from streamd.daemon.tools.demo import sample_lines
 
 

@@ -14,9 +14,9 @@ from streamd.cache.hf import RingModel, build_ring_cache
 from streamd.cache.layout import CacheLayout, LayoutError
 from streamd.cache.plan import PlanKind
 from streamd.cache.ring import EMPTY
-from streamd.daemon.grounding import Segment, SummaryPlan, Written
-from streamd.daemon.guided import OPENER_BUCKETS, GuidedDecoder, RequestShape
-from streamd.daemon.summarizer import PlainDecoder
+from streamd.daemon.engine.grounding import Segment, SummaryPlan, Written
+from streamd.daemon.engine.guided import OPENER_BUCKETS, GuidedDecoder, RequestShape
+from streamd.daemon.engine.summarizer import PlainDecoder
 
 PINNED, WINDOW, CHUNK, SCRATCH = 4, 16, 8, 40
 VOCAB = 49152

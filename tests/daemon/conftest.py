@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from streamd.daemon.model_loading import LoadedModel, load_model
+from streamd.daemon.engine.loading import LoadedModel, load_model
 
 
 @pytest.fixture(scope="session")

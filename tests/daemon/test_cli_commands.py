@@ -21,7 +21,7 @@ def test_every_config_key_has_a_run_option() -> None:
 
 
 def test_the_cli_default_model_is_the_loaders() -> None:
-    from streamd.daemon.model_loading import DEFAULT_MODEL
+    from streamd.daemon.engine.loading import DEFAULT_MODEL
 
     assert cli_module.DEFAULT_MODEL == DEFAULT_MODEL
 

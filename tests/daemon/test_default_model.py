@@ -7,8 +7,8 @@ import torch
 
 from streamd.cache.layout import CacheLayout
 from streamd.cache.ring import SinkMode
-from streamd.daemon.model_loading import LoadedModel
-from streamd.daemon.session import Session, SessionConfig
+from streamd.daemon.engine.loading import LoadedModel
+from streamd.daemon.engine.session import Session, SessionConfig
 from streamd.daemon.tools.evaluate import default_eval_text, perplexity, stream_nll
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from streamd.daemon.prompts import DEFAULT_SYSTEM_PROMPT
+from streamd.daemon.engine.prompts import DEFAULT_SYSTEM_PROMPT
 from streamd.daemon.snapshot import SessionState, Snapshot, save, text_digest, window_digest
 from streamd.daemon.tools.testing import free_zmq_endpoint, wait_until
 from tests.daemon.daemon_testing import Daemon, cli, daemon_args, sample_log_lines

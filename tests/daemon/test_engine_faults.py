@@ -15,12 +15,12 @@ import pytest
 import structlog
 import torch
 
-from streamd.daemon.engine import Engine
+from streamd.daemon.engine.loading import LoadedModel
+from streamd.daemon.engine.session import Session, SessionConfig
+from streamd.daemon.engine.worker import SessionWorker
 from streamd.daemon.ingest import IngestQueue, Lines
 from streamd.daemon.metrics import StreamdMetrics
-from streamd.daemon.model_loading import LoadedModel
-from streamd.daemon.session import Session, SessionConfig
-from streamd.daemon.session_worker import SessionWorker
+from streamd.daemon.scheduler import Engine
 from tests.daemon.daemon_testing import tiny_config
 
 CHUNK = 64

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streamd.daemon.grounding import (
+from streamd.daemon.engine.grounding import (
     DIGEST_HEADER,
     Segment,
     Written,
@@ -10,7 +10,7 @@ from streamd.daemon.grounding import (
     plan_summary,
     top_patterns_text,
 )
-from streamd.daemon.prompts import DEFAULT_SUMMARY_QUESTION, DEFAULT_SYSTEM_PROMPT
+from streamd.daemon.engine.prompts import DEFAULT_SUMMARY_QUESTION, DEFAULT_SYSTEM_PROMPT
 from streamd.facts.claims import Evidence
 from streamd.facts.records import Counted, LineFacts, SummaryFacts, TemplateCount
 

@@ -20,12 +20,12 @@ from streamd.daemon.config import (
 )
 from streamd.daemon.control.handlers import ControlHandler
 from streamd.daemon.control.status import READY
-from streamd.daemon.engine import Engine, RateWindow, utc_timestamp
-from streamd.daemon.gpu import NO_ANSWER, NvmlReader, gpu_status
+from streamd.daemon.engine.gpu import NO_ANSWER, NvmlReader, gpu_status
+from streamd.daemon.engine.worker import Ingested, SessionWorker
 from streamd.daemon.ingest import IngestQueue, Lines
 from streamd.daemon.metrics import StreamdMetrics
+from streamd.daemon.scheduler import Engine, RateWindow, utc_timestamp
 from streamd.daemon.service import Service, StartupError
-from streamd.daemon.session_worker import Ingested, SessionWorker
 from tests.daemon.daemon_testing import tiny_config
 
 POISON = "this line makes the worker fail"

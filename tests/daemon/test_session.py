@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from streamd.daemon.model_loading import LoadedModel
-from streamd.daemon.session import Session, SessionConfig
+from streamd.daemon.engine.loading import LoadedModel
+from streamd.daemon.engine.session import Session, SessionConfig
 from streamd.errors import ConfigError
 
 LOG = "\n".join(

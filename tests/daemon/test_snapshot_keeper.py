@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from streamd.daemon.config import Config
-from streamd.daemon.engine import Engine
 from streamd.daemon.ingest import IngestQueue, Lines
 from streamd.daemon.metrics import StreamdMetrics
+from streamd.daemon.scheduler import Engine
 from streamd.daemon.snapshot import window_digest
 from streamd.daemon.snapshot_keeper import SnapshotKeeper
 from tests.daemon.daemon_testing import tiny_config

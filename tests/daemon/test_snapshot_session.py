@@ -8,8 +8,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from streamd.daemon.model_loading import LoadedModel
-from streamd.daemon.session import Session, SessionConfig
+from streamd.daemon.engine.loading import LoadedModel
+from streamd.daemon.engine.session import Session, SessionConfig
 from streamd.errors import ConfigError
 
 LINES = [

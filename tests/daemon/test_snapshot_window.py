@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from streamd.daemon.window_ids import TokenWindow
+from streamd.daemon.engine.window_ids import TokenWindow
 
 
 def test_chunks_of_every_size_read_back_as_the_last_positions_of_the_stream() -> None:

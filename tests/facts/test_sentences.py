@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streamd.daemon.prompts import DEFAULT_SUMMARY_QUESTION, DEFAULT_SYSTEM_PROMPT
+from streamd.daemon.engine.prompts import DEFAULT_SUMMARY_QUESTION, DEFAULT_SYSTEM_PROMPT
 from streamd.facts.sentences import (
     complete_sentences,
     join_spans,

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from streamd.daemon.model_loading import LoadedModel, load_model
-from streamd.daemon.session import Session, SessionConfig
+from streamd.daemon.engine.loading import LoadedModel, load_model
+from streamd.daemon.engine.session import Session, SessionConfig
 
 pytestmark = [
     pytest.mark.gpu,

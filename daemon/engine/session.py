@@ -22,13 +22,13 @@ from streamd.cache.layout import CacheLayout, LayoutError, StreamCounters
 from streamd.errors import ConfigError
 from streamd.facts.tracker import FactsTracker
 
-from .config.rules import MIN_PINNED
+from ..config.rules import MIN_PINNED
+from ..snapshot import SessionState, check_restorable, text_digest
+from .api import SessionStats, Summary
 from .guided import GuidedDecoder, RequestShape, TokenGenerator, quote_token_ids
-from .model_loading import LoadedModel, load_model
+from .loading import LoadedModel, load_model
 from .prompts import DEFAULT_SUMMARY_QUESTION, build_framing
-from .session_api import SessionStats, Summary
 from .session_config import OPENER_TOKENS, SessionConfig
-from .snapshot import SessionState, check_restorable, text_digest
 from .summarizer import Draft, PlainDecoder, Summarizer, SummaryText
 from .window_ids import TokenWindow
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from .config import rules
-from .config.rules import DEFAULT_MODEL, Rule, Section
+from ..config import rules
+from ..config.rules import DEFAULT_MODEL, Rule, Section
 from .prompts import DEFAULT_SYSTEM_PROMPT
 
 # Scratch slots for a grounded summary's openers (facts sentences, quoted templates).

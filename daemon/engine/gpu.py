@@ -14,7 +14,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from .engine_thread import EngineThread
+from .thread import EngineThread
 
 NO_GPU = "no GPU"
 NO_ANSWER = "NVML did not answer"

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from .metrics import Counter
+from ..metrics import Counter
 
 log = structlog.get_logger(__name__)
 

@@ -36,11 +36,11 @@ from typing import Any, TypeVar
 import structlog
 
 from .config import Config
-from .engine_thread import EngineThread
+from .engine.api import SessionStats, Summary
+from .engine.thread import EngineThread
+from .engine.worker import SessionWorker
 from .ingest import ENGINE_ERROR, SHUTDOWN, IngestQueue, Lines, joined_text, messages_ending
 from .metrics import Counter, StreamdMetrics
-from .session_api import SessionStats, Summary
-from .session_worker import SessionWorker
 from .snapshot import SessionState, Snapshot
 
 log = structlog.get_logger(__name__)

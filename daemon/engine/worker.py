@@ -13,13 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .config import Config
-from .logsetup import route_transformers_logging
-from .metrics import StreamdMetrics
+from ..config import Config
+from ..logsetup import route_transformers_logging
+from ..metrics import StreamdMetrics
+from ..snapshot import SessionState
+from .api import SessionStats, Summary
 from .prefill import prefill_with_retry
 from .prompts import DEFAULT_SYSTEM_PROMPT
-from .session_api import SessionStats, Summary
-from .snapshot import SessionState
 
 if TYPE_CHECKING:  # the import pulls torch in: only the engine thread pays for it, at load
     from .session import Session, SessionConfig
