@@ -1,47 +1,20 @@
 """`streamd run`: the service, in uvicorn's shape: startup(), main_loop(), shutdown().
 
-startup   logging; the control socket first, so that `streamd status` answers
-          "starting" while the model loads; metrics endpoint; outputs; sources
-          bound; the model loaded on the engine thread (EXTEND_TIMEOUT_USEC to
-          systemd meanwhile); the session resumed from its snapshot, if there
-          is a usable one (snapshot_keeper.py); the ingest, timer and
-          snapshot tasks; READY=1.
-main_loop waits for a signal (or a task that must not end, ending), and keeps
-          systemd's STATUS= line current. WATCHDOG=1 runs from the loop all along.
-shutdown  STOPPING=1; sources closed (no new text); what is queued is ingested
-          if that takes under DRAIN_S, else dropped and counted; the queue is
-          closed and the ingest loop ends after its batch in flight; a final
-          summary to every output; a last snapshot; outputs, metrics and
-          control closed.
-          Exit 0, well inside the unit's TimeoutStopSec=60.
-
-Any exception at startup closes whatever was opened (the control socket file
-included) and becomes a StartupError: one line, no traceback. If the engine
-thread is still inside a forward pass at the end (a summary that ran out of
-time, a signal while the model loaded), the process exits with os._exit after
-flushing: interpreter teardown could wait for the thread, or crash under it.
-
-Signal handlers only set flags. The first SIGTERM/SIGINT asks for the graceful
-shutdown; a second one abandons whatever step is running and exits 1. The
-handlers that were installed before are put back at the end.
-"""
+Signal handlers only set flags: the first SIGTERM/SIGINT asks for the graceful shutdown, a
+second one abandons whatever step is running and exits 1 (lifecycle.py holds the exit codes,
+the startup error and the helpers that race a step against a signal)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import os
-import signal
 import sys
-import threading
 import time
-from collections.abc import Awaitable, Coroutine, Sequence
+from collections.abc import Awaitable, Coroutine
 from contextlib import AsyncExitStack
 from typing import Any
 
 import structlog
-import zmq
 
 from streamd.connectors import last_seq
 
@@ -54,6 +27,18 @@ from .control.server import ControlServer
 from .control.status import READY, STARTING, STOPPING, source_counts
 from .engine.gpu import cuda_uuid
 from .ingest import SHUTDOWN, IngestQueue, Intake
+from .lifecycle import (
+    EXIT_CONFIG,
+    EXIT_FAILURE,
+    EXIT_OK,
+    ExitSignals,
+    StartupError,
+    as_startup_error,
+    cancel,
+    exit_now,
+    opened,
+    race,
+)
 from .logsetup import configure_logging
 from .metrics import MetricsServer, StreamdMetrics
 from .scheduler import Engine
@@ -62,10 +47,6 @@ from .wiring import Outputs, SourceSpec, ZmqKeys, build_sinks, build_sources, op
 
 log = structlog.get_logger(__name__)
 
-EXIT_OK = 0
-EXIT_FAILURE = 1  # a forced exit, a task that died, a start that failed at run time
-EXIT_CONFIG = 2  # a setting that cannot work (the message names it)
-
 EXTEND_EVERY_S = 10.0  # while the model loads, ask systemd for more start time this often...
 EXTEND_BY_USEC = 30_000_000  # ...this much each time: a load that hangs is still caught
 STATUS_EVERY_S = 10.0  # STATUS= refresh
@@ -73,15 +54,6 @@ DRAIN_S = 5.0  # at shutdown, queued text is ingested if it takes less than this
 FINAL_SUMMARY_S = 30.0  # a 7B model's summary on a slow GPU; TimeoutStopSec is 60
 ENGINE_JOIN_S = 2.0
 FORCED_CLOSE_S = 1.0  # after a second signal, what closing may still take
-SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-
-class StartupError(Exception):
-    """The service cannot start; the message says why and what to change."""
-
-    def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 class Service:
@@ -98,8 +70,9 @@ class Service:
         self.sources: list[SourceSpec] = []
         self.zmq_keys = ZmqKeys()  # CURVE keys, read at startup (security.*)
         self.gpu_uuid: str | None = None
-        self.should_exit = asyncio.Event()  # set by the first signal
-        self.force_exit = asyncio.Event()  # set by the second
+        self.signals = ExitSignals()
+        self.should_exit = self.signals.should_exit  # set by the first signal
+        self.force_exit = self.signals.force_exit  # set by the second
         self.failed = False  # a task that must not end, ended
         self._started = time.monotonic()
         self.engine_abandoned = False  # the engine thread was still busy at the end
@@ -109,9 +82,6 @@ class Service:
         self._timer_task: asyncio.Task[None] | None = None
         self._source_tasks: list[asyncio.Task[None]] = []
         self._helpers: list[asyncio.Task[None]] = []  # watchdog
-        self._old_handlers: dict[int, Any] = {}
-
-    # ------------------------------------------------------------- running
 
     def run(self) -> int:
         """Configure logging and serve until stopped; returns the exit code."""
@@ -121,23 +91,23 @@ class Service:
         except StartupError as error:
             if self.engine_abandoned:
                 print(f"streamd: {error}", file=sys.stderr)
-                _exit_now(error.exit_code)
+                exit_now(error.exit_code)
             raise
         if self.force_exit.is_set() or self.engine_abandoned:
             # The engine thread may be inside a forward pass: interpreter teardown could
             # wait for it, or crash under it. Outputs are closed (flushed) by now.
-            _exit_now(code)
+            exit_now(code)
         return code
 
     async def serve(self) -> int:
         """Raises StartupError when it cannot start, whatever failed (after closing what
         it opened)."""
-        self._install_signal_handlers()
+        self.signals.install()
         try:
             try:
                 await self.startup()
             except Exception as error:
-                failure = _as_startup_error(error)
+                failure = as_startup_error(error)
                 log.error("cannot start", error=str(failure))
                 await self._close_everything()
                 raise failure from None
@@ -145,7 +115,7 @@ class Service:
                 await self.main_loop()
             return await self.shutdown()
         finally:
-            self._restore_signal_handlers()
+            self.signals.restore()
 
     @property
     def uptime_s(self) -> float:
@@ -153,29 +123,7 @@ class Service:
 
     def handle_exit(self, signum: int) -> None:
         """Signal handler: flags only."""
-        if self.should_exit.is_set():
-            log.warning("second signal: exiting now", signal=signal.Signals(signum).name)
-            self.force_exit.set()
-        else:
-            log.info("signal received: shutting down", signal=signal.Signals(signum).name)
-        self.should_exit.set()
-
-    def _install_signal_handlers(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return  # signals reach the main thread only (an embedding application's loop)
-        loop = asyncio.get_running_loop()
-        for signum in SIGNALS:
-            self._old_handlers[signum] = signal.getsignal(signum)
-            loop.add_signal_handler(signum, self.handle_exit, signum)
-
-    def _restore_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        for signum, old in self._old_handlers.items():
-            loop.remove_signal_handler(signum)
-            signal.signal(signum, old)
-        self._old_handlers.clear()
-
-    # ------------------------------------------------------------- startup
+        self.signals.handle(signum)
 
     async def startup(self) -> None:
         log.info("starting", config=self.config.as_dict())
@@ -242,7 +190,7 @@ class Service:
             raise StartupError(str(error), EXIT_CONFIG) from None
         self._resources.push_async_callback(self.outputs.close)
         for sink, key in sinks:
-            await _opened(sink.open(), key)
+            await opened(sink.open(), key)
             self.outputs.sinks.append(sink)
 
     async def _open_sources(self) -> None:
@@ -251,7 +199,7 @@ class Service:
         except ConfigError as error:
             raise StartupError(str(error), EXIT_CONFIG) from None
         for spec in specs:
-            await _opened(spec.source.open(), spec.key)
+            await opened(spec.source.open(), spec.key)
             self._intake.push_async_callback(spec.source.close)
             self.sources.append(spec)
 
@@ -334,8 +282,6 @@ class Service:
             f"{self.engine.summaries_emitted} summaries, queue {self.queue.depth}"
         )
 
-    # ------------------------------------------------------------ shutdown
-
     async def shutdown(self) -> int:
         self.state = STOPPING
         sdnotify.stopping(self.one_line_status())
@@ -351,13 +297,13 @@ class Service:
 
     async def _close_sources(self) -> None:
         """Stop intake: no source task runs, no socket takes text after this."""
-        await _cancel(self._source_tasks)
+        await cancel(self._source_tasks)
         await self._intake.aclose()
 
     async def _finish_stream(self) -> None:
         """Ingest what is queued (if quick), then the final summary to every output."""
         if self._timer_task is not None:
-            await _cancel([self._timer_task])
+            await cancel([self._timer_task])
         if self.queue.depth:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.queue.wait_empty(), DRAIN_S)
@@ -384,7 +330,7 @@ class Service:
         done, _ = await asyncio.wait({task}, timeout=FINAL_SUMMARY_S)
         if not done:
             log.warning("the last batch took longer than allowed", limit_s=FINAL_SUMMARY_S)
-            await _cancel([task])
+            await cancel([task])
 
     async def _final_summary(self) -> None:
         try:
@@ -403,22 +349,18 @@ class Service:
         if not await asyncio.to_thread(self.engine.stop, join_s):
             self.engine_abandoned = True
             log.warning("the engine thread is still busy; exiting without it")
-        await _cancel(self._helpers + self._tasks)
+        await cancel(self._helpers + self._tasks)
 
     async def _close_all_resources(self) -> None:
         await self._intake.aclose()
         await self._resources.aclose()
 
-    # --------------------------------------------------------------- flags
-
     async def _until_exit(self, work: Awaitable[None]) -> bool:
         """Run `work` unless a signal comes first; True if it completed."""
-        return await _race(work, self.should_exit)
+        return await race(work, self.should_exit)
 
     async def _until_forced(self, work: Awaitable[None]) -> bool:
-        return await _race(work, self.force_exit)
-
-    # ---------------------------------------------------------------- misc
+        return await race(work, self.force_exit)
 
     async def _publish(self, record: dict[str, Any]) -> None:
         """Where each summary goes: the outputs, then `streamd summaries` followers."""
@@ -448,56 +390,7 @@ class Service:
         }
 
 
-def _as_startup_error(error: Exception) -> StartupError:
-    """Any failure at startup as one line: ours say what to change; anything else says
-    what it was (the log has the traceback)."""
-    if isinstance(error, StartupError):
-        return error
-    if isinstance(error, ConfigError):
-        return StartupError(str(error), EXIT_CONFIG)
-    # One line for people; the traceback for whoever debugs it (at debug level).
-    log.debug("startup failed with an unexpected error", exc_info=error)
-    return StartupError(f"cannot start: {type(error).__name__}: {error}")
-
-
-def _exit_now(code: int) -> None:
-    """Exit without interpreter teardown, once what is written is flushed."""
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    os._exit(code)
-
-
-async def _opened(opening: Awaitable[None], key: str) -> None:
-    """Open a source or output; a busy address or unwritable file names its config key."""
-    try:
-        await opening
-    except (OSError, zmq.ZMQError) as error:
-        raise StartupError(f"{key}: cannot open: {error}") from None
-
-
 async def _extend_start_timeout() -> None:
     while True:
         sdnotify.extend_timeout(EXTEND_BY_USEC)
         await asyncio.sleep(EXTEND_EVERY_S)
-
-
-async def _race(work: Awaitable[None], event: asyncio.Event) -> bool:
-    """Await `work` unless `event` is set first (then `work` is cancelled); True if it ran
-    to the end. Its exception, if it raised, is raised here."""
-    task = asyncio.ensure_future(work)
-    waiter = asyncio.create_task(event.wait())
-    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    await _cancel([waiter])
-    if not task.done():
-        await _cancel([task])
-        return False
-    task.result()
-    return True
-
-
-async def _cancel(tasks: Sequence[asyncio.Future[Any]]) -> None:
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)

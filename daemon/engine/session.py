@@ -1,10 +1,7 @@
-"""One continuous model session over an unbounded stream: model + tokenizer + ring cache.
-
-The session is single-threaded by contract: the daemon's engine thread owns it.
-ingest() tokenizes and prefills in chunks of up to C tokens; summarize() decodes
-after the stream head in scratch slots and leaves the stream cache
-bit-identical; set_max_capacity() resizes live.
-"""
+"""One continuous model session over an unbounded stream: model + tokenizer + ring cache,
+single-threaded by contract (the engine thread owns it). ingest() prefills in chunks of up
+to C tokens; summarize() decodes in scratch slots and leaves the stream cache bit-identical;
+set_max_capacity() resizes live."""
 
 from __future__ import annotations
 
