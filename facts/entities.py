@@ -157,6 +157,11 @@ def scan_line(line: str) -> ScannedLine:
     return ScannedLine(masked_line, tuple(entities), timestamp, severity.IN_ORDER[found])
 
 
+def severities(line: str) -> tuple[str, ...]:
+    """The severities (in SEVERITIES order) the line carries; () if none."""
+    return scan_line(line).severities
+
+
 def _context_users(line: str, end: int, tokens: list[str], entities: list[tuple[str, str]]) -> None:
     cues = _CUE_WORDS.intersection(tokens)
     for words, pattern in _USER_PATTERNS:

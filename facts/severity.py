@@ -2,7 +2,7 @@
 
 Words match whole and in any case; level fields ("ERROR", "[error]", "level=warn", "<3>"
 priorities, glog/logcat "E") count as the word they stand for. facts.entities finds them as
-it scans a line (WORD_BRANCHES, PHRASES, line_level); severities() asks it.
+it scans a line (WORD_BRANCHES, PHRASES, line_level); entities.severities() asks it.
 """
 
 from __future__ import annotations
@@ -95,10 +95,3 @@ IN_ORDER = tuple(
     tuple(severity for severity in SEVERITIES if bits & BIT[severity])
     for bits in range(1 << len(SEVERITIES))
 )
-
-
-def severities(line: str) -> tuple[str, ...]:
-    """The severities (in SEVERITIES order) the line carries; () if none."""
-    from .entities import scan_line  # entities builds its regex from this module
-
-    return scan_line(line).severities

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from streamd.facts.entities import severities
 from streamd.facts.records import SEVERITIES
-from streamd.facts.severity import RULES, line_level, severities
+from streamd.facts.severity import RULES, line_level
 
 
 @pytest.mark.parametrize(
