@@ -1,27 +1,7 @@
-"""The engine, as the event loop sees it: batching, summary triggers, summary records.
-
-Everything that touches the session runs on the engine thread (EngineThread +
-SessionWorker); this side only decides what to run and when, and keeps plain
-data (the latest SessionStats) for `status`:
-
-- the ingest loop takes batches of queued lines, about BATCH_CHUNKS prefill
-  chunks of text at a time, so a burst of short messages costs a few
-  forward passes rather than one each; it ends when the queue is closed and
-  empty (shutdown), after the batch in flight;
-- summaries are triggered every N stream tokens (summary.every_tokens), at
-  most every T seconds and only if new text arrived (summary.every_seconds),
-  on request (`streamd summarize`) and at shutdown; "new text" is always
-  `unsummarized_tokens`, the stream tokens ingested since the latest summary;
-- each summary becomes a record (the dict the outputs write) handed to
-  `on_summary` on the loop.
-
-A failure in one batch or one summary is logged with its context, counted
-(streamd_engine_errors_total{stage}; a failed batch's messages also as dropped,
-reason engine_error) and survived: the next batch runs. A batch whose forward
-pass fails is first retried once in smaller pieces on the engine thread
-(prefill.py); only if that fails too is it skipped. A batch that ingests
-counts its messages in streamd_ingest_ingested_total{source}.
-"""
+"""The engine, as the event loop sees it: batches of queued lines, the summary triggers
+(tokens, seconds, request, shutdown), and each summary as a numbered SummaryRecord handed
+to `on_summary`. What touches the session runs on the engine thread; a failed batch or
+summary is logged, counted and survived (a batch is first retried in smaller pieces)."""
 
 from __future__ import annotations
 
@@ -36,7 +16,7 @@ from typing import Any, TypeVar
 import structlog
 
 from .config import Config
-from .engine.api import SessionStats, Summary
+from .engine.api import SessionStats, SummaryRecord
 from .engine.thread import EngineThread
 from .engine.worker import SessionWorker
 from .ingest import ENGINE_ERROR, SHUTDOWN, IngestQueue, Lines, joined_text, messages_ending
@@ -53,7 +33,7 @@ TIMER_TICK_S = 1.0  # longest sleep of the seconds trigger: a `tune` is seen wit
 PREVIEW_CHARS = 120  # of the first line of a failed batch, in the log
 
 T = TypeVar("T")
-SummaryHandler = Callable[[dict[str, Any]], Awaitable[None]]
+SummaryHandler = Callable[[SummaryRecord], Awaitable[None]]
 
 
 class EngineError(RuntimeError):
@@ -91,26 +71,6 @@ def utc_timestamp(epoch_s: float) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def summary_record(seq: int, summary: Summary, trigger: str, epoch_s: float) -> dict[str, Any]:
-    """The JSON object every output writes for one summary."""
-    return {
-        "seq": seq,
-        "time": utc_timestamp(epoch_s),
-        "stream_tokens": summary.stream_tokens,
-        "window_first": summary.window_first,
-        "window_last": summary.window_last,
-        "text": summary.text,
-        "latency_s": round(summary.latency_s, 6),
-        "ttft_s": round(summary.ttft_s, 6),
-        "tpot_s": round(summary.tpot_s, 6),
-        "generated_tokens": summary.generated_tokens,
-        "model": summary.model,
-        "trigger": trigger,
-        "facts": summary.facts.as_dict() if summary.facts else None,
-        "verification": summary.verification.as_dict() if summary.verification else None,
-    }
-
-
 class Engine:
     def __init__(
         self,
@@ -124,7 +84,7 @@ class Engine:
         self.rate = RateWindow()
         self.summaries_emitted = 0
         self.last_summary_epoch_s: float | None = None
-        self.last_summary: dict[str, Any] | None = None  # the latest record (snapshots)
+        self.last_summary: dict[str, Any] | None = None  # the latest record's JSON (snapshots)
         self._metrics = metrics
         self._on_summary = on_summary
         self._thread = EngineThread()
@@ -234,12 +194,12 @@ class Engine:
         """A trigger fired with no new text since the last summary: no summary, counted."""
         self._metrics.summaries_skipped.inc(trigger=trigger)
 
-    async def summarize(self, trigger: str) -> dict[str, Any]:
+    async def summarize(self, trigger: str) -> SummaryRecord:
         """A summary now (request, shutdown); raises EngineError if the session failed."""
         async with self._summary_lock:
             return await self._summarize_locked(trigger)
 
-    async def _summarize_locked(self, trigger: str) -> dict[str, Any]:
+    async def _summarize_locked(self, trigger: str) -> SummaryRecord:
         try:
             summary, self.stats = await self._thread.call(self._worker.summarize)
         except Exception as error:
@@ -250,8 +210,9 @@ class Engine:
         self._period_start = time.monotonic()
         self.summaries_emitted += 1
         self.last_summary_epoch_s = time.time()
-        record = summary_record(self.summaries_emitted, summary, trigger, self.last_summary_epoch_s)
-        self.last_summary = record
+        stamp = utc_timestamp(self.last_summary_epoch_s)
+        record = SummaryRecord.of(summary, self.summaries_emitted, stamp, trigger)
+        self.last_summary = record.as_json()
         self._metrics.summaries.inc(trigger=trigger)
         self._metrics.last_summary_time.set(self.last_summary_epoch_s)
         await self._on_summary(record)

@@ -25,6 +25,7 @@ from .control.handlers import ControlHandler
 from .control.protocol import ControlError
 from .control.server import ControlServer
 from .control.status import READY, STARTING, STOPPING, source_counts
+from .engine.api import SummaryRecord
 from .engine.gpu import cuda_uuid
 from .ingest import SHUTDOWN, IngestQueue, Intake
 from .lifecycle import (
@@ -362,10 +363,11 @@ class Service:
     async def _until_forced(self, work: Awaitable[None]) -> bool:
         return await race(work, self.force_exit)
 
-    async def _publish(self, record: dict[str, Any]) -> None:
+    async def _publish(self, record: SummaryRecord) -> None:
         """Where each summary goes: the outputs, then `streamd summaries` followers."""
-        await self.outputs.emit(record)
-        self.feed.publish(record)
+        document = record.as_json()
+        await self.outputs.emit(document)
+        self.feed.publish(document)
 
     def apply_config(self, config: Config) -> None:
         """A config changed live by `tune` (already applied to the session)."""

@@ -107,7 +107,7 @@ class ControlHandler:
     async def summarize(self) -> dict[str, Any]:
         self._require_ready("summarize")
         try:
-            return await self.service.engine.summarize("request")
+            return (await self.service.engine.summarize("request")).as_json()
         except EngineError as error:
             raise ControlError(f"summarize: {error}; see the daemon's log") from error
 

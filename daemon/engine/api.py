@@ -37,6 +37,50 @@ class Summary:
 
 
 @dataclass(frozen=True)
+class SummaryRecord:
+    """One summary as every output writes it (as_json()), numbered and stamped on the
+    event loop (scheduler.py); facts and verification already JSON-ready."""
+
+    seq: int
+    time: str  # ISO 8601, UTC, milliseconds
+    stream_tokens: int
+    window_first: int
+    window_last: int
+    text: str
+    latency_s: float
+    ttft_s: float
+    tpot_s: float
+    generated_tokens: int
+    model: str
+    trigger: str  # tokens, seconds, request or shutdown
+    facts: dict[str, Any] | None
+    verification: dict[str, Any] | None
+
+    @classmethod
+    def of(cls, summary: Summary, seq: int, time: str, trigger: str) -> SummaryRecord:
+        return cls(
+            seq=seq,
+            time=time,
+            stream_tokens=summary.stream_tokens,
+            window_first=summary.window_first,
+            window_last=summary.window_last,
+            text=summary.text,
+            latency_s=round(summary.latency_s, 6),
+            ttft_s=round(summary.ttft_s, 6),
+            tpot_s=round(summary.tpot_s, 6),
+            generated_tokens=summary.generated_tokens,
+            model=summary.model,
+            trigger=trigger,
+            facts=summary.facts.as_dict() if summary.facts else None,
+            verification=summary.verification.as_dict() if summary.verification else None,
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        """The JSON object (its keys in this order) for the outputs, the feed, snapshots."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class SessionStats:
     model: str
     device: str

@@ -15,6 +15,7 @@ import pytest
 import structlog
 import torch
 
+from streamd.daemon.engine.api import SummaryRecord
 from streamd.daemon.engine.loading import LoadedModel
 from streamd.daemon.engine.session import Session, SessionConfig
 from streamd.daemon.engine.worker import SessionWorker
@@ -103,7 +104,7 @@ class Harness:
 
 @pytest.fixture
 async def harness(tiny_loaded: LoadedModel, tiny_model_dir: Path) -> AsyncIterator[Harness]:
-    async def keep(record: dict[str, Any]) -> None:
+    async def keep(record: SummaryRecord) -> None:
         pass
 
     config = tiny_config(tiny_model_dir, chunk=CHUNK)

@@ -20,6 +20,7 @@ from streamd.daemon.config import (
 )
 from streamd.daemon.control.handlers import ControlHandler
 from streamd.daemon.control.status import READY
+from streamd.daemon.engine.api import SummaryRecord
 from streamd.daemon.engine.gpu import NO_ANSWER, NvmlReader, gpu_status
 from streamd.daemon.engine.worker import Ingested, SessionWorker
 from streamd.daemon.ingest import IngestQueue, Lines
@@ -45,7 +46,7 @@ class Running:
         self,
         engine: Engine,
         queue: IngestQueue,
-        records: list[dict[str, Any]],
+        records: list[SummaryRecord],
         metrics: StreamdMetrics,
         task: asyncio.Task[None],
     ):
@@ -64,9 +65,9 @@ class Running:
 
 @pytest.fixture
 async def running(tiny_model_dir: Path) -> AsyncIterator[Running]:
-    records: list[dict[str, Any]] = []
+    records: list[SummaryRecord] = []
 
-    async def keep(record: dict[str, Any]) -> None:
+    async def keep(record: SummaryRecord) -> None:
         records.append(record)
 
     metrics = StreamdMetrics()
@@ -122,10 +123,10 @@ async def test_every_n_tokens_a_summary_record_is_handed_over(running: Running) 
     )
     await running.until(lambda: len(running.records) >= 2)
     first, second = running.records[:2]
-    assert (first["seq"], second["seq"]) == (1, 2)
-    assert first["trigger"] == "tokens" and first["stream_tokens"] >= 100
-    assert second["stream_tokens"] - first["stream_tokens"] >= 100
-    assert first["window_last"] - first["window_first"] + 1 <= 256
+    assert (first.seq, second.seq) == (1, 2)
+    assert first.trigger == "tokens" and first.stream_tokens >= 100
+    assert second.stream_tokens - first.stream_tokens >= 100
+    assert first.window_last - first.window_first + 1 <= 256
 
 
 async def test_resizing_refuses_with_the_sessions_reason(running: Running) -> None:

@@ -7,11 +7,11 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from streamd.daemon.config import Config
+from streamd.daemon.engine.api import SummaryRecord
 from streamd.daemon.ingest import IngestQueue, Lines
 from streamd.daemon.metrics import StreamdMetrics
 from streamd.daemon.scheduler import Engine
@@ -32,10 +32,10 @@ class Daemonless:
         self.engine = Engine(config, self.metrics, self._keep)
         self.keeper = SnapshotKeeper(config, self.engine, self.metrics)
         self.queue = IngestQueue()
-        self.records: list[dict[str, Any]] = []
+        self.records: list[SummaryRecord] = []
         self.task: asyncio.Task[None] | None = None
 
-    async def _keep(self, record: dict[str, Any]) -> None:
+    async def _keep(self, record: SummaryRecord) -> None:
         self.records.append(record)
 
     async def start(self) -> None:
@@ -84,7 +84,7 @@ async def test_a_snapshot_is_written_only_when_the_stream_moved(daemonless: Daem
     await keeper.take("periodic")
     assert written(daemonless) == (2, 0)
     saved = json.loads(keeper.path.read_text())
-    assert saved["last_summary"] == daemonless.records[-1]
+    assert saved["last_summary"] == daemonless.records[-1].as_json()
     assert keeper.status()["window_digest"] == window_digest(saved["session"]["window_ids"])
 
 
@@ -123,16 +123,16 @@ async def test_what_was_written_is_resumed_by_the_next_engine(
         assert (after.tokens_ingested, after.position, after.used) == (
             before.tokens_ingested, before.position, before.used,
         )  # fmt: skip
-        assert restarted.engine.summaries_emitted == record["seq"]
+        assert restarted.engine.summaries_emitted == record.seq
         assert (
             restarted.engine.unsummarized_tokens
-            == before.tokens_ingested - record["stream_tokens"]
+            == before.tokens_ingested - record.stream_tokens
             > 0
         )
         assert (
             restarted.keeper.status()["window_digest"]
             == daemonless.keeper.status()["window_digest"]
         )
-        assert (await restarted.engine.summarize("request"))["seq"] == record["seq"] + 1
+        assert (await restarted.engine.summarize("request")).seq == record.seq + 1
     finally:
         await restarted.close()
