@@ -150,6 +150,18 @@ class DaemonProcess:
             process.kill()
             return process.wait()
 
+    def wait_exit(self, timeout_s: float = DAEMON_STOP_S) -> int:
+        """The exit code of a daemon already told to stop, without another signal (a third
+        SIGTERM could land after it restored its handlers, and kill it); SIGKILL and
+        WaitTimeout after timeout_s."""
+        process = self._started()
+        try:
+            return process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise WaitTimeout(f"the daemon did not exit within {timeout_s:.0f}s") from None
+
     def log_tail(self, chars: int = 3000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:]
 

@@ -107,7 +107,7 @@ def test_a_second_sigterm_abandons_a_slow_shutdown_and_exits_1(
         daemon.wait_status(lambda s: s["state"] == "stopping", "the shutdown to begin")
         began = time.monotonic()
         daemon.signal(signal.SIGTERM)
-        code = daemon.stop(timeout_s=15)
+        code = daemon.wait_exit(timeout_s=15)
     finally:
         daemon.stop()
     assert code == 1, f"exit {signal_name(code)}:\n{daemon.log()}"
