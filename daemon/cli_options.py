@@ -9,14 +9,15 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
+from .config import CacheConfig
 from .config.rules import CAPACITY_RANGE, DEFAULT_MODEL
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
-# CacheConfig's defaults (a test keeps them equal).
-MAX_CAPACITY = 1024
-CHUNK = 256
+# The daemon's own defaults.
+MAX_CAPACITY = CacheConfig().max_capacity
+CHUNK = CacheConfig().chunk
 
 
 def model_option(command: F) -> F:
@@ -56,8 +57,8 @@ def progress(message: str) -> None:
     click.echo(message, err=True)
 
 
-def fail(message: str) -> NoReturn:
-    click.echo(f"streamd: {message}", err=True)
+def fail(message: str, command: str = "streamd") -> NoReturn:
+    click.echo(f"{command}: {message}", err=True)
     sys.exit(2)
 
 

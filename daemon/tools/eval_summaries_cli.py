@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
-from typing import NoReturn
 
 import click
 
-from ..cli_options import chunk_option, session_options
-
-
-def _fail(message: str) -> NoReturn:
-    click.echo(f"streamd eval-summaries: {message}", err=True)
-    sys.exit(2)
+from ..cli_options import chunk_option, fail, session_options
 
 
 @click.command(name="eval-summaries")
@@ -113,7 +106,7 @@ def eval_summaries(
         session = Session(config)
         progress(f"loaded {session.model_name} in {time.perf_counter() - began:.1f} s")
     except (EvalSummariesError, ValueError, RuntimeError) as error:
-        _fail(str(error))
+        fail(str(error), "streamd eval-summaries")
     options = EvalSummariesOptions(every_lines, compare, max_batches)
     grounded, plain = evaluate_summaries(session, lines, options, progress)
     table = render_table(grounded, plain)
