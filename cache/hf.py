@@ -380,6 +380,10 @@ class RingModel:
     def prefix(self, input_ids: torch.Tensor, logits_to_keep: int = 1) -> torch.Tensor:
         return self.run(self.ring.plan_prefix(input_ids.shape[1]), input_ids, logits_to_keep)
 
+    def ids(self, ids: list[int]) -> torch.Tensor:
+        """Token ids as the model's input: [1, len(ids)] long, on the ring's device."""
+        return torch.tensor([ids], dtype=torch.long, device=self.ring.device)
+
     def stream(self, input_ids: torch.Tensor, logits_to_keep: int = 1) -> torch.Tensor:
         return self.run(self.ring.plan_stream(input_ids.shape[1]), input_ids, logits_to_keep)
 

@@ -1,24 +1,26 @@
 """The engine, as the event loop sees it: batches of queued lines, the summary triggers
 (tokens, seconds, request, shutdown), and each summary as a numbered SummaryRecord handed
-to `on_summary`. What touches the session runs on the engine thread; a failed batch or
-summary is logged, counted and survived (a batch is first retried in smaller pieces)."""
+to `on_summary`. The session lives on the one engine thread (EngineThread), which runs
+the calls in order; a failed batch or summary is logged, counted and survived."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
+import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
 from .config import Config
-from .engine.api import SessionStats, SummaryRecord
-from .engine.thread import EngineThread
-from .engine.worker import SessionWorker
+from .engine.api import Ingested, SessionStats, Summary, SummaryRecord
+from .engine.session_config import SessionConfig
 from .ingest import ENGINE_ERROR, SHUTDOWN, IngestQueue, Lines, joined_text, messages_ending
 from .metrics import Counter, StreamdMetrics
 from .snapshot import SessionState, Snapshot
@@ -32,12 +34,65 @@ RATE_WINDOW_S = 60.0  # `status` shows the ingest rate over the last minute
 TIMER_TICK_S = 1.0  # longest sleep of the seconds trigger: a `tune` is seen within this
 PREVIEW_CHARS = 120  # of the first line of a failed batch, in the log
 
+if TYPE_CHECKING:  # torch: loaded on the engine thread, when the session is built
+    from .engine.session import Session
+
 T = TypeVar("T")
 SummaryHandler = Callable[[SummaryRecord], Awaitable[None]]
+SessionFactory = Callable[[SessionConfig], "Session"]
 
 
 class EngineError(RuntimeError):
     """A summary or resize failed inside the session; the message says what happened."""
+
+
+_Call = tuple[Callable[..., Any], tuple[Any, ...], Future[Any]]  # fn, args, its result
+
+
+class EngineThread:
+    """The one thread the session lives on: submitted calls run there one at a time, in
+    order (an ingest, a summary and a `tune` never interleave), and the loop awaits them
+    instead of running a forward pass itself."""
+
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        # daemon=True: a forced exit (second SIGTERM) must not wait for a forward pass
+        # that may take seconds, or hang forever in a wedged GPU driver call.
+        self._thread = threading.Thread(target=self._run, name="streamd-engine", daemon=True)
+        self._stopping = False
+
+    def start(self) -> None:
+        self._thread.start()
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run fn(*args) on the engine thread; its exception is raised here."""
+        if self._stopping:
+            raise RuntimeError("the engine thread is stopping")
+        future: Future[T] = Future()
+        self._calls.put((fn, args, future))
+        return await asyncio.wrap_future(future)
+
+    def stop(self, timeout_s: float) -> bool:
+        """Let the calls already submitted finish, then end; False if still busy after
+        timeout_s (a daemon thread: the process may exit anyway)."""
+        if not self._stopping:
+            self._stopping = True
+            self._calls.put(None)
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        while (call := self._calls.get()) is not None:
+            fn, args, future = call
+            if not future.set_running_or_notify_cancel():
+                continue  # the caller gave up before it started
+            try:
+                result = fn(*args)
+            except BaseException as error:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
 
 
 class RateWindow:
@@ -77,7 +132,7 @@ class Engine:
         config: Config,
         metrics: StreamdMetrics,
         on_summary: SummaryHandler,
-        worker: SessionWorker | None = None,  # tests pass one that fails on purpose
+        session_factory: SessionFactory | None = None,  # tests: one that fails on purpose
     ) -> None:
         self.config = config  # `tune` replaces it; the triggers read config.summary each time
         self.stats: SessionStats | None = None  # the session after the last engine call
@@ -88,7 +143,9 @@ class Engine:
         self._metrics = metrics
         self._on_summary = on_summary
         self._thread = EngineThread()
-        self._worker = worker or SessionWorker(metrics)
+        self._session_factory = session_factory
+        self._session: Session | None = None  # built and used on the engine thread only
+        self._evicted = 0  # tokens_evicted already counted in the metrics
         self._summary_lock = asyncio.Lock()
         self._summarized_upto = 0  # stream_tokens of the latest summary
         self._period_start = time.monotonic()  # of the every_seconds period
@@ -98,8 +155,7 @@ class Engine:
     async def load(self) -> SessionStats:
         """Start the engine thread and load the model there; raises what loading raised."""
         self._thread.start()
-        stats = await self._thread.call(self._worker.load, self.config)
-        self.stats = stats
+        stats = self._observe(await self._thread.call(self._open_session, self.config))
         self._period_start = time.monotonic()
         self.rate.reset()
         return stats
@@ -111,6 +167,29 @@ class Engine:
     def stop(self, timeout_s: float) -> bool:
         """End the engine thread after the calls already submitted; False if still busy."""
         return self._thread.stop(timeout_s)
+
+    def _open_session(self, config: Config) -> SessionStats:  # on the engine thread
+        from .engine.session import Session
+
+        self._session = (self._session_factory or Session)(SessionConfig.of(config))
+        return self._session.stats()
+
+    def _loaded(self) -> Session:
+        if self._session is None:
+            raise RuntimeError("the session is not loaded yet")
+        return self._session
+
+    def _observe(self, stats: SessionStats) -> SessionStats:
+        """The session's state after an engine call, into `stats` and the metrics."""
+        self.stats = stats
+        m = self._metrics
+        m.kv_cache_usage.set(stats.used / stats.max_capacity)
+        m.cache_max_capacity.set(stats.max_capacity)
+        # Growing the window can make evicted tokens visible again; a counter only rises.
+        if stats.tokens_evicted > self._evicted:
+            m.evicted_tokens.inc(stats.tokens_evicted - self._evicted)
+            self._evicted = stats.tokens_evicted
+        return stats
 
     @property
     def has_unsummarized_text(self) -> bool:
@@ -146,7 +225,7 @@ class Engine:
     async def _ingest(self, batch: list[Lines]) -> None:
         text = joined_text(batch)
         try:
-            result = await self._thread.call(self._worker.ingest, text)
+            result, stats = await self._thread.call(self._ingest_on_thread, text)
         except asyncio.CancelledError:  # a forced shutdown: the batch may never run
             self._count(batch, self._metrics.ingest_dropped, reason=SHUTDOWN)
             raise
@@ -158,8 +237,21 @@ class Engine:
         if result.retried:
             log.warning("ingest recovered by the retry in smaller pieces", **_batch_context(batch))
         self._count(batch, self._metrics.ingest_ingested)
-        self.stats = result.stats
+        self._observe(stats)
         self.rate.add(result.tokens)
+
+    def _ingest_on_thread(self, text: str) -> tuple[Ingested, SessionStats]:
+        m = self._metrics
+
+        def chunk_done(tokens: int, seconds: float) -> None:  # as each forward finishes
+            m.prefill_chunk.observe(seconds)
+            m.ingest_tokens.inc(tokens)
+
+        def retried(outcome: str) -> None:
+            m.ingest_retries.inc(outcome=outcome)
+
+        session = self._loaded()
+        return session.ingest(text, chunk_done, retried), session.stats()
 
     @staticmethod
     def _count(batch: list[Lines], counter: Counter, **labels: str) -> None:
@@ -201,11 +293,13 @@ class Engine:
 
     async def _summarize_locked(self, trigger: str) -> SummaryRecord:
         try:
-            summary, self.stats = await self._thread.call(self._worker.summarize)
+            summary, stats = await self._thread.call(self._summarize_on_thread)
         except Exception as error:
             self._metrics.engine_errors.inc(stage="summary")
             log.exception("summary failed", trigger=trigger)
             raise EngineError(f"the summary failed: {type(error).__name__}: {error}") from error
+        self._observe(stats)
+        self._count_summary(summary)
         self._summarized_upto = summary.stream_tokens
         self._period_start = time.monotonic()
         self.summaries_emitted += 1
@@ -218,37 +312,67 @@ class Engine:
         await self._on_summary(record)
         return record
 
+    def _summarize_on_thread(self) -> tuple[Summary, SessionStats]:
+        session = self._loaded()
+        return session.summarize(), session.stats()
+
+    def _count_summary(self, summary: Summary) -> None:
+        m = self._metrics
+        m.time_to_first_token.observe(summary.ttft_s)
+        if summary.generated_tokens > 1:  # TPOT is undefined for a single token
+            m.inter_token_latency.observe(summary.tpot_s)
+        m.summary_latency.observe(summary.latency_s)
+        m.generation_tokens.inc(summary.generated_tokens)
+        checked = summary.verification
+        if checked is not None:
+            m.summary_claims.inc(checked.supported, result="supported")
+            m.summary_claims.inc(checked.checked - checked.supported, result="unsupported")
+            m.summary_sentences_removed.inc(len(checked.removed_sentences))
+
     # --------------------------------------------------------------- tuning
 
     async def set_max_capacity(self, n: int) -> tuple[int, int]:
         """Resize the cache live. A ValueError (ConfigError) says why a value
         cannot work; anything else is an EngineError."""
         try:
-            resized = await self._thread.call(self._worker.set_max_capacity, n)
+            old, new, stats = await self._thread.call(self._resize_on_thread, n)
         except ValueError:
             raise
         except Exception as error:
             self._metrics.engine_errors.inc(stage="tune")
             log.exception("resizing the cache failed", max_capacity=n)
             raise EngineError(f"resizing failed: {type(error).__name__}: {error}") from error
-        self.stats = resized.stats
-        return resized.old, resized.new
+        self._observe(stats)
+        return old, new
+
+    def _resize_on_thread(self, n: int) -> tuple[int, int, SessionStats]:
+        session = self._loaded()
+        old, new = session.set_max_capacity(n)
+        return old, new, session.stats()
 
     # ------------------------------------------------------------ snapshots
 
     async def capture_state(self) -> SessionState:
         """The session's window ids and counters, taken between two engine calls."""
-        return await self._thread.call(self._worker.snapshot_state)
+        return await self._thread.call(lambda: self._loaded().snapshot_state())
 
     async def resume(self, snapshot: Snapshot) -> SessionStats:
         """Re-prefill a snapshot's window; the summary numbering goes on from it.
         A ValueError says why the snapshot does not fit this session."""
-        self.stats = await self._thread.call(self._worker.restore, snapshot.session)
+        stats = await self._thread.call(self._restore_on_thread, snapshot.session)
+        # Tokens evicted before this process started were counted by the one before it.
+        self._evicted = stats.tokens_evicted
+        self._observe(stats)
         self.summaries_emitted = snapshot.summaries_emitted
         self.last_summary = snapshot.last_summary
         upto = (snapshot.last_summary or {}).get("stream_tokens", 0)
         self._summarized_upto = upto if isinstance(upto, int) else 0
-        return self.stats
+        return stats
+
+    def _restore_on_thread(self, state: SessionState) -> SessionStats:
+        session = self._loaded()
+        session.restore(state)
+        return session.stats()
 
 
 def _batch_context(batch: list[Lines]) -> dict[str, Any]:

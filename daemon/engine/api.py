@@ -81,6 +81,12 @@ class SummaryRecord:
 
 
 @dataclass(frozen=True)
+class Ingested:
+    tokens: int  # stream tokens prefilled
+    retried: bool = False  # a forward pass failed; the rest went in smaller pieces
+
+
+@dataclass(frozen=True)
 class SessionStats:
     model: str
     device: str

@@ -3,18 +3,19 @@
 NVML sees physical GPUs and ignores CUDA_VISIBLE_DEVICES (streamd@N sets it),
 so the GPU is found by the UUID torch reports for the session's device, not
 by its index. NVML calls can block on a wedged driver: NvmlReader makes them
-on a thread of their own (not the loop's shared pool, which a wedged call would
-eat one thread at a time) and gives up on an answer after NVML_TIMEOUT_S.
+on a thread of their own, one at a time (not the loop's shared pool, which a wedged
+call would eat one thread at a time), and gives up on an answer after NVML_TIMEOUT_S.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future, InvalidStateError
 from typing import Any
-
-from .thread import EngineThread
 
 NO_GPU = "no GPU"
 NO_ANSWER = "NVML did not answer"
@@ -77,15 +78,35 @@ class NvmlReader:
     ) -> None:
         self._read = read
         self._timeout_s = timeout_s
-        self._thread: EngineThread | None = None  # started on the first GPU reading
+        self._reading: threading.Thread | None = None  # the last one, maybe still stuck
 
     async def status(self, uuid: str | None) -> dict[str, Any]:
         if uuid is None:
             return {"available": False, "reason": NO_GPU}
-        if self._thread is None:
-            self._thread = EngineThread(name="streamd-nvml")
-            self._thread.start()
+        if self._reading is not None and self._reading.is_alive():
+            return {"available": False, "reason": NO_ANSWER}  # the last call never returned
+        answer: Future[dict[str, Any]] = Future()
+        # A daemon thread: a driver call that never returns must not hold the exit.
+        self._reading = threading.Thread(
+            target=_answer, args=(answer, self._read, uuid), name="streamd-nvml", daemon=True
+        )
+        self._reading.start()
         try:
-            return await asyncio.wait_for(self._thread.call(self._read, uuid), self._timeout_s)
+            return await asyncio.wait_for(asyncio.wrap_future(answer), self._timeout_s)
         except TimeoutError:
             return {"available": False, "reason": NO_ANSWER}
+
+
+def _answer(
+    answer: Future[dict[str, Any]], read: Callable[[str | None], dict[str, Any]], uuid: str
+) -> None:
+    failure: Exception | None = None
+    try:
+        result = read(uuid)
+    except Exception as error:
+        result, failure = {}, error
+    with contextlib.suppress(InvalidStateError):  # the caller stopped waiting meanwhile
+        if failure is not None:
+            answer.set_exception(failure)
+        else:
+            answer.set_result(result)

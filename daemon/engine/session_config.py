@@ -5,8 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from ..config import rules
-from ..config.rules import DEFAULT_MODEL, Rule, Section
+from streamd.cache.layout import CacheLayout, LayoutError
+from streamd.errors import ConfigError
+
+from ..config import Config, rules
+from ..config.rules import DEFAULT_MODEL, MIN_PINNED, Rule, Section
 from .prompts import DEFAULT_SYSTEM_PROMPT
 
 # Scratch slots for a grounded summary's openers (facts sentences, quoted templates).
@@ -42,3 +45,49 @@ class SessionConfig(Section):
     profile: str = field(default="auto", metadata=rules.PROFILE.meta)  # logs | transcript | auto
     # drop-sentence or flag: what happens to an unsupported claim
     unsupported: str = field(default="drop-sentence", metadata=rules.UNSUPPORTED.meta)
+
+    @classmethod
+    def of(cls, config: Config) -> SessionConfig:
+        """The session's settings from the daemon's."""
+        return cls(
+            model=config.model.name,
+            device=config.model.device,
+            dtype=config.model.dtype,
+            max_capacity=config.cache.max_capacity,
+            chunk=config.cache.chunk,
+            summary_max_tokens=config.summary.max_tokens,
+            system_prompt=config.cache.system_prompt or DEFAULT_SYSTEM_PROMPT,
+            summary_mode=config.summary.mode,
+            profile=config.summary.profile,
+            unsupported=config.summary.unsupported,
+        )
+
+    def layout(self, pinned: int, plain_request: int) -> CacheLayout:
+        """The ring's layout for a pinned prefix and a plain summary request of these
+        many tokens; ConfigError says which setting cannot work."""
+        if pinned < MIN_PINNED:
+            raise ConfigError(
+                f"the pinned prefix has {pinned} tokens; it needs >= {MIN_PINNED}: "
+                "use a longer system prompt"
+            )
+        request = plain_request
+        if self.summary_mode == "grounded":  # the plain path still fits (--compare)
+            request = max(request, self.summary_request_tokens + OPENER_TOKENS)
+        scratch = request + self.summary_max_tokens
+        window = window_for(self.max_capacity, pinned)
+        try:
+            return CacheLayout.build(
+                pinned=pinned, window=window, chunk=self.chunk, scratch=scratch
+            )
+        except LayoutError as error:
+            raise ConfigError(str(error)) from None
+
+
+def window_for(max_capacity: int, pinned: int) -> int:
+    """W: what max_capacity leaves after the pinned prefix, at least one token."""
+    if not isinstance(max_capacity, int) or max_capacity <= pinned:
+        raise ConfigError(
+            f"max_capacity = {max_capacity!r}: must be an integer above the pinned prefix of "
+            f"{pinned} tokens (the system prompt); try {pinned + 512} or more"
+        )
+    return max_capacity - pinned

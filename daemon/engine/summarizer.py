@@ -56,12 +56,9 @@ class PlainDecoder:
             generated.append(token)
             if len(generated) >= max_new_tokens or (stop and stop(generated)):
                 break
-            logits = self.runner.scratch(self._tensor([token]))
+            logits = self.runner.scratch(self.runner.ids([token]))
             token = self._pick(logits[0, -1], [*seen, *generated])
         return generated
-
-    def _tensor(self, ids: list[int]) -> torch.Tensor:
-        return torch.tensor([ids], dtype=torch.long, device=self.runner.ring.device)
 
     def _pick(self, logits: torch.Tensor, generated: list[int]) -> int:
         """logits: [vocab] -> the next token, with the repetition penalty on `generated`."""
@@ -108,12 +105,9 @@ class Summarizer:
         self.facts = facts
         self.policy = policy
 
-    def _tensor(self, ids: list[int]) -> torch.Tensor:
-        return torch.tensor([ids], dtype=torch.long, device=self.runner.ring.device)
-
     def plain(self, limit: int, decode: Callable[[list[int]], str]) -> Draft:
         began = time.perf_counter()
-        logits = self.runner.scratch(self._tensor(self.framing.plain_request))
+        logits = self.runner.scratch(self.runner.ids(self.framing.plain_request))
         tokens = self.decoder.generate(logits[0, -1], limit)
         first_token_s = self.decoder.first_token_at - began
         return Draft(decode(tokens).strip(), len(tokens), first_token_s)

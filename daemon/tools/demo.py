@@ -74,7 +74,7 @@ def run_demo(session: Session, options: DemoOptions, echo: Echo) -> DemoTotals:
     since_summary = 0
     for batch in paced_batches(sample_lines(), options.lines, options.rate):
         tick = time.perf_counter()
-        since_summary += session.ingest("\n".join(batch))
+        since_summary += session.ingest("\n".join(batch)).tokens
         totals.ingest_s += time.perf_counter() - tick
         totals.lines += len(batch)
         echo(_stats_line(session, totals))

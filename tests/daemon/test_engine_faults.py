@@ -1,4 +1,4 @@
-"""Engine faults by FAULT INJECTION: the real Engine, SessionWorker and Session on the tiny
+"""Engine faults by FAULT INJECTION: the real Engine and Session on the tiny
 model, except that chosen forward passes raise (torch.cuda.OutOfMemoryError, as a GPU short
 of memory would, or a RuntimeError). A failed batch is retried once in smaller pieces from
 where it failed; only if that fails too is it skipped, counted and logged with context."""
@@ -18,7 +18,6 @@ import torch
 from streamd.daemon.engine.api import SummaryRecord
 from streamd.daemon.engine.loading import LoadedModel
 from streamd.daemon.engine.session import Session, SessionConfig
-from streamd.daemon.engine.worker import SessionWorker
 from streamd.daemon.ingest import IngestQueue, Lines
 from streamd.daemon.metrics import StreamdMetrics
 from streamd.daemon.scheduler import Engine
@@ -116,7 +115,7 @@ async def harness(tiny_loaded: LoadedModel, tiny_model_dir: Path) -> AsyncIterat
         holder[0].sessions.append(session)
         return session
 
-    engine = Engine(config, metrics, keep, SessionWorker(metrics, session_factory=faulty_session))
+    engine = Engine(config, metrics, keep, faulty_session)
     holder.append(Harness(engine, queue, metrics))
     await engine.load()
     task = asyncio.create_task(engine.run_ingest(queue))

@@ -20,9 +20,9 @@ from streamd.daemon.config import (
 )
 from streamd.daemon.control.handlers import ControlHandler
 from streamd.daemon.control.status import READY
-from streamd.daemon.engine.api import SummaryRecord
+from streamd.daemon.engine.api import Ingested, SummaryRecord
 from streamd.daemon.engine.gpu import NO_ANSWER, NvmlReader, gpu_status
-from streamd.daemon.engine.worker import Ingested, SessionWorker
+from streamd.daemon.engine.session import OnChunk, OnRetry, Session
 from streamd.daemon.ingest import IngestQueue, Lines
 from streamd.daemon.metrics import StreamdMetrics
 from streamd.daemon.scheduler import Engine, RateWindow, utc_timestamp
@@ -32,13 +32,15 @@ from tests.daemon.daemon_testing import tiny_config
 POISON = "this line makes the worker fail"
 
 
-class FailsOnPoison(SessionWorker):
-    """The real worker, except that a batch holding POISON raises, as a CUDA error would."""
+class FailsOnPoison(Session):
+    """The real session, except that a batch holding POISON raises, as a CUDA error would."""
 
-    def ingest(self, text: str) -> Ingested:
+    def ingest(
+        self, text: str, on_chunk: OnChunk | None = None, on_retry: OnRetry | None = None
+    ) -> Ingested:
         if POISON in text:
             raise RuntimeError("boom")
-        return super().ingest(text)
+        return super().ingest(text, on_chunk, on_retry)
 
 
 class Running:
@@ -71,7 +73,7 @@ async def running(tiny_model_dir: Path) -> AsyncIterator[Running]:
         records.append(record)
 
     metrics = StreamdMetrics()
-    engine = Engine(tiny_config(tiny_model_dir, 100), metrics, keep, FailsOnPoison(metrics))
+    engine = Engine(tiny_config(tiny_model_dir, 100), metrics, keep, FailsOnPoison)
     await engine.load()
     queue = IngestQueue()
     task = asyncio.create_task(engine.run_ingest(queue))

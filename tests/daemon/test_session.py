@@ -33,7 +33,7 @@ def test_the_system_prompt_is_the_pinned_prefix(tiny_loaded: LoadedModel) -> Non
 
 def test_ingest_counts_tokens_and_evicts_past_the_window(tiny_loaded: LoadedModel) -> None:
     session = _session(tiny_loaded)
-    ingested = session.ingest(LOG)
+    ingested = session.ingest(LOG).tokens
     stats = session.stats()
     assert ingested == stats.tokens_ingested > stats.window
     assert stats.tokens_evicted == ingested - stats.window
@@ -44,7 +44,7 @@ def test_ingest_counts_tokens_and_evicts_past_the_window(tiny_loaded: LoadedMode
 
 def test_blank_input_ingests_nothing(tiny_loaded: LoadedModel) -> None:
     session = _session(tiny_loaded)
-    assert session.ingest("\n \n\t\n") == 0
+    assert session.ingest("\n \n\t\n").tokens == 0
     assert session.stats().tokens_ingested == 0
 
 
