@@ -19,6 +19,7 @@ from ..cli_options import (
     progress,
     session_options,
 )
+from .soak.flags import soak_options
 
 
 @click.command()
@@ -257,80 +258,7 @@ def bench(
 
 
 @click.command()
-@click.option(
-    "--duration",
-    "duration_s",
-    type=click.FloatRange(min=10),
-    default=90.0,
-    help="Seconds of traffic, faults included (model loading and settling come on top).",
-)
-@click.option(
-    "--senders",
-    type=click.IntRange(min=1),
-    default=3,
-    help="ZeroMQ PUSH senders, and as many MQTT QoS 1 publishers.",
-)
-@click.option(
-    "--rate",
-    type=click.FloatRange(min=0.1),
-    default=20.0,
-    help="Messages/s per sender (about 70 tokens each). Keep the total below what the daemon "
-    "ingests (printed every 30 s), or settling waits for its backlog.",
-)
-@click.option(
-    "--malformed",
-    type=click.FloatRange(0, 1, max_open=True),
-    default=0.1,
-    help="Share of messages spoiled: invalid UTF-8, NUL bytes, or a JSON envelope cut short.",
-)
-@click.option("--blobs", type=click.IntRange(min=0), default=3, help="10 MB blobs per transport.")
-@click.option("--broker-restarts", type=click.IntRange(min=0), default=3, help="SIGTERM + start.")
-@click.option(
-    "--kill-daemon-once/--no-kill-daemon",
-    default=True,
-    help="SIGKILL the daemon once, mid-run, and start it again on the same state dir.",
-)
-@session_options
-@click.option(
-    "--summary-every-tokens",
-    type=click.IntRange(min=0),
-    default=2048,
-    help="The daemon's token trigger (its seconds trigger is off: see the description).",
-)
-@click.option(
-    "--warmup",
-    "warmup_s",
-    type=click.FloatRange(min=0),
-    default=10.0,
-    help="Seconds after each daemon start whose memory is not judged.",
-)
-@click.option(
-    "--max-memory-growth",
-    type=click.FloatRange(min=1),
-    default=1.2,
-    help="Fail if a daemon run's peak RSS in its last third exceeds this times its first third's.",
-)
-@click.option(
-    "--drain-timeout",
-    "drain_timeout_s",
-    type=click.FloatRange(min=1),
-    default=120.0,
-    help="Seconds the daemon gets to take in what was sent before counters are read.",
-)
-@click.option("--seed", type=int, default=0, help="Seed of the message mix.")
-@click.option(
-    "--workdir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Keep the daemon's and the broker's logs and files here [default: a temporary "
-    "folder, removed if the soak passes].",
-)
-@click.option(
-    "--daemon-arg",
-    "daemon_args",
-    multiple=True,
-    metavar="ARG",
-    help="One more `streamd run` argument (repeatable): --daemon-arg=--chunk=64.",
-)
+@soak_options
 @click.option(
     "--json",
     "json_path",

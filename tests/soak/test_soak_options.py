@@ -15,6 +15,8 @@ def test_a_setting_that_cannot_work_is_refused_naming_the_option() -> None:
         SoakOptions(duration_s=60, warmup_s=30)
     with pytest.raises(SoakOptionError, match=r"--malformed = 1: must be at least 0, below 1"):
         SoakOptions(malformed=1.0)
+    with pytest.raises(SoakOptionError, match=r"--summary-every-tokens = -1: must be at least 0"):
+        SoakOptions(summary_every_tokens=-1)
 
 
 def test_the_command_refuses_it_before_starting_anything() -> None:

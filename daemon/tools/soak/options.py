@@ -45,6 +45,7 @@ class SoakOptions:
         _at_least("--broker-restarts", self.broker_restarts, 0)
         _at_least("--max-memory-growth", self.max_memory_growth, 1.0)
         _at_least("--warmup", self.warmup_s, 0.0)
+        _at_least("--summary-every-tokens", self.summary_every_tokens, 0)
         for flag, value in (("--rate", self.rate), ("--drain-timeout", self.drain_timeout_s)):
             if value <= 0:
                 raise SoakOptionError(f"{flag} = {value:g}: must be above 0")

@@ -1,0 +1,95 @@
+"""The soak's command-line options, one table: each flag's default is SoakOptions' and its
+bounds are checked there (an error names the flag), so neither is written twice."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from ...cli_options import session_options
+from .options import SoakOptions
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# (flag, SoakOptions field, click type, help), in the order --help lists them.
+_TRAFFIC: tuple[tuple[str, str, Any, str], ...] = (
+    (
+        "--duration",
+        "duration_s",
+        float,
+        "Seconds of traffic, faults included (model loading and settling come on top).",
+    ),
+    ("--senders", "senders", int, "ZeroMQ PUSH senders, and as many MQTT QoS 1 publishers."),
+    (
+        "--rate",
+        "rate",
+        float,
+        "Messages/s per sender (about 70 tokens each). Keep the total below what the daemon "
+        "ingests (printed every 30 s), or settling waits for its backlog.",
+    ),
+    (
+        "--malformed",
+        "malformed",
+        float,
+        "Share of messages spoiled: invalid UTF-8, NUL bytes, or a JSON envelope cut short.",
+    ),
+    ("--blobs", "blobs", int, "10 MB blobs per transport."),
+    ("--broker-restarts", "broker_restarts", int, "SIGTERM + start."),
+)
+_JUDGING: tuple[tuple[str, str, Any, str], ...] = (
+    (
+        "--summary-every-tokens",
+        "summary_every_tokens",
+        int,
+        "The daemon's token trigger (its seconds trigger is off: see the description).",
+    ),
+    ("--warmup", "warmup_s", float, "Seconds after each daemon start whose memory is not judged."),
+    (
+        "--max-memory-growth",
+        "max_memory_growth",
+        float,
+        "Fail if a daemon run's peak RSS in its last third exceeds this times its first third's.",
+    ),
+    (
+        "--drain-timeout",
+        "drain_timeout_s",
+        float,
+        "Seconds the daemon gets to take in what was sent before counters are read.",
+    ),
+    ("--seed", "seed", int, "Seed of the message mix."),
+)
+
+
+def _table(rows: tuple[tuple[str, str, Any, str], ...], command: F) -> F:
+    defaults = SoakOptions()
+    for flag, field, kind, text in reversed(rows):
+        default = getattr(defaults, field)
+        command = click.option(flag, field, type=kind, default=default, help=text)(command)
+    return command
+
+
+def soak_options(command: F) -> F:
+    """Every option of `streamd soak` but --json."""
+    command = click.option(
+        "--daemon-arg",
+        "daemon_args",
+        multiple=True,
+        metavar="ARG",
+        help="One more `streamd run` argument (repeatable): --daemon-arg=--chunk=64.",
+    )(command)
+    command = click.option(
+        "--workdir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Keep the daemon's and the broker's logs and files here [default: a temporary "
+        "folder, removed if the soak passes].",
+    )(command)
+    command = session_options(_table(_JUDGING, command))
+    command = click.option(
+        "--kill-daemon-once/--no-kill-daemon",
+        default=SoakOptions().kill_daemon_once,
+        help="SIGKILL the daemon once, mid-run, and start it again on the same state dir.",
+    )(command)
+    return _table(_TRAFFIC, command)
