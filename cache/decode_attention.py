@@ -1,21 +1,8 @@
 """One decode token's attention as one op: rotary on q and k, the K/V write, attention.
 
-Why: a small model's decode step is bound by kernel launches. Written as torch
-ops, rotating q and k, writing this token's key and value into the ring and the
-masked single-query attention take six to eight kernels a layer; here, on a
-CUDA GPU with Triton, they take two:
-
-1. `partial_kernel`, one program per (KV head, run of slots): rotates q and k,
-   the split-0 program writes this token's key and value into its slot, and
-   each program attends over its run of slots (online softmax) and leaves a
-   partial result (running max, sum and weighted values per head).
-2. `combine_kernel`, one program per query head: merges the partials.
-
-No program reads the slot being written (split 0 adds this token's own key
-and value from registers), so the write and the reads never race.
-
-Elsewhere (a CPU, no Triton) the op runs `decode_attention_reference`: the same
-arithmetic as torch ops. Tests compare the two through Triton's interpreter.
+Why: a small model's decode step is bound by kernel launches. On a CUDA GPU with Triton the
+op is two kernels a layer instead of six to eight; elsewhere it runs
+`decode_attention_reference`, the same arithmetic as torch ops (DESIGN.md, "Decoding").
 """
 
 from __future__ import annotations
@@ -140,6 +127,11 @@ def decode_attention_triton(
     part_max = qkv.new_empty((heads, splits), dtype=torch.float32)
     part_sum = torch.empty_like(part_max)
     part_acc = qkv.new_empty((heads, splits, dim), dtype=torch.float32)
+    # One program per (KV head, run of slots): rotates q and k, attends over its run (online
+    # softmax) and leaves partials (running max, sum and weighted values per head). The
+    # split-0 program writes this token's key and value into its slot; no program reads that
+    # slot (split 0 adds the token's own key and value from registers), so the write and the
+    # reads never race.
     partial_kernel[(kv_heads, splits)](
         qkv, cos, sin, slot, mask, keys, values, part_max, part_sum, part_acc,
         scale, slots,
@@ -148,6 +140,7 @@ def decode_attention_triton(
         D=dim, BLOCK=BLOCK_SLOTS, SPLITS=splits, PER_SPLIT=per_split,
     )  # fmt: skip
     out = qkv.new_empty(heads * dim)
+    # One program per query head merges the partials.
     combine_kernel[(heads,)](
         part_max, part_sum, part_acc, out, D=dim, SPLITS=splits, SPLITS_PAD=_pow2(splits)
     )

@@ -1,20 +1,8 @@
 """A one-token decode forward for Llama-family models, with q/k/v and gate/up fused.
 
-Why: a small model's decode step is bound by kernel launches, not by the GPU.
-Hugging Face's forward runs seven projections a layer; here q/k/v are one
-matmul and gate/up another, so a replayed step of SmolLM2-135M launches
-about a third fewer kernels. Everything else is the same arithmetic as the
-model's own forward (RMSNorm in fp32, the model's rotary tables, the ring's
-single-query attention), so greedy tokens match the plain path.
-
-The fused weights cost no memory: the model's own q/k/v (and gate/up)
-Linear modules are re-pointed at views of the fused tensor, once per model.
-The model's forward (ingest, the plain decode path) then reads the same
-storage and computes what it computed before.
-
-Only plain Llama-family layers are fused (llama, mistral, qwen2: SiLU MLP,
-no MLP bias, unquantised nn.Linear weights of one dtype); any other model
-decodes through its own forward (`fusion_unsupported` says why).
+Why: a small model's decode step is bound by kernel launches. The arithmetic is the model's
+own (greedy tokens match), and its Linear modules are re-pointed at views of the fused weights
+(no extra memory). Other models decode through their own forward (`fusion_unsupported`).
 """
 
 from __future__ import annotations

@@ -1,20 +1,8 @@
 """Slot and position arithmetic of the sink + window cache. Pure Python, no torch.
 
-The cache holds, per layer, `slots = P + R + S` key/value slots:
-
-    [ pinned 0..P-1 | ring P..P+R-1 | scratch P+R..P+R+S-1 ]
-
-- pinned: the first P tokens of the session (the attention sinks);
-- ring: stream token at absolute position t lives in slot P + (t mod R);
-- scratch: a summary's instruction and generated tokens, slot P+R+k for the
-  k-th summary token, so a summary never touches a stream slot.
-
-Worked example, P=4, W=8, C=4, R=12: the stream starts at position 4 (after
-the pinned prefix 0..3). A chunk of positions 100..103 writes ring slots
-4 + (100..103 mod 12) = 8..11, which held positions 88..91. The chunk's
-earliest query, 100, sees 93..100 (t - W < p <= t): 88..91 are older, so
-nothing a query still needs was overwritten. In general a chunk starting at
-t0 overwrites t0-R .. t0-R+n-1 < t0-W+1 as long as R >= W + C.
+Per layer, `P + R + S` slots: [ pinned 0..P-1 | ring P..P+R-1 | scratch P+R.. ]. Stream token
+t lives in ring slot P + (t mod R); R >= W + C keeps a chunk from overwriting what its own
+queries still see (worked example: DESIGN.md, "The cache").
 """
 
 from __future__ import annotations

@@ -1,13 +1,7 @@
 """Rotary position arithmetic for keys that are already stored rotated.
 
-Hugging Face Llama-family models rotate with the "rotate half" convention:
-x' = x * cos(p * f) + rotate_half(x) * sin(p * f), with cos/sin of width D
-made of the D/2 frequencies f repeated twice. Rotating a stored key by `delta`
-moves it from position p to p + delta; only relative distances enter the
-attention score, so that is all a position shift needs.
-
-The rotation here never carries the attention factor of scaled RoPE variants
-(YaRN): it is applied once by the model; a shift must preserve key norms.
+Rotating a stored key by `delta` moves it from position p to p + delta; only relative
+distances enter the attention score, so that is all a position shift needs.
 """
 
 from __future__ import annotations
@@ -38,6 +32,10 @@ def rotation_tables(
     return angles.cos(), angles.sin()
 
 
+# Hugging Face's "rotate half" convention, as Llama-family models use it:
+# x' = x * cos(p * f) + rotate_half(x) * sin(p * f), with cos/sin of width D made of the D/2
+# frequencies f repeated twice. No attention factor of scaled RoPE variants (YaRN): the model
+# applies it once, and a shift must preserve key norms.
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate x [..., n, D] by per-row tables cos/sin [n, D]; computed in fp32."""
     x32 = x.to(torch.float32)

@@ -1,28 +1,7 @@
 """Turn one received message (bytes) into stream lines, or a rejection with a reason.
 
-This is the input-hygiene boundary: whatever a source receives passes through
-`decode_message` before any of it reaches the session. Any bytes in give a
-defined outcome out (`Accepted` or `Rejected`), never an exception, because a
-log summarizer sees its worst input on a system's worst day.
-
-The rules, in order:
-
-1. Size: a payload over `max_message_bytes` is rejected (`too_large`) before
-   any other work, so a 10 MB blob costs one length check.
-2. Text: UTF-8; invalid sequences (and, from JSON escapes, lone surrogates)
-   become U+FFFD and are counted in `Accepted.replaced`.
-3. Envelope: a message that starts like `{"text": ...` or `{"source": ...` is
-   a JSON envelope `{"text": str, "source": str?, ...}` (other keys ignored)
-   and must be one, else `bad_json_envelope`. Any other text, JSON log lines
-   such as `{"level": "info", ...}` included, is plain text: structured logs
-   must not be refused for looking like JSON.
-4. Cleaning: CR LF and lone CR become LF; ANSI colour/cursor sequences and
-   control characters (C0 but tab and newline, DEL, C1) are removed and
-   counted in `Accepted.stripped`.
-5. Lines: split on LF; blank lines dropped; a line longer than
-   `max_line_chars` is cut into pieces of at most that many characters (a
-   pathological one-line message still reaches the model, in bounded parts).
-6. Nothing left: rejected as `empty`.
+Any bytes give `Accepted` or `Rejected`, never an exception: a log summarizer sees its worst
+input on a system's worst day. The rules, in order, are commented in `decode_message`.
 """
 
 from __future__ import annotations
@@ -130,11 +109,19 @@ Decoded = Accepted | Rejected
 
 def decode_message(payload: bytes, source: str, config: DecoderConfig = DEFAULT_DECODER) -> Decoded:
     """Decode one message received from `source` (see the module docstring for the rules)."""
+    # 1. Size: a payload over max_message_bytes is rejected (too_large) before any other
+    # work, so a 10 MB blob costs one length check.
     if len(payload) > config.max_message_bytes:
         detail = f"{len(payload)} bytes > max_message_bytes {config.max_message_bytes}"
         return Rejected(RejectReason.TOO_LARGE, source, detail)
+    # 2. Text: UTF-8; invalid sequences (and, from JSON escapes, lone surrogates) become
+    # U+FFFD and are counted in Accepted.replaced.
     text, replaced = _utf8_text(payload)
     line_source = source
+    # 3. Envelope: a message that starts like {"text": ... or {"source": ... is a JSON
+    # envelope {"text": str, "source": str?, ...} (other keys ignored) and must be one, else
+    # bad_json_envelope. Any other text, JSON log lines such as {"level": "info", ...}
+    # included, is plain text: structured logs must not be refused for looking like JSON.
     if _ENVELOPE_START.match(text):
         opened = _open_envelope(text, source, config)
         if isinstance(opened, Rejected):
@@ -142,8 +129,15 @@ def decode_message(payload: bytes, source: str, config: DecoderConfig = DEFAULT_
         text, line_source = opened
         text, more_replaced = _replace_surrogates(text)
         replaced += more_replaced
+    # 4. Cleaning: CR LF and lone CR become LF; ANSI colour/cursor sequences and control
+    # characters (C0 but tab and newline, DEL, C1) are removed and counted in
+    # Accepted.stripped.
     text, stripped = _clean(text)
+    # 5. Lines: split on LF; blank lines dropped; a line longer than max_line_chars is cut
+    # into pieces of at most that many characters (a pathological one-line message still
+    # reaches the model, in bounded parts).
     lines, cut = _split_lines(text, config.max_line_chars)
+    # 6. Nothing left: rejected as empty.
     if not lines:
         return Rejected(RejectReason.EMPTY, source, "no text left after removing blank lines")
     return Accepted(tuple(lines), line_source, replaced=replaced, stripped=stripped, cut=cut)

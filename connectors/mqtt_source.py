@@ -1,25 +1,8 @@
 """MQTT source: subscribe (MQTT v5, QoS 1, persistent session) and reconnect forever.
 
-Use:
-
-    async with MqttSource(MqttSourceConfig(topics=("logs/#",))) as source:
-        await source.run(deliver)          # until cancelled
-
-The reconnect loop (`MqttLink`) is ours: on any connection error it logs,
-waits a capped, doubling delay and connects again with the same client
-object, so messages received but not yet delivered are not lost.
-
-Because the session is persistent (fixed client id, clean_start=False, a
-session expiry interval), the broker keeps our subscriptions and queues QoS 1
-messages while the daemon is away (restart, network loss) and delivers them
-when it is back. Brokers bound that queue (Mosquitto: max_queued_messages,
-1000 by default). We subscribe again on every connect; retain handling 1
-means a retained message is sent only for a subscription that did not exist
-yet, so reconnecting does not ingest the same retained message again.
-
-Payload size is not checked here: `decode_message` rejects messages over
-max_message_bytes (counted as too_large) like any other source's. The broker's
-own limit (Mosquitto: message_size_limit) bounds what can reach us at all.
+`async with MqttSource(config) as source: await source.run(deliver)` runs until cancelled.
+The broker keeps the session and queues messages while the daemon is away; the reconnect
+loop is `MqttLink` (mqtt_broker.py).
 """
 
 from __future__ import annotations
@@ -34,6 +17,10 @@ from .lifecycle import OpenClose
 from .messages import Deliver, RawMessage
 from .mqtt_broker import MqttBrokerConfig, MqttLink, check_topic_filter, tls_context
 
+# With a persistent session (fixed client id, clean_start=False, a session expiry interval)
+# the broker keeps our subscriptions and queues QoS 1 messages while the daemon is away
+# (restart, network loss). Brokers bound that queue (Mosquitto: max_queued_messages, 1000 by
+# default).
 # A day: covers a reboot or a long maintenance; after longer the broker may
 # drop the queue, and the stream's context would be stale anyway.
 DEFAULT_SESSION_EXPIRY_S = 24 * 3600
@@ -90,6 +77,8 @@ class MqttSource(OpenClose):
         await self.link.run(receive, prepare=self._subscribe)
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
+        # Subscribed again on every connect. Retain handling 1: a retained message is sent only
+        # for a subscription that did not exist yet, so reconnecting does not ingest it again.
         options = SubscribeOptions(qos=self.config.qos, retainHandling=1)
         await client.subscribe([(topic, options) for topic in self.config.topics])
 
@@ -98,4 +87,7 @@ class MqttSource(OpenClose):
             payload = message.payload
             if not isinstance(payload, bytes):  # paho gives bytes; the type allows more
                 payload = b"" if payload is None else str(payload).encode()
+            # Size is not checked here: decode_message rejects messages over max_message_bytes
+            # (counted as too_large) like any other source's. The broker's own limit (Mosquitto:
+            # message_size_limit) bounds what can reach us at all.
             await deliver(RawMessage(self.name, payload, topic=message.topic.value))

@@ -1,16 +1,7 @@
 """Summary outputs (sinks): stdout, an append-only JSONL file, a ZeroMQ PUB socket, MQTT.
 
-Each summary is one JSON object (a dict the daemon builds: seq, time,
-stream_tokens, window_first, window_last, text, latency_s, model, ...),
-written as one line of compact UTF-8 JSON. Every sink has the same surface:
-
-    async with JsonlFileSink(path) as sink:     # open(), then close() on exit
-        await sink.emit(record)
-
-`emit` returns once the record is as safe as that sink makes it: written and
-flushed (stdout), fsynced (file), handed to ZeroMQ (PUB), or queued for the
-broker (MQTT; published in the background: mqtt_sink.py). Blocking writes
-(stdout, file) run in a thread, so a slow disk or reader never stalls the loop.
+Each summary record (seq, time, text, ...: SummaryRecord.as_json(), daemon/engine/api.py) is
+one line of compact UTF-8 JSON: `async with JsonlFileSink(path) as sink: await sink.emit(record)`.
 """
 
 from __future__ import annotations
@@ -40,6 +31,10 @@ class Sink(Protocol):
 
     async def open(self) -> None: ...
 
+    # Returns once the record is as safe as the sink makes it: written and flushed (stdout),
+    # fsynced (file), handed to ZeroMQ (PUB), or queued for the broker (MQTT; published in
+    # the background: mqtt_sink.py). Blocking writes run in a thread: a slow disk or reader
+    # never stalls the loop.
     async def emit(self, record: Record) -> None: ...
 
     async def close(self) -> None: ...

@@ -1,20 +1,8 @@
 """CURVE for streamd's ZeroMQ sockets: key files, socket options, and who may connect.
 
-CURVE (ZeroMQ RFC 26) encrypts a connection and proves that each end holds
-its secret key. A bound socket is a CURVE server with the daemon's key pair;
-a client connects with a key pair of its own and must know the server's
-public key. Which client keys may connect is asked of a ZAP handler (RFC 27)
-on the context's inproc://zeromq.zap.01: `ZapAuthenticator` answers from
-the authorized public keys, and nothing else gets in.
-
-Key files are those that zmq.auth.create_certificates writes (czmq's format):
-NAME.key holds a public key, NAME.key_secret the pair. Make a pair with
-
-    python -c "import zmq.auth; zmq.auth.create_certificates('.', 'NAME')"
-
-Fail closed: a server socket sets ZAP_ENFORCE_DOMAIN, so while no
-authenticator listens every handshake fails, where libzmq's default would
-let every client with any key in.
+A bound socket is a CURVE server (RFC 26) with the daemon's key pair; which client keys may
+connect is asked of `ZapAuthenticator`, the context's ZAP handler (RFC 27), which lets in
+only the authorized public keys. With no handler running, every handshake fails.
 """
 
 from __future__ import annotations
@@ -143,6 +131,8 @@ def make_curve_server(socket: zmq.Socket[Any], keys: CurveKeyPair) -> None:
     socket.setsockopt(zmq.CURVE_PUBLICKEY, keys.public)
     socket.setsockopt(zmq.CURVE_SECRETKEY, keys.secret)
     socket.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN)
+    # Fail closed: while no authenticator listens, every handshake fails, where libzmq's
+    # default would let every client with any key in.
     socket.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
 
 

@@ -1,24 +1,7 @@
 """ZeroMQ sources: PULL (bind, senders push to us) and SUB (connect to publishers).
 
-Use:
-
-    async with ZmqPullSource(ZmqPullConfig()) as source:
-        await source.run(deliver)          # until cancelled
-
-`deliver` is awaited for each message, one at a time: a slow deliver stops
-the receive loop, ZeroMQ's receive queue fills to its high-water mark, and a
-PULL source then pushes back on its senders instead of losing lines (a SUB
-source's publishers drop instead: that is PUB/SUB's contract).
-
-Multipart messages. PULL: the frames are joined with a newline into one
-message (a sender may batch lines as frames and they stay together). SUB:
-a message of two or more frames is [topic, body...] as ZeroMQ's pub/sub
-envelopes are; the first frame becomes `RawMessage.topic` and the rest is
-joined as for PULL; a single-frame message is all body.
-
-Size: ZMQ_MAXMSGSIZE is set to max_message_bytes, so libzmq disconnects a peer
-that sends a larger frame and the message never reaches us (nor our memory).
-A multipart message can still add up past the limit; the decoder rejects it.
+`async with ZmqPullSource(ZmqPullConfig()) as source: await source.run(deliver)` runs until
+cancelled, delivering one message (its frames joined) at a time.
 """
 
 from __future__ import annotations
@@ -114,6 +97,9 @@ class _ZmqSource(OpenClose):
         socket = self._opened()
         while True:
             frames: list[bytes] = await socket.recv_multipart()
+            # One message at a time: a slow deliver stops this loop, ZeroMQ's receive queue fills to
+            # its high-water mark, and then a PULL source's senders block instead of losing lines,
+            # while a SUB source's publishers drop (that is PUB/SUB's contract).
             await deliver(self._message(frames))
 
     def _opened(self) -> zmq.asyncio.Socket:
@@ -125,6 +111,8 @@ class _ZmqSource(OpenClose):
         raise NotImplementedError
 
     def _message(self, frames: list[bytes]) -> RawMessage:
+        # PULL: the frames are joined with a newline into one message (a sender may batch lines
+        # as frames and they stay together).
         return RawMessage(self.name, b"\n".join(frames))
 
 
@@ -161,6 +149,8 @@ class ZmqSubSource(_ZmqSource):
             socket.connect(address)
 
     def _message(self, frames: list[bytes]) -> RawMessage:
+        # Two or more frames are [topic, body...], as ZeroMQ's pub/sub envelopes are: the first
+        # becomes RawMessage.topic and the rest is joined as for PULL. A single frame is all body.
         if len(frames) < 2:
             return super()._message(frames)
         topic = frames[0].decode("utf-8", errors="replace")[:MAX_TOPIC_CHARS]

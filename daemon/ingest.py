@@ -1,26 +1,8 @@
 """From the sources to the engine: decode, count, and a bounded queue of lines.
 
-Every message a source receives goes through `Intake.deliver` (on the event
-loop): it is counted as received, decoded (connectors.decode_message), counted
-as rejected with the reason, or queued; what the decoder had to repair
-(invalid UTF-8 replaced, control characters stripped, long lines cut) is
-counted by source and kind. The queue is bounded in characters, not messages,
-because one message may be a 1 MiB blob or a single line.
-
-When the queue is full, each source's backpressure policy decides:
-- block (ZeroMQ PULL's default): wait for room. The receive loop stops,
-  libzmq's queue fills and the senders block (`streamd send` reports the
-  lines it could not send). Nothing is lost.
-- drop-oldest (ZeroMQ SUB and MQTT always; PULL if configured): make room by
-  evicting the oldest queued messages of drop-oldest sources, so the freshest
-  lines win. A publisher does not wait for us, and an MQTT client that stops
-  reading only moves the pile into its own unbounded in-memory queue. A block
-  source's messages are never evicted, nor one the engine has begun to take;
-  if evicting all that may go would not make room, the new message is the one
-  dropped.
-
-Reasons a queued or arriving message is dropped (a fixed set: they label
-counters): queue_full, shutdown, engine_error.
+`Intake.deliver` (on the event loop) counts each message a source receives, decodes it, and
+counts it rejected by reason or queues it in `IngestQueue`, bounded in characters. When the
+queue is full, each source's policy (block or drop-oldest) decides: DESIGN.md, "The daemon".
 """
 
 from __future__ import annotations
@@ -80,6 +62,7 @@ class _Entry:
     evictable: bool  # put by a drop-oldest source, and not begun by the engine
 
 
+# Bounded in characters, not messages: one message may be a 1 MiB blob or a single line.
 class IngestQueue:
     """A FIFO of Lines bounded in characters; the event loop's side of the engine.
 
@@ -333,9 +316,16 @@ class Intake:
         self._metrics.queue_depth.set(self.queue.depth)
 
     async def _queue(self, item: Lines, wait_when_full: bool) -> None:
+        # block (ZeroMQ PULL's default): wait for room. The receive loop stops, libzmq's queue
+        # fills and the senders block (`streamd send` reports the lines it could not send).
+        # Nothing is lost.
         if wait_when_full:
             await self.queue.put(item, wait=True)
             return
+        # drop-oldest (ZeroMQ SUB and MQTT always; PULL if configured): evict the oldest queued
+        # messages of drop-oldest sources, so the freshest lines win. A publisher does not wait
+        # for us, and an MQTT client that stops reading only moves the pile into its own
+        # unbounded in-memory queue.
         queued, evicted = await self.queue.put_evicting(item)
         # In a flood this runs for every message: only the first drop per source is logged.
         for old in evicted:

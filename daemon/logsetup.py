@@ -1,13 +1,8 @@
 """Logging: structlog for our code, the stdlib loggers of libraries routed through it.
 
-- stdout is not a terminal (systemd, a pipe): one JSON object per line. When
-  $JOURNAL_STREAM names the very file stdout is, journald is reading it, and
-  each line starts with the syslog priority `<N>` so `journalctl -p warning`
-  works (journald strips the prefix; SyslogLevelPrefix= is on by default).
-- stdout is a terminal: structlog's console renderer.
-
-Values under keys that look like secrets (password, secret, credential, ...)
-are replaced by '***' before any renderer sees them, at any depth of nesting.
+On a terminal, structlog's console renderer; otherwise one JSON object per line, prefixed
+with its syslog priority `<N>` when journald reads stdout. Values under secret-looking keys
+are logged as '***'.
 """
 
 from __future__ import annotations
@@ -76,6 +71,8 @@ def _renderers(fmt: str, stream: TextIO) -> list[Processor]:
     if fmt == "console":
         return [structlog.dev.ConsoleRenderer(colors=stream.isatty())]
     json_renderer: Processor = structlog.processors.JSONRenderer()
+    # journald reads stdout: `<N>` makes `journalctl -p warning` work (journald strips the
+    # prefix; SyslogLevelPrefix= is on by default).
     if journald_reads(stream):
         json_renderer = _syslog_prefixed(json_renderer)
     return [structlog.processors.format_exc_info, json_renderer]

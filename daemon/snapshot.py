@@ -1,24 +1,8 @@
 """Session snapshots: what a restarted daemon needs to pick up the stream where it was.
 
-A snapshot is one JSON file in the state directory (`snapshot.json`): the
-token ids of the stream window, the position counters, the last summary
-record and the effective config. The KV cache itself is not saved: a resume
-re-prefills the window's ids (seconds at most) rather than writing gigabytes
-of keys that would only be valid for one model, dtype and device.
-
-Writes are atomic: a temporary file in the same directory is written,
-fsynced, renamed over the old snapshot, and the directory fsynced, so a crash
-at any moment leaves either the old snapshot or the new one, never a torn one.
-
-Loading validates everything. A file that is not a snapshot of this format
-(bad JSON, another version, a missing or mistyped field, ids that do not match
-their digest) is corrupt; one taken under another model, max_capacity or
-system prompt is incompatible. Either is renamed aside
-(snapshot.json.corrupt-20250131T120000Z) so that nothing is lost and the
-daemon starts fresh; the caller logs why.
-
-This module does file work only (no torch, no asyncio): the daemon calls it
-from a worker thread.
+One JSON file, `state_dir/snapshot.json`: the window's token ids (not the KV cache: a resume
+re-prefills them), the counters, the last summary and the config; written atomically, set
+aside when unusable. File work only (no torch, no asyncio), called from a worker thread.
 """
 
 from __future__ import annotations
@@ -242,6 +226,8 @@ def save(path: Path, snapshot: Snapshot) -> int:
 
     Raises OSError if it could not be written; the old snapshot is then intact.
     """
+    # Temporary file in the same directory, fsync, rename over the old one, fsync the
+    # directory: a crash at any moment leaves the old snapshot or the new one, never a torn one.
     data = encode(snapshot)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

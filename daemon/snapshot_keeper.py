@@ -1,19 +1,7 @@
 """Snapshots as the event loop runs them: resume at start, a timer, one at shutdown.
 
-- resume() runs once, after the model loads and before READY: a snapshot in
-  the state directory that this daemon can use is re-prefilled and the log
-  says "resumed" with the counts; an unusable one is set aside with a warning
-  saying why, and the daemon starts fresh (the log says that too);
-- run() takes a snapshot every snapshot.every_seconds if the stream moved
-  (new tokens or a new summary) since the last one, until stop;
-- final() at shutdown, after the final summary: the timer stops, one last
-  snapshot is taken.
-
-The session's state is captured on the engine thread, between two engine
-calls, so a snapshot never holds half a batch; encoding and the file write run
-in a worker thread. A write that fails is logged and counted
-(streamd_snapshots_total{result="failed"}); the previous snapshot stays and
-the next tick tries again.
+`resume()` once, before READY; `run()` every snapshot.every_seconds while the stream moves;
+`final()` after the final summary. The file itself is daemon/snapshot.py's work.
 """
 
 from __future__ import annotations
@@ -158,10 +146,13 @@ class SnapshotKeeper:
         # and a resume then counts its tokens as not yet summarized (the safe side).
         emitted, last = engine.summaries_emitted, engine.last_summary
         try:
+            # Captured on the engine thread between two engine calls, so a snapshot never holds
+            # half a batch; encoding and the file write run in a worker thread.
             state = await engine.capture_state()
             snapshot = Snapshot(state, emitted, last, engine.config.as_dict(), time.time())
             size = await asyncio.to_thread(store.save, self.path, snapshot)
         except Exception as error:
+            # The previous snapshot stays; _taken_at is unchanged, so the next tick tries again.
             self._metrics.snapshots.inc(result="failed")
             self.write_error = f"writing {self.path} failed: {type(error).__name__}: {error}"
             log.warning("snapshot not written; the previous one stays", why=why, error=str(error))

@@ -1,21 +1,8 @@
 """Does a summary mention a log template? A strict word-overlap rule, reported as a metric.
 
-The rule, in full:
-
-1. A template's content words are its alphabetic runs of 3+ letters outside
-   placeholders (<*>, <IP>, <NUM>, ...), minus stopwords (for, from, the, ...;
-   "port" stays). "ssh2" gives "ssh", "pam_unix(sshd:auth)" gives pam, unix,
-   sshd, auth.
-2. Words compare by a light stem: lowercase, one common suffix stripped
-   (-ation, -ing, -ure, -ion, -ed, -es, -er, -s; -ied/-ies become -y), a final
-   "e" dropped, then the first 5 letters. So failed/failure/fails all give "fail",
-   refused/refuse give "refus". Content words sharing a stem count once.
-3. The template is mentioned when the text holds at least half of its content
-   stems (rounded up) and never fewer than two, unless it has only one: "Invalid
-   user <*> from <IP>" needs both "invalid" and "user", so a summary saying
-   "user root" alone does not mention it.
-4. A template with no content words (all placeholders and stopwords) cannot be
-   mentioned by words: it is left out of recall's denominator, not counted as missed.
+The rule has four parts, each commented where it is applied: 1. content words
+(`content_stems`), 2. stems (`stem`), 3. how many must appear (`_needed`), 4. templates with
+no content words (`mention_counts`).
 """
 
 from __future__ import annotations
@@ -48,6 +35,9 @@ _SUFFIXES = (
 )
 
 
+# Rule 2: words compare by a light stem: lowercase, one common suffix stripped (-ation, -ing,
+# -ure, -ion, -ed, -es, -er, -s; -ied/-ies become -y), a final "e" dropped, then the first 5
+# letters. So failed/failure/fails all give "fail", refused/refuse give "refus".
 def stem(word: str) -> str:
     """Light stem: failed, failure and fails all give "fail"."""
     word = word.lower()
@@ -60,12 +50,19 @@ def stem(word: str) -> str:
     return word[:5]
 
 
+# Rule 1: a template's content words are its alphabetic runs of 3+ letters outside
+# placeholders (<*>, <IP>, <NUM>, ...), minus stopwords (for, from, the, ...; "port" stays).
+# "ssh2" gives "ssh", "pam_unix(sshd:auth)" gives pam, unix, sshd, auth. Content words
+# sharing a stem count once.
 def content_stems(template: str) -> frozenset[str]:
     """The stems of a template's content words (rule 1 and 2 of the module docstring)."""
     words = _ALPHA.findall(_PLACEHOLDER.sub(" ", template))
     return frozenset(stem(w) for w in words if len(w) >= 3 and w.lower() not in STOPWORDS)
 
 
+# Rule 3: a template is mentioned when the text holds at least half of its content stems
+# (rounded up) and never fewer than two, unless it has only one: "Invalid user <*> from <IP>"
+# needs both "invalid" and "user", so a summary saying "user root" alone does not mention it.
 def _needed(content: int) -> int:
     return min(content, max(2, math.ceil(content / 2)))
 
@@ -87,6 +84,8 @@ def template_mentioned(template: str, text: str) -> bool:
     return bool(stems) and _mentioned(stems, _text_stems(text))
 
 
+# Rule 4: a template with no content words (all placeholders and stopwords) cannot be
+# mentioned by words: it is left out of recall's denominator, not counted as missed.
 def mention_counts(templates: Sequence[str], text: str) -> tuple[int, int]:
     """(mentioned, mentionable) over `templates`: those with content words only.
 

@@ -1,14 +1,8 @@
 """How stream text is framed for the model: as quoted, untrusted data.
 
-The pinned prefix is the system prompt plus the opening of a user turn that
-announces the stream as data; stream lines follow; a summary request ends the
-same turn with the question and opens the model's reply. Stream text is
-tokenized with special tokens split (a log line containing "<|im_start|>"
-stays plain text, it cannot open a turn), so nothing in the stream can pose
-as an instruction or as a turn of the conversation.
-
-The wording is what SmolLM2-135M answers best (tried: XML-style markers make
-it echo the marker; a plain question after the lines gives sentences).
+The pinned prefix opens a user turn that announces the stream as data; a summary request ends
+that turn with the question. Stream text is tokenized with special tokens split, so no log
+line can pose as an instruction or a turn. Why this wording: DESIGN.md, "The session engine".
 """
 
 from __future__ import annotations

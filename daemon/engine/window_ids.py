@@ -1,17 +1,8 @@
 """The token ids of the stream window, on the CPU, in a ring of fixed size.
 
-The KV cache holds keys and values, not the tokens they came from; a snapshot
-needs the tokens. This keeps them, the way the cache keeps its slots: stream
-token at absolute position t lives at index t mod capacity, so writing a chunk
-is at most two slice copies into a preallocated array and nothing grows.
-
-Worked example, capacity 8: positions 100..103 go to indices 4..7, then
-104..106 to 0..2 (the write wraps), overwriting 96..98. The window of the last
-8 positions, 99..106, reads back as indices 3..7 and then 0..2.
-
-capacity must be at least the window W: between two chunks a query sees at
-most the last W positions, all of which are still here. A live resize that
-grows the window past capacity reallocates once (`resize`), as the cache does.
+A snapshot needs the window's tokens, and the KV cache holds only keys and values. This keeps
+them the way the cache keeps its slots: position t at index t mod capacity, written with at
+most two slice copies into a preallocated array, so nothing grows.
 """
 
 from __future__ import annotations
@@ -22,6 +13,9 @@ from collections.abc import Sequence
 TYPECODE = "q"  # int64, like the model's input ids
 
 
+# capacity must be at least the window W: between two chunks a query sees at most the last W
+# positions, all of which are still here. A live resize that grows the window past capacity
+# reallocates once (`resize`), as the cache does.
 class TokenWindow:
     def __init__(self, capacity: int) -> None:
         if capacity < 1:
@@ -53,6 +47,9 @@ class TokenWindow:
         replacement.write(first, kept)
         self.capacity, self._ids = capacity, replacement._ids
 
+    # Example, capacity 8: positions 100..103 go to indices 4..7, then 104..106 to 0..2 (the
+    # write wraps), overwriting 96..98. The window of the last 8 positions, 99..106, reads
+    # back as indices 3..7 and then 0..2.
     def _copy_in(self, first: int, ids: array[int]) -> None:
         start = first % self.capacity
         head = min(len(ids), self.capacity - start)

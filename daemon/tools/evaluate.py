@@ -1,15 +1,7 @@
 """`streamd eval`: perplexity of one text under several cache policies, same tokens, one run.
 
-Policies (all drive the same model forward through the ring cache, except the oracle):
-- dense: every earlier token visible; only up to the model's trained length;
-- window: the last max_capacity tokens, no sinks (evict oldest);
-- sinks: streamd: `sinks` pinned first tokens re-placed before the window;
-- sinks-fixed: the same sinks left at their original positions (distances grow);
-- recompute: the StreamingLLM oracle: each sampled target predicted by a fresh
-  forward over its own previous max_capacity tokens (positions from 0).
-
-Every streaming policy scores every token, and also the oracle's sampled
-targets, so all compare on the same positions.
+The policies (dense, window, sinks, sinks-fixed, and the recompute oracle) are described at
+`POLICIES`. All compare on the same positions.
 """
 
 from __future__ import annotations
@@ -29,6 +21,15 @@ from streamd.cache.hf import RingModel, build_ring_cache, max_positions
 from streamd.cache.layout import CacheLayout
 from streamd.cache.ring import SinkMode
 
+# The policies; all drive the same model forward through the ring cache, except the oracle:
+# - dense: every earlier token visible; only up to the model's trained length;
+# - window: the last max_capacity tokens, no sinks (evict oldest);
+# - sinks: streamd: `sinks` pinned first tokens re-placed before the window;
+# - sinks-fixed: the same sinks left at their original positions (distances grow);
+# - recompute: the StreamingLLM oracle: each sampled target predicted by a fresh forward over
+#   its own previous max_capacity tokens (positions from 0).
+# Every streaming policy scores every token, and also the oracle's sampled targets, so all
+# compare on the same positions.
 POLICIES = ("dense", "window", "sinks", "sinks-fixed", "recompute")
 Progress = Callable[[str], None]
 

@@ -1,16 +1,7 @@
 """What the soak sends: real log lines, about `malformed` of them spoiled, and a few blobs.
 
-Each kind has one outcome the daemon must give it (connectors/messages.py's
-rules), which is what lets the table compare sent against rejected by reason:
-
-    good         a real log line                       ingested
-    bad_utf8     a line with invalid UTF-8 bytes in it  ingested, 4 sequences replaced
-    nul          a line with NUL bytes in it            ingested, 3 NULs stripped
-    broken_json  a JSON envelope cut short              rejected: bad_json_envelope
-    blob         10 MB of binary                        rejected: too_large (MQTT);
-                                                        over ZeroMQ, libzmq drops the
-                                                        connection (ZMQ_MAXMSGSIZE)
-                                                        and the daemon never sees it
+Each kind has the one outcome connectors/messages.py's rules give it (the table at `Kind`),
+which lets the soak compare sent against rejected by reason.
 """
 
 from __future__ import annotations
@@ -24,6 +15,15 @@ from streamd.connectors import RejectReason
 BLOB_BYTES = 10_000_000  # "10 MB blobs": ten times the daemon's 1 MiB max_message_bytes
 
 
+# Each kind and the one outcome the daemon must give it (connectors/messages.py's rules):
+#     good         a real log line                        ingested
+#     bad_utf8     a line with invalid UTF-8 bytes in it  ingested, 4 sequences replaced
+#     nul          a line with NUL bytes in it            ingested, 3 NULs stripped
+#     broken_json  a JSON envelope cut short              rejected: bad_json_envelope
+#     blob         10 MB of binary                        rejected: too_large (MQTT); over
+#                                                         ZeroMQ, libzmq drops the connection
+#                                                         (ZMQ_MAXMSGSIZE) and the daemon
+#                                                         never sees it
 class Kind(StrEnum):
     GOOD = "good"
     BAD_UTF8 = "bad_utf8"

@@ -1,21 +1,8 @@
 """The arithmetic of the soak's verdict: counts in, checks out. No I/O, no clocks.
 
-Per source, summed over the daemon's runs (a SIGKILL starts the counters again,
-so each run's final counts were read while nothing was in flight, and added):
-
-- balance: received = ingested + dropped + rejected + queued;
-- delivery: ZeroMQ PULL is exact, received = sent (less what libzmq refused
-  before the daemon saw it); MQTT QoS 1 is at least once, received >= sent,
-  and the difference is duplicates (a publish or a delivery resent across a
-  broker restart);
-- rejections: each reason as often as its kind was sent (payloads.REJECTED_AS),
-  and no other reason at all;
-- repairs (where the daemon reports them): each kind as often as the spoiled
-  lines sent carry it (payloads.REPAIRS), and no other kind;
-- nothing left queued.
-
-Memory is "flat" when, in every daemon run, the peak of the last third (after
-a warm-up) is at most `bound` times the peak of the first third.
+Per source, summed over the daemon's runs: the counts balance, received matches sent,
+rejections and repairs match what was sent spoiled, nothing is left queued. Memory is
+checked to stay flat in every run.
 """
 
 from __future__ import annotations
@@ -206,6 +193,9 @@ def _balance(report: SourceReport) -> Check:
     return Check(f"{report.source}: every message received is accounted for", c.balanced, detail)
 
 
+# ZeroMQ PULL is exact: received = sent, less what libzmq refused before the daemon saw it.
+# MQTT QoS 1 is at least once: received >= sent, and the difference is duplicates (a publish
+# or a delivery resent across a broker restart).
 def _delivery(report: SourceReport) -> Check:
     received, expected = report.counts.received, report.expected_received
     never = sum(report.never_received.values())
@@ -217,6 +207,7 @@ def _delivery(report: SourceReport) -> Check:
     return Check(f"{report.source}: received >= sent (QoS 1)", received >= expected, detail)
 
 
+# Each reason as often as its kind was sent (payloads.REJECTED_AS), and no other reason.
 def _rejections(report: SourceReport) -> list[Check]:
     expected: dict[str, int] = {}
     for kind, reason in REJECTED_AS.items():
@@ -231,6 +222,8 @@ def _rejections(report: SourceReport) -> list[Check]:
     return checks
 
 
+# Where the daemon reports repairs: each kind as often as the spoiled lines sent carry it
+# (payloads.REPAIRS), and no other kind.
 def _repairs(report: SourceReport) -> list[Check]:
     expected: dict[str, int] = {}
     for kind, repairs in REPAIRS.items():

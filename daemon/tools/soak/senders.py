@@ -1,14 +1,8 @@
 """The soak's senders: threads that offer the mix at a steady rate and count what they SENT.
 
-Sent means what the other side took responsibility for: for ZeroMQ, a message
-queued on a PUSH socket connected to the daemon (IMMEDIATE: never to nobody);
-for MQTT, a QoS 1 publish the broker acknowledged. A message that could not
-go out is not counted, so sent is what the daemon must account for.
-
-The runner pauses every sender before it reads counters it wants exact (a
-daemon SIGKILL, the end): pause() returns once the thread is between two
-messages, and an MQTT sender's wait_acked() once the broker has acknowledged
-everything it published.
+Sent means the other side took responsibility for it (ZeroMQ: queued on a PUSH socket
+connected to the daemon; MQTT: a QoS 1 publish the broker acknowledged). A message that could
+not go out is not counted, so sent is what the daemon must account for.
 """
 
 from __future__ import annotations
@@ -62,6 +56,8 @@ class Sender(threading.Thread):
 
     # ------------------------------------------------------------ control
 
+    # The runner pauses every sender before it reads counters it wants exact (a daemon
+    # SIGKILL, the end): pause() returns once the thread is between two messages.
     def pause(self) -> None:
         self._idle.clear()
         self._go.clear()
@@ -230,6 +226,7 @@ class MqttSender(Sender):
                 if kind is not None:
                     self._count(kind)
 
+    # Before exact counts: returns once the broker has acknowledged everything this published.
     def wait_acked(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while self.unacked:
