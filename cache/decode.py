@@ -93,11 +93,9 @@ class StaticDecoder:
             allow_one_compile_per_capture()
             self._step_fn = torch.compile(self._step, dynamic=False)
 
-    @staticmethod
-    def _fused_step_for(runner: RingModel, options: DecodeOptions) -> FusedDecodeStep | None:
-        if not options.fused:
-            return None
-        reason = fusion_unsupported(runner.model)
+    def _fused_step_for(self, runner: RingModel, options: DecodeOptions) -> FusedDecodeStep | None:
+        reason = fusion_unsupported(runner.model) if options.fused else "fused steps off"
+        self.path = "fused step" if reason is None else f"the model's own forward ({reason})"
         if reason is not None:
             log.info("decoding through the model's own forward: %s", reason)
             return None

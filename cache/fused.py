@@ -19,10 +19,11 @@ from .decode_attention import (
     decode_attention_reference,
     triton_available,
 )
+from .families import layer_types
 from .plan import ForwardPlan
 from .ring import StreamCache
 
-FUSABLE_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2"})
+FUSABLE_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ class FusedLayer:
     post_norm: torch.Tensor  # [hidden]
     gate_up: torch.Tensor  # [2 * intermediate, hidden]
     down: torch.Tensor  # [hidden, intermediate]
+    q_norm: torch.Tensor | None = None  # [D]: Qwen3's RMSNorm of each head's q, before RoPE
+    k_norm: torch.Tensor | None = None  # [D]: the same for k
 
 
 # One fusion per model object: several runners (the bench builds a few) share it.
@@ -91,7 +94,13 @@ def _fuse_layer(layer: Any) -> FusedLayer:
         post_norm=layer.post_attention_layernorm.weight,
         gate_up=gate_up,
         down=mlp.down_proj.weight,
+        q_norm=_weight_of(getattr(attn, "q_norm", None)),
+        k_norm=_weight_of(getattr(attn, "k_norm", None)),
     )
+
+
+def _weight_of(norm: Any) -> torch.Tensor | None:
+    return None if norm is None else norm.weight
 
 
 def _fuse_linears(linears: list[Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -139,6 +148,7 @@ class FusedDecodeStep:
         use_op = attention_op and triton_available(ring.device)
         self._decode_attention = decode_attention if use_op else decode_attention_reference
         self.layers = fused_layers(model)
+        self._sliding = [kind == "sliding_attention" for kind in layer_types(config)]
         self.embed = model.get_input_embeddings().weight
         self.final_norm = model.model.norm.weight
         self.lm_head = model.get_output_embeddings().weight
@@ -178,18 +188,30 @@ class FusedDecodeStep:
         """x: [1, 1, hidden]; cos, sin: [D] -> [1, 1, hidden]; this token's K/V go into
         the ring."""
         qkv = F.linear(x, layer.qkv, layer.qkv_bias).view(-1)
+        if layer.q_norm is not None and layer.k_norm is not None:
+            qkv = self._norm_q_and_k(qkv, layer.q_norm, layer.k_norm)
         out = self._decode_attention(
             qkv,
             cos,
             sin,
             plan.write_slots,
-            plan.mask.view(-1),
+            plan.layer_mask(self._sliding[index]).view(-1),
             self.ring.keys[index],
             self.ring.values[index],
             self.heads,
             self.head_dim**-0.5,
         )  # [heads * D]
         return F.linear(out.reshape(1, 1, self.q_dim), layer.o, layer.o_bias)
+
+    def _norm_q_and_k(
+        self, qkv: torch.Tensor, q_norm: torch.Tensor, k_norm: torch.Tensor
+    ) -> torch.Tensor:
+        """qkv: [(heads + 2 kv) * D] -> the same with each head of q and k RMS-normed."""
+        kv_dim = self.ring.shape.kv_heads * self.head_dim
+        q, k, v = qkv.split([self.q_dim, kv_dim, kv_dim])
+        q = _rms_norm(q.view(-1, self.head_dim), q_norm, self.eps).view(-1)
+        k = _rms_norm(k.view(-1, self.head_dim), k_norm, self.eps).view(-1)
+        return torch.cat((q, k, v))
 
     def _mlp(self, layer: FusedLayer, x: torch.Tensor) -> torch.Tensor:
         gate, up = F.linear(x, layer.gate_up).split(self.intermediate, dim=-1)

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AttentionInterface, Cache
 
+from .families import check_supported, layer_inv_freq, layer_types, sliding_window
 from .layout import CacheLayout, LayoutError
 from .plan import ForwardPlan, PlanKind
 from .ring import KVShape, SinkMode, StreamCache
@@ -26,18 +27,6 @@ from .ring import KVShape, SinkMode, StreamCache
 log = logging.getLogger(__name__)
 
 ATTENTION_NAME = "streamd_sdpa"
-
-# Model families whose attention is plain rotary (RoPE applied to q and k with
-# the rotate-half convention, positions from position_ids).
-SUPPORTED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "smollm"})
-# RoPE variants whose inverse frequencies do not depend on the sequence length;
-# "dynamic" and "longrope" change them with the context, so a stored key's
-# rotation would no longer match a query's.
-SUPPORTED_ROPE_TYPES = frozenset({"default", "linear", "llama3", "yarn"})
-
-
-class UnsupportedModel(ValueError):
-    """A model whose positions streamd cannot shift; the message says why."""
 
 
 def streamd_sdpa(
@@ -98,45 +87,10 @@ def single_query_attention(
 AttentionInterface.register(ATTENTION_NAME, streamd_sdpa)
 
 
-def rope_type(config: Any) -> str:
-    params = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None)
-    if not params:
-        return "default"
-    return str(params.get("rope_type", params.get("type", "default")))
-
-
-def check_supported(config: Any) -> None:
-    """Refuse, with the reason, models whose positions are not plain rotary."""
-    model_type = getattr(config, "model_type", "?")
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        raise UnsupportedModel(
-            f"model type {model_type!r} is not supported: streamd re-places cached keys by "
-            "rotating them, which needs plain rotary positions (RoPE on q and k). Supported: "
-            f"{', '.join(sorted(SUPPORTED_MODEL_TYPES))}. ALiBi, M-RoPE, MLA and NoPE layers "
-            "are refused until supported."
-        )
-    kind = rope_type(config)
-    if kind not in SUPPORTED_ROPE_TYPES:
-        raise UnsupportedModel(
-            f"RoPE type {kind!r} is not supported: its frequencies change with the context "
-            "length, so a key rotated once would not match later queries. Supported: "
-            f"{', '.join(sorted(SUPPORTED_ROPE_TYPES))}."
-        )
-
-
 def kv_shape(config: Any) -> KVShape:
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
     return KVShape(layers=config.num_hidden_layers, kv_heads=kv_heads, head_dim=head_dim)
-
-
-def rope_inv_freq(model: torch.nn.Module) -> torch.Tensor:
-    """The model's own inverse frequencies, [D/2] (already scaled for linear/llama3/yarn)."""
-    inner = getattr(model, "model", model)
-    rotary = getattr(inner, "rotary_emb", None)
-    if rotary is None or not hasattr(rotary, "inv_freq"):
-        raise UnsupportedModel(f"{type(model).__name__} has no rotary_emb.inv_freq to rotate with")
-    return rotary.inv_freq.detach().to(torch.float32)
 
 
 def max_positions(config: Any) -> int:
@@ -192,7 +146,8 @@ def build_ring_cache(
     return StreamCache(
         layout,
         kv_shape(config),
-        inv_freq=rope_inv_freq(model),
+        inv_freq=layer_inv_freq(model),
+        sliding_window=sliding_window(config),
         dtype=param.dtype,
         device=param.device,
         origin=origin,
@@ -271,6 +226,7 @@ class RingModel:
         self.ring = ring
         self.hf_cache = HFRingCache(ring)
         self._cache_kwarg = cache_kwarg_name(model)
+        self._layer_kinds = frozenset(layer_types(model.config))
         model.set_attn_implementation(ATTENTION_NAME)
         self.cuda_graphs = cuda_graphs and ring.device.type == "cuda"
         self._graphs: dict[tuple[PlanKind, int, int], _Captured] = {}  # kind, count, kept
@@ -370,12 +326,21 @@ class RingModel:
         out = self.model(
             input_ids=input_ids,
             position_ids=plan.position_ids,
-            attention_mask=plan.mask,
+            attention_mask=self._mask_argument(plan),
             use_cache=True,
             logits_to_keep=logits_to_keep,
             **{self._cache_kwarg: self.hf_cache},
         )
         return out.logits
+
+    def _mask_argument(self, plan: ForwardPlan) -> torch.Tensor | dict[str, torch.Tensor]:
+        """What the model's forward takes as attention_mask: our 4D mask, or one per layer
+        type where it has sliding layers (transformers passes both through as they are)."""
+        if plan.local_mask is None or "sliding_attention" not in self._layer_kinds:
+            return plan.mask
+        if "full_attention" not in self._layer_kinds:
+            return plan.local_mask
+        return {"full_attention": plan.mask, "sliding_attention": plan.local_mask}
 
     def prefix(self, input_ids: torch.Tensor, logits_to_keep: int = 1) -> torch.Tensor:
         return self.run(self.ring.plan_prefix(input_ids.shape[1]), input_ids, logits_to_keep)

@@ -29,6 +29,30 @@ class ForwardPlan:
     position_ids: torch.Tensor  # [1, count] int64, relative to the cache base
     mask: torch.Tensor  # [1, 1, count, slots] bool, True = may attend
     write_slots: torch.Tensor  # [count] int64, slot of each new token
+    # The mask of a sliding layer (also key position > query position - its window);
+    # None where the model has no sliding layers.
+    local_mask: torch.Tensor | None = None
+
+    def layer_mask(self, sliding: bool) -> torch.Tensor:
+        return self.local_mask if sliding and self.local_mask is not None else self.mask
+
+
+def narrow_to_window(
+    mask: torch.Tensor,
+    slot_pos: torch.Tensor,
+    positions: torch.Tensor,
+    sliding_window: int,
+    local: torch.Tensor,
+    lower: torch.Tensor,
+) -> torch.Tensor:
+    """local[q, s] = mask[q, s] and slot_pos[s] > positions[q] - sliding_window.
+
+    mask, local: [n, slots] bool (local written in place); slot_pos: [slots];
+    positions, lower: [n] (lower is scratch); returns local.
+    """
+    torch.sub(positions, sliding_window, out=lower)
+    torch.gt(slot_pos.unsqueeze(0), lower.unsqueeze(1), out=local)
+    return local.logical_and_(mask)
 
 
 def mask_into(
@@ -57,7 +81,9 @@ class ChunkInputs:
     """Static buffers for the plan of a forward over up to `most` new tokens
     (the pinned prefix, a stream chunk or a summary step)."""
 
-    def __init__(self, most: int, slots: int, dev: torch.device) -> None:
+    def __init__(
+        self, most: int, slots: int, dev: torch.device, sliding_window: int | None = None
+    ) -> None:
         self.arange = torch.arange(most, dtype=torch.int64, device=dev)  # [most]: 0 .. most-1
         self._positions = torch.empty(most, dtype=torch.int64, device=dev)
         self._slots = torch.empty(most, dtype=torch.int64, device=dev)
@@ -65,6 +91,10 @@ class ChunkInputs:
         self._mask = torch.empty((most, slots), dtype=torch.bool, device=dev)
         self._mask_tmp = torch.empty((most, slots), dtype=torch.bool, device=dev)
         self._position_ids = torch.empty((1, most), dtype=torch.int64, device=dev)
+        self.sliding_window = sliding_window
+        self._local = torch.empty(
+            (most, slots) if sliding_window else (0,), dtype=torch.bool, device=dev
+        )
 
     def positions(self, first: int, count: int) -> torch.Tensor:
         """[count] int64: first .. first + count - 1."""
@@ -104,12 +134,22 @@ class ChunkInputs:
         mask, recent = self._mask[:count], self._mask_tmp[:count]
         return mask_into(slot_pos, always_visible, positions, lower, mask, recent)
 
+    def local_mask(
+        self, mask: torch.Tensor, positions: torch.Tensor, slot_pos: torch.Tensor
+    ) -> torch.Tensor | None:
+        """The sliding layers' mask beside `mask` [count, slots]; None without them."""
+        if self.sliding_window is None:
+            return None
+        count = positions.shape[0]
+        local, lower = self._local[:count], self._lower[:count]
+        return narrow_to_window(mask, slot_pos, positions, self.sliding_window, local, lower)
+
 
 class DecodeInputs:
     """Static one-token inputs: a decode step reads and advances them on the device,
     so a CUDA graph can replay it."""
 
-    def __init__(self, slots: int, dev: torch.device) -> None:
+    def __init__(self, slots: int, dev: torch.device, sliding_window: int | None = None) -> None:
         self._position = torch.zeros(1, dtype=torch.int64, device=dev)
         self._slot = torch.zeros(1, dtype=torch.int64, device=dev)
         self._lower = torch.zeros(1, dtype=torch.int64, device=dev)
@@ -117,6 +157,9 @@ class DecodeInputs:
         self._position_ids = torch.zeros((1, 1), dtype=torch.int64, device=dev)
         self._mask = torch.empty((1, slots), dtype=torch.bool, device=dev)
         self._mask_tmp = torch.empty((1, slots), dtype=torch.bool, device=dev)
+        self.sliding_window = sliding_window
+        self._local = torch.empty((1, slots), dtype=torch.bool, device=dev)
+        self._local_lower = torch.zeros(1, dtype=torch.int64, device=dev)
         self.plan = ForwardPlan(
             kind=PlanKind.SCRATCH,
             first=-1,  # lives on the device, in _position
@@ -124,6 +167,7 @@ class DecodeInputs:
             position_ids=self._position_ids,
             mask=self._mask.view(1, 1, 1, slots),
             write_slots=self._slot,
+            local_mask=self._local.view(1, 1, 1, slots) if sliding_window else None,
         )
 
     def arm(self, position: int, slot: int, lower: int, base: int) -> None:
@@ -140,6 +184,9 @@ class DecodeInputs:
         slot_pos.index_copy_(0, self._slot, self._position)
         mask, recent = self._mask, self._mask_tmp
         mask_into(slot_pos, always_visible, self._position, self._lower, mask, recent)
+        if self.sliding_window is not None:
+            window = self.sliding_window
+            narrow_to_window(mask, slot_pos, self._position, window, self._local, self._local_lower)
         torch.sub(self._position, self._base, out=self._position_ids[0])
 
     def advance(self) -> None:

@@ -38,12 +38,13 @@ class StreamCache:
         layout: CacheLayout,
         shape: KVShape,
         *,
-        inv_freq: torch.Tensor,
+        inv_freq: torch.Tensor,  # [D/2], or [layers, D/2] where the layers' bases differ
         dtype: torch.dtype,
         device: torch.device | str,
         origin: int = 0,
         rebase_threshold: int = 2**15,
         sink_mode: SinkMode = SinkMode.REROTATE,
+        sliding_window: int | None = None,  # of the model's sliding layers, if it has any
     ) -> None:
         if rebase_threshold < 1:
             raise LayoutError(f"rebase_threshold = {rebase_threshold}: must be >= 1")
@@ -51,7 +52,9 @@ class StreamCache:
         self.shape = shape
         self.dtype = dtype
         self.device = torch.device(device)
-        self.inv_freq = inv_freq.to(device=self.device, dtype=torch.float32)
+        freqs = inv_freq.to(device=self.device, dtype=torch.float32)
+        self.inv_freq = freqs.expand(shape.layers, -1) if freqs.dim() == 1 else freqs
+        self.sliding_window = sliding_window
         self.sink_mode = sink_mode
         self.rebase_threshold = rebase_threshold
         self.origin = origin
@@ -83,8 +86,8 @@ class StreamCache:
         if not hasattr(self, "pristine"):
             self.pristine = torch.zeros(pinned, dtype=torch.float32, device=dev)
         most = max(layout.pinned, layout.chunk, layout.scratch, 1)
-        self._inputs = ChunkInputs(most, layout.slots, dev)
-        self._decode = DecodeInputs(layout.slots, dev)
+        self._inputs = ChunkInputs(most, layout.slots, dev, self.sliding_window)
+        self._decode = DecodeInputs(layout.slots, dev, self.sliding_window)
         self.generation += 1  # anything captured over the old tensors must be captured again
 
     @property
@@ -251,13 +254,16 @@ class StreamCache:
         mask = self._inputs.mask(
             positions, self.slot_pos, self.always_visible, self.fence, self.layout.window
         )
+        local = self._inputs.local_mask(mask, positions, self.slot_pos)
+        shape = (1, 1, count, self.layout.slots)
         plan = ForwardPlan(
             kind=kind,
             first=first,
             count=count,
             position_ids=self._inputs.relative_positions(positions, self.base),
-            mask=mask.view(1, 1, count, self.layout.slots),
+            mask=mask.view(shape),
             write_slots=slots,
+            local_mask=None if local is None else local.view(shape),
         )
         self._plan = plan
         return plan
@@ -275,7 +281,8 @@ class StreamCache:
         if pinned == 0 or anchor == self._pinned_anchor:
             return
         virtual = self._inputs.arange[:pinned] + (anchor - pinned)
-        cos, sin = rotation_tables(virtual - self.base, self.inv_freq)
+        cos, sin = rotation_tables(virtual - self.base, self.inv_freq)  # [layers, P, D]
+        cos, sin = cos[:, None, None], sin[:, None, None]
         placed = rotate(self.pristine, cos, sin).to(self.dtype)  # [layers, 1, kv, P, D]
         for layer, keys in enumerate(self.keys):
             keys[:, :, :pinned] = placed[layer]
@@ -285,19 +292,15 @@ class StreamCache:
     # -------------------------------------------------------------- rebasing
 
     def _maybe_rebase(self, first: int, end: int) -> None:
-        """Shift the base to `first` once positions run past the threshold.
-
-        Every ring key is rotated by -shift once; pinned keys are re-placed from
-        the pristine copy, so they never accumulate rounding.
-        """
+        """Shift the base to `first` once positions run past the threshold: every ring key
+        rotated by -shift once; pinned keys re-placed from the pristine copy (no drift)."""
         if end - self.base <= self.rebase_threshold:
             return
-        shift = first - self.base
-        cos, sin = rotation_tables(
-            torch.full((1,), -shift, dtype=torch.int64, device=self.device), self.inv_freq
-        )
+        shift = torch.full((1,), first - self.base, dtype=torch.int64, device=self.device)
+        cos_all, sin_all = rotation_tables(-shift, self.inv_freq)  # [layers, 1, D]
         ring = slice(self.layout.ring_start, self.layout.scratch_start)
         for layer in range(self.shape.layers):  # one layer at a time bounds the fp32 temporary
+            cos, sin = cos_all[layer], sin_all[layer]
             keys = self.keys[layer][:, :, ring]
             keys.copy_(rotate(keys, cos, sin))
         self.base = first
@@ -325,7 +328,7 @@ class StreamCache:
 
     def _keep_pristine(self, layer: int, keys: torch.Tensor, plan: ForwardPlan) -> None:
         # Undo the model's rotation once, in fp32: later placements rotate from here.
-        cos, sin = rotation_tables(-plan.position_ids[0], self.inv_freq)
+        cos, sin = rotation_tables(-plan.position_ids[0], self.inv_freq[layer])
         self.pristine[layer] = rotate(keys, cos, sin)
 
     def finish(self) -> None:

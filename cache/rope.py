@@ -24,11 +24,11 @@ def rotation_tables(
     """cos, sin for rotating by `positions`.
 
     positions: [n] (int or float, relative to the cache's base, so small)
-    inv_freq: [D/2] fp32
-    returns cos, sin: [n, D] fp32
+    inv_freq: [..., D/2] fp32 (one row per layer where the layers' bases differ)
+    returns cos, sin: [..., n, D] fp32
     """
-    angles = positions.to(torch.float32)[:, None] * inv_freq.to(torch.float32)[None, :]
-    angles = angles.repeat(1, 2)  # the D/2 frequencies twice, as the model lays them out
+    angles = positions.to(torch.float32)[:, None] * inv_freq.to(torch.float32)[..., None, :]
+    angles = torch.cat((angles, angles), dim=-1)  # the D/2 frequencies twice, as laid out
     return angles.cos(), angles.sin()
 
 

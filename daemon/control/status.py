@@ -45,6 +45,7 @@ def status_document(
         "model": stats.model if stats else config.model.name,
         "device": stats.device if stats else config.model.device,
         "dtype": stats.dtype if stats else config.model.dtype,
+        "decode": stats.decode if stats else None,
         "gpu": gpu,
         "cache": _cache(engine),
         "tokens": {
@@ -234,6 +235,7 @@ def render_status_table(doc: dict[str, Any]) -> str:
     rows = [
         ("state", f"{doc['state']} (up {doc['uptime_s']:.0f} s, pid {doc['pid']})"),
         ("model", f"{doc['model']} on {doc['device']} ({doc['dtype']})"),
+        ("decode", doc["decode"] or "-"),
         ("gpu", _gpu_line(doc["gpu"])),
         (
             "cache",

@@ -102,6 +102,7 @@ class SessionStats:
     position: int  # absolute position of the next stream token
     summaries: int
     timings: dict[str, float] = field(default_factory=dict)  # last prefill/summary timings
+    decode: str = ""  # "fused step", or "the model's own forward (why)"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

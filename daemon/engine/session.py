@@ -303,6 +303,7 @@ class Session:
             tokens_evicted=counters.evicted(layout),
             position=counters.head,
             summaries=self.summaries,
+            decode=self.decoder.path,
             timings={name: float(value) for name, value in asdict(self.timings).items()},
         )
 

@@ -13,6 +13,8 @@ from transformers import (
     MistralForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
 )
 
 from streamd.cache.decode import DecodeOptions, StaticDecoder
@@ -37,6 +39,7 @@ def _model(kind: str, **extra: Any) -> Any:
         "llama": (LlamaConfig, LlamaForCausalLM),
         "mistral": (MistralConfig, MistralForCausalLM),
         "qwen2": (Qwen2Config, Qwen2ForCausalLM),  # q/k/v biases
+        "qwen3": (Qwen3Config, Qwen3ForCausalLM),  # q/k norms
     }
     config_cls, model_cls = families[kind]
     model = model_cls(config_cls(**SHAPE, **extra)).eval()
@@ -44,6 +47,10 @@ def _model(kind: str, **extra: Any) -> Any:
         for layer in model.model.layers:
             for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
                 torch.nn.init.normal_(proj.bias, std=0.5)
+    if kind == "qwen3":  # norm weights away from 1, so that skipping a norm would show
+        for layer in model.model.layers:
+            for norm in (layer.self_attn.q_norm, layer.self_attn.k_norm):
+                torch.nn.init.normal_(norm.weight, mean=1.0, std=0.5)
     return model
 
 
@@ -59,7 +66,7 @@ def _streamed(model: Any) -> tuple[RingModel, torch.Tensor]:
     return runner, logits
 
 
-@pytest.mark.parametrize("kind", ["llama", "mistral", "qwen2"])
+@pytest.mark.parametrize("kind", ["llama", "mistral", "qwen2", "qwen3"])
 @torch.inference_mode()
 def test_fused_step_gives_the_logits_of_the_models_own_forward(kind: str) -> None:
     model = _model(kind)
