@@ -157,11 +157,16 @@ def build_ring_cache(
 
 
 def allow_one_compile_per_capture() -> None:
-    """Each captured (kind, size) compiles the forward once more: a session has a few,
-    a benchmark a dozen. Past torch's default limit of 8 it would silently run eager."""
+    """Each captured (kind, size) compiles the forward once more, and the cache's write()
+    once per layer in each (the layer index is a constant to the compiler): a 36-layer model
+    with a few sizes passes torch's default limit of 8, and the old 64, and would silently
+    run eager from there on (seen on a Qwen3-8B shape: "hit config.recompile_limit (64)")."""
     import torch._dynamo.config as dynamo_config
 
-    dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 64)
+    dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 1024)
+    dynamo_config.accumulated_recompile_limit = max(
+        dynamo_config.accumulated_recompile_limit, 4096
+    )
 
 
 def warm_up_or_unfused(

@@ -64,10 +64,15 @@ FAMILIES = ("llama", "qwen3", "olmo2", "granite", "phi3", "gemma3_text")
 
 
 def tiny_family_model(
-    family: str, *, layers: int = 2, kinds: list[str] | None = None, seed: int = 0
+    family: str,
+    *,
+    layers: int = 2,
+    kinds: list[str] | None = None,
+    seed: int = 0,
+    device: str = "cpu",
 ) -> tuple[Any, Any]:
     """(model to drive through the ring, its twin with the same weights on eager attention:
-    the family's own forward, untouched by streamd), fp32 on the CPU."""
+    the family's own forward, untouched by streamd), fp32 on `device`."""
     from transformers import AutoModelForCausalLM
 
     config = _config(family, layers, kinds)
@@ -77,4 +82,4 @@ def tiny_family_model(
     twin_config._attn_implementation = "eager"
     twin = AutoModelForCausalLM.from_config(twin_config, dtype=torch.float32).eval()
     twin.load_state_dict(model.state_dict())
-    return model, twin
+    return model.to(device), twin.to(device)

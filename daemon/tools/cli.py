@@ -19,6 +19,7 @@ from ..cli_options import (
     progress,
     session_options,
 )
+from .bench.shapes import SHAPES
 from .soak.flags import soak_options
 
 
@@ -158,7 +159,7 @@ def eval_command(
 @click.command()
 @click.option(
     "--shape",
-    type=click.Choice(["smollm2-135m", "llama3-8b", "tiny"]),
+    type=click.Choice(list(SHAPES)),
     help="Random weights of this shape: speed at real sizes, no download.",
 )
 @click.option(
