@@ -4,9 +4,10 @@ frequencies, sliding windows), and why the others are refused."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch loads only where a model is: `streamd models` reads this without it
+    import torch
 
 
 class UnsupportedModel(ValueError):
@@ -60,10 +61,18 @@ REFUSED: dict[str, str] = {
     "phi": "partial rotary (Phi-2): part of each key is not rotated",
 }
 
+# Why a model_type in neither table is refused.
+UNKNOWN_REASON = "its positions are not known to be plain rotary"
+
 # RoPE variants whose inverse frequencies do not depend on the sequence length;
 # "dynamic" and "longrope" change them with the context, so a stored key's
 # rotation would no longer match a query's.
 SUPPORTED_ROPE_TYPES = frozenset({"default", "linear", "llama3", "yarn"})
+REFUSED_ROPE_TYPES = ("dynamic", "longrope")
+ROPE_REFUSAL = (
+    "the frequencies change with the context length, so a key rotated once would not "
+    "match later queries"
+)
 
 
 def rope_parameters(config: Any) -> list[dict[str, Any]]:
@@ -83,7 +92,7 @@ def check_supported(config: Any) -> None:
     """Refuse, with the reason and the supported families, a model the ring cannot drive."""
     model_type = getattr(config, "model_type", "?")
     if model_type not in FAMILIES:
-        why = REFUSED.get(model_type, "its positions are not known to be plain rotary")
+        why = REFUSED.get(model_type, UNKNOWN_REASON)
         raise UnsupportedModel(
             f"model type {model_type!r} is not supported ({why}): streamd re-places cached "
             "keys by rotating them, which needs plain rotary positions (RoPE on q and k). "
@@ -91,8 +100,7 @@ def check_supported(config: Any) -> None:
         )
     for kind in sorted(rope_types(config) - SUPPORTED_ROPE_TYPES):
         raise UnsupportedModel(
-            f"RoPE type {kind!r} is not supported: its frequencies change with the context "
-            "length, so a key rotated once would not match later queries. Supported: "
+            f"RoPE type {kind!r} is not supported: {ROPE_REFUSAL}. Supported: "
             f"{', '.join(sorted(SUPPORTED_ROPE_TYPES))}."
         )
     partial = [p.get("partial_rotary_factor", 1.0) for p in rope_parameters(config)]
@@ -141,6 +149,8 @@ def layer_inv_freq(model: torch.nn.Module) -> torch.Tensor:
             f"the rotary tables cover {2 * rows[0].shape[0]} of {head_dim} key dimensions: "
             "partial rotary is not supported"
         )
+    import torch
+
     return torch.stack(rows).detach().to(torch.float32)
 
 

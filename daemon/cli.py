@@ -13,6 +13,7 @@ from .cli_options import DEFAULT_MODEL, or_exit
 from .run_options import run_options
 from .tools.cli import bench, demo, eval_command, soak
 from .tools.eval_summaries_cli import eval_summaries
+from .tools.models import models
 
 CONTROL_SOCKET_ENV = "STREAMD_CONTROL_SOCKET"
 __all__ = ["DEFAULT_MODEL", "main"]
@@ -31,6 +32,7 @@ def main() -> None:
     Watch it:     streamd status; streamd summaries --follow
     Steer it:     streamd tune --max-capacity 2048; streamd summarize
     Soak it:      streamd soak --duration 600
+    Pick a model: streamd models; streamd models --check /srv/models/NAME
     """
 
 
@@ -266,7 +268,7 @@ def summaries(control_socket: Path | None, as_json: bool, follow: bool, last: in
     sys.exit(commands.summaries(control_socket, as_json, follow, last))
 
 
-for command in (demo, eval_command, bench, soak, eval_summaries):
+for command in (demo, eval_command, bench, soak, eval_summaries, models):
     main.add_command(command)
 
 if __name__ == "__main__":
