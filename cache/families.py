@@ -25,7 +25,6 @@ class Family:
 # so a cached key can be moved to another position by rotating it.
 FAMILIES: dict[str, Family] = {
     "llama": Family("Llama 2 / 3.x, SmolLM2", True, "plain rotary"),
-    "smollm": Family("SmolLM", True, "plain rotary"),
     "mistral": Family("Mistral", True, "plain rotary; sliding window per layer"),
     "qwen2": Family("Qwen2 / 2.5", True, "plain rotary, q/k/v bias"),
     "qwen3": Family("Qwen3", True, "q/k RMSNorm per head before RoPE (in the fused step)"),

@@ -19,11 +19,11 @@ from .decode_attention import (
     decode_attention_reference,
     triton_available,
 )
-from .families import layer_types
+from .families import FAMILIES, layer_types
 from .plan import ForwardPlan
 from .ring import StreamCache
 
-FUSABLE_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
+FUSABLE_MODEL_TYPES = frozenset(kind for kind, family in FAMILIES.items() if family.fused)
 
 
 @dataclass(frozen=True)
