@@ -3,7 +3,10 @@ frequencies, sliding windows), and why the others are refused."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # torch loads only where a model is: `streamd models` reads this without it
@@ -160,3 +163,21 @@ def _inv_freq_of(rotary: Any, kind: str) -> torch.Tensor:
     if table is None:
         raise UnsupportedModel(f"{type(rotary).__name__} has no inverse frequencies for {kind}")
     return table
+
+
+def local_model_refusal(name: str) -> str | None:
+    """Why a local model directory's config.json names a model streamd refuses; None where
+    it is supported, or `name` is no directory with a readable config.json (the loader
+    then says what is wrong). Reads the JSON only: no torch, no transformers."""
+    path = Path(name).expanduser() / "config.json"
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(settings, dict):
+        return None
+    try:
+        check_supported(SimpleNamespace(**settings))
+    except UnsupportedModel as refused:
+        return str(refused)
+    return None

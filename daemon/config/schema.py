@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from streamd.cache.families import local_model_refusal
+
 from .exposure import Bind, SecurityConfig, check_exposure
 from .keys import as_dict, build, flatten, given
 from .paths import default_client_id, default_control_socket, default_state_dir
@@ -69,6 +71,13 @@ class ModelConfig(Section):
     dtype: str = field(
         default="auto", metadata=Rule(choices=("auto", "float32", "float16", "bfloat16")).meta
     )
+
+    def _check(self) -> None:
+        # A local model of a family streamd cannot drive is refused here, with the other
+        # settings, in well under a second: not after torch and transformers have loaded.
+        refusal = local_model_refusal(self.name)
+        if refusal is not None:
+            raise self.invalid("name", refusal)
 
 
 @dataclass(frozen=True)

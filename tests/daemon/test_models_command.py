@@ -80,3 +80,18 @@ def test_check_without_a_config_exits_2_naming_the_path(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stdout == ""
     assert done.stderr.startswith(f"streamd models: {missing} does not exist: give a local")
+
+
+def test_the_daemon_refuses_a_local_model_of_a_refused_family_before_loading_anything(
+    tmp_path: Path,
+) -> None:
+    """`streamd run` reads the directory's config.json with the other settings: exit 2 with
+    the reason and the supported families, no model (nor torch) loaded first."""
+    GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64).save_pretrained(tmp_path)
+    done = cli("run", "--model", str(tmp_path), "--device", "cpu")
+    assert done.returncode == 2, done.stderr
+    assert f"model.name = '{tmp_path}': model type 'gpt2' is not supported" in done.stderr
+    assert "Supported: gemma3_text, granite, llama, mistral, olmo2, phi3, qwen2, qwen3" in (
+        done.stderr
+    )
+    assert '"event": "starting"' not in done.stderr  # refused with the settings, before it
