@@ -333,7 +333,7 @@ class Session:
         """Everything a restarted session needs to go on from here, as plain data."""
         layout, counters = self.ring.layout, self.counters()
         return SessionState(
-            model=self.model_name,
+            model=self.config.model,  # as configured ("default"): what a restart compares
             max_capacity=layout.max_capacity,
             chunk=layout.chunk,
             pinned=layout.pinned,

