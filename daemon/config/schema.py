@@ -307,7 +307,25 @@ class Config(Section):
         if self.outputs.mqtt_topic is not None and not self.sources.mqtt.host:
             why = "needs sources.mqtt.host (the broker to publish on)"
             raise self.outputs.invalid("mqtt_topic", why)
+        self._check_no_feedback_loop()
         check_exposure(self.zmq_binds(), self.security)
+
+    def _check_no_feedback_loop(self) -> None:
+        """Summaries published where the daemon subscribes would come back as stream text:
+        it would summarize its own summaries, forever."""
+        topic = self.outputs.mqtt_topic
+        if topic is None:
+            return
+        from paho.mqtt.client import topic_matches_sub  # the broker's own matching rules
+
+        for pattern in self.sources.mqtt.topics:
+            if topic_matches_sub(pattern, topic):
+                why = (
+                    f"sources.mqtt.topics subscribes to {pattern!r}, which takes this topic "
+                    "in: the daemon would read its own summaries back and summarize them, "
+                    "forever. Publish summaries outside the subscribed filters"
+                )
+                raise self.outputs.invalid("mqtt_topic", why)
 
     def zmq_binds(self) -> list[Bind]:
         """Every endpoint the daemon binds a ZeroMQ socket to, with its setting."""

@@ -24,7 +24,7 @@ from streamd.daemon.config import (
     load_config,
     unknown_environment,
 )
-from tests.daemon.daemon_testing import BASE_ENV, load, write
+from tests.daemon.daemon_testing import BASE_ENV, cli, load, write
 
 EXAMPLE = Path(__file__).parents[2] / "systemd" / "streamd.toml"
 
@@ -138,6 +138,15 @@ def test_unknown_environment_lists_typos() -> None:
         ({"STREAMD_SOURCES_MQTT_TOPICS": "logs/#"}, "needs sources.mqtt.host"),
         ({"STREAMD_OUTPUTS_MQTT_TOPIC": "a/+/b"}, "must be a topic without + or #"),
         ({"STREAMD_OUTPUTS_MQTT_TOPIC": "s"}, "outputs.mqtt_topic = 's': needs sources.mqtt.host"),
+        (
+            {
+                "STREAMD_SOURCES_MQTT_HOST": "127.0.0.1",
+                "STREAMD_SOURCES_MQTT_TOPICS": "plant/+,logs/#",
+                "STREAMD_OUTPUTS_MQTT_TOPIC": "logs/streamd/summary",
+            },
+            "outputs.mqtt_topic = 'logs/streamd/summary': sources.mqtt.topics subscribes to "
+            "'logs/#', which takes this topic in: the daemon would read its own summaries back",
+        ),
         ({"STREAMD_CONTROL_SOCKET": "rel.sock"}, "must be an absolute path"),
         ({"STREAMD_CONTROL_SOCKET": "/" + "x" * 120}, "at most 107 bytes long"),
         ({"STREAMD_SOURCES_MQTT_TLS_KEY": "/c.key"}, "needs sources.mqtt.tls_cert"),
@@ -214,3 +223,21 @@ def test_with_overrides_rechecks_and_keeps_the_rest() -> None:
     assert tuned.control == config.control
     with pytest.raises(ConfigError, match=r"cache.max_capacity = 2: .* \(from the request\)"):
         config.with_overrides({"cache.max_capacity": 2})
+
+
+def test_the_daemon_will_not_subscribe_to_its_own_summaries() -> None:
+    """`--mqtt-topic '#'` with a summary topic: it used to summarize its own summaries,
+    forever. Refused before anything starts (exit 2), naming both settings."""
+    done = cli(
+        "run",
+        "--mqtt-host",
+        "127.0.0.1",
+        "--mqtt-topic",
+        "#",
+        "--mqtt-summary-topic",
+        "streamd/summaries",
+    )
+    assert done.returncode == 2, done.stderr
+    assert "outputs.mqtt_topic = 'streamd/summaries': sources.mqtt.topics subscribes to '#'" in (
+        done.stderr
+    )
