@@ -38,7 +38,7 @@ from streamd.connectors.zmq_security import (
 )
 
 from .config import BLOCK, Config, SecurityConfig
-from .config.exposure import exposed
+from .config.exposure import exposed, is_loopback_host
 from .metrics import StreamdMetrics
 
 log = structlog.get_logger(__name__)
@@ -99,6 +99,14 @@ async def open_zmq_security(config: Config, resources: AsyncExitStack) -> ZmqKey
             "INSECURE: ZeroMQ sockets listen beyond loopback without authentication; anyone "
             "who reaches them can feed the session (security.allow_insecure = true)",
             endpoints=outside,
+        )
+    metrics = config.metrics
+    if metrics.enabled and not is_loopback_host(metrics.host):
+        log.warning(
+            "INSECURE: /metrics is served beyond loopback without authentication "
+            "(security.allow_insecure = true)",
+            host=metrics.host,
+            port=metrics.port,
         )
     return keys
 

@@ -91,3 +91,8 @@ def check_exposure(binds: Iterable[Bind], security: SecurityConfig) -> None:
             "(security.zmq_curve_secret_key_file and security.zmq_curve_authorized_keys)"
             ", or set security.allow_insecure = true",
         )
+
+
+def is_loopback_host(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost; 0.0.0.0, :: and other hosts reach beyond this machine."""
+    return is_loopback_endpoint(f"tcp://{host}:0")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from streamd.cache.families import local_model_refusal
 
-from .exposure import Bind, SecurityConfig, check_exposure
+from .exposure import Bind, SecurityConfig, check_exposure, is_loopback_host
 from .keys import as_dict, build, flatten, given
 from .paths import default_client_id, default_control_socket, default_state_dir
 from .rules import (
@@ -309,6 +309,21 @@ class Config(Section):
             raise self.outputs.invalid("mqtt_topic", why)
         self._check_no_feedback_loop()
         check_exposure(self.zmq_binds(), self.security)
+        self._check_metrics_exposure()
+
+    def _check_metrics_exposure(self) -> None:
+        """/metrics beyond loopback (no authentication on it) only with allow_insecure."""
+        metrics = self.metrics
+        if not metrics.enabled or is_loopback_host(metrics.host):
+            return
+        if not self.security.allow_insecure:
+            raise metrics.invalid(
+                "host",
+                "serves /metrics beyond loopback without authentication (anyone who "
+                "reaches the port reads the daemon's counters, sources and model); keep "
+                "127.0.0.1 and let the scraper in through a tunnel or a proxy, or set "
+                "security.allow_insecure = true",
+            )
 
     def _check_no_feedback_loop(self) -> None:
         """Summaries published where the daemon subscribes would come back as stream text:

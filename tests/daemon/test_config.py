@@ -147,6 +147,10 @@ def test_unknown_environment_lists_typos() -> None:
             "outputs.mqtt_topic = 'logs/streamd/summary': sources.mqtt.topics subscribes to "
             "'logs/#', which takes this topic in: the daemon would read its own summaries back",
         ),
+        (
+            {"STREAMD_METRICS_HOST": "0.0.0.0"},
+            "metrics.host = '0.0.0.0': serves /metrics beyond loopback without authentication",
+        ),
         ({"STREAMD_CONTROL_SOCKET": "rel.sock"}, "must be an absolute path"),
         ({"STREAMD_CONTROL_SOCKET": "/" + "x" * 120}, "at most 107 bytes long"),
         ({"STREAMD_SOURCES_MQTT_TLS_KEY": "/c.key"}, "needs sources.mqtt.tls_cert"),
@@ -241,3 +245,14 @@ def test_the_daemon_will_not_subscribe_to_its_own_summaries() -> None:
     assert "outputs.mqtt_topic = 'streamd/summaries': sources.mqtt.topics subscribes to '#'" in (
         done.stderr
     )
+
+
+def test_metrics_beyond_loopback_need_allow_insecure(tmp_path: Path) -> None:
+    """`--metrics-host 0.0.0.0` used to bind with neither a refusal nor a warning."""
+    insecure = {"STREAMD_METRICS_HOST": "0.0.0.0", "STREAMD_SECURITY_ALLOW_INSECURE": "true"}
+    assert load(tmp_path, **insecure).metrics.host == "0.0.0.0"
+    assert load(tmp_path, STREAMD_METRICS_HOST="::1").metrics.host == "::1"
+    assert load(tmp_path, STREAMD_METRICS_HOST="0.0.0.0", STREAMD_METRICS_PORT="0")  # off
+    done = cli("run", "--metrics-host", "0.0.0.0", "--device", "cpu")
+    assert done.returncode == 2, done.stderr
+    assert "metrics.host = '0.0.0.0': serves /metrics beyond loopback" in done.stderr
