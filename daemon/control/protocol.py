@@ -116,6 +116,8 @@ def parse_request(frame: bytes) -> Request:
         raise ProtocolError(f"request is not JSON: {e}") from None
     except RecursionError:
         raise ProtocolError("request is nested too deeply") from None
+    except ValueError as e:  # a number of over 4300 digits, which Python will not convert
+        raise ProtocolError(f"request holds a number it cannot read: {e}") from None
     if not isinstance(request, dict):
         raise ProtocolError("request must be a JSON object")
     request_id = _request_id(request)
@@ -124,14 +126,18 @@ def parse_request(frame: bytes) -> Request:
 
 def _request_id(request: dict[str, Any]) -> RequestId:
     request_id = request.get("id")
+    # 64 bits: what any client's integers hold (a 5000-digit id cannot even be printed).
     is_int = isinstance(request_id, int) and not isinstance(request_id, bool)
+    is_int = is_int and -(2**63) <= int(request_id or 0) < 2**63
     if (
         request_id is None
         or is_int
         or (isinstance(request_id, str) and len(request_id) <= MAX_ID_CHARS)
     ):
         return request_id
-    raise ProtocolError(f"id must be an integer or a string of at most {MAX_ID_CHARS} characters")
+    raise ProtocolError(
+        f"id must be a 64-bit integer or a string of at most {MAX_ID_CHARS} characters"
+    )
 
 
 def _command(request: dict[str, Any], request_id: RequestId) -> str:
