@@ -73,9 +73,21 @@ class CacheLayout:
             raise LayoutError(
                 f"pinned {self.pinned} + window {self.window} + max(chunk {self.chunk}, "
                 f"summary slots {self.scratch}) = {need} exceeds the model's trained context "
-                f"of {max_positions} positions: lower max_capacity to at most "
-                f"{max_positions - max(self.chunk, self.scratch)} or use a smaller chunk"
+                f"of {max_positions} positions: {self._ways_to_fit(max_positions)}"
             )
+
+    def _ways_to_fit(self, max_positions: int) -> str:
+        """The settings that would fit, each on its own (only those that can)."""
+        ways = []
+        largest_capacity = max_positions - max(self.chunk, self.scratch)
+        if largest_capacity > self.pinned:
+            ways.append(f"lower max_capacity to at most {largest_capacity}")
+        largest_chunk = max_positions - self.pinned - self.window
+        if self.chunk > self.scratch and largest_chunk >= max(1, self.scratch):
+            ways.append(f"use a chunk of at most {largest_chunk}")
+        if self.scratch >= self.chunk:
+            ways.append("write shorter summaries (summary.max_tokens)")
+        return " or ".join(ways) or "use a smaller max_capacity and chunk"
 
     def with_window(self, window: int) -> CacheLayout:
         """The layout after a live resize: same ring when it still fits, else a new ring."""

@@ -80,6 +80,22 @@ def test_positions_past_the_trained_context_are_refused_in_words() -> None:
     layout.with_window(7904).check_positions(8192)
 
 
+def test_the_way_out_of_a_position_overflow_is_one_that_works() -> None:
+    """`--chunk 65536 --max-capacity 64` used to suggest "max_capacity at most -57344"."""
+    huge_chunk = CacheLayout.build(pinned=53, window=11, chunk=65536, scratch=640)
+    with pytest.raises(LayoutError) as refused:
+        huge_chunk.check_positions(8192)
+    assert str(refused.value).endswith("positions: use a chunk of at most 8128")
+    CacheLayout.build(pinned=53, window=11, chunk=8128, scratch=640).check_positions(8192)
+    big_window = CacheLayout.build(pinned=32, window=8000, chunk=256, scratch=192)
+    with pytest.raises(LayoutError) as refused:  # no chunk would do: the summary slots, 192
+        big_window.check_positions(8192)
+    assert str(refused.value).endswith("positions: lower max_capacity to at most 7936")
+    long_summaries = CacheLayout.build(pinned=32, window=100, chunk=64, scratch=9000)
+    with pytest.raises(LayoutError, match=r"positions: write shorter summaries"):
+        long_summaries.check_positions(8192)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
