@@ -96,3 +96,38 @@ def check_exposure(binds: Iterable[Bind], security: SecurityConfig) -> None:
 def is_loopback_host(host: str) -> bool:
     """127.0.0.0/8, ::1 or localhost; 0.0.0.0, :: and other hosts reach beyond this machine."""
     return is_loopback_endpoint(f"tcp://{host}:0")
+
+
+_WILDCARDS = ("*", "0.0.0.0", "::", "")
+
+
+def _tcp_host_port(endpoint: str) -> tuple[str, str] | None:
+    if not endpoint.startswith("tcp://"):
+        return None
+    host, _, port = endpoint.removeprefix("tcp://").rpartition(":")
+    return host.strip("[]"), port
+
+
+def _collide(a: str, b: str) -> bool:
+    """Two binds one socket would refuse: the same endpoint, or one TCP port on the same
+    host or on every interface (`*`, 0.0.0.0)."""
+    if a == b:
+        return True
+    first, second = _tcp_host_port(a), _tcp_host_port(b)
+    if first is None or second is None or first[1] != second[1]:
+        return False
+    return first[0] == second[0] or first[0] in _WILDCARDS or second[0] in _WILDCARDS
+
+
+def check_distinct_binds(binds: list[Bind]) -> None:
+    """Each ZeroMQ bind on an address of its own, the clash named by both its settings
+    (at bind time the second socket's error would blame only itself)."""
+    for index, later in enumerate(binds):
+        for earlier in binds[:index]:
+            if _collide(earlier.endpoint, later.endpoint):
+                other = earlier.section.key(earlier.name)
+                raise later.section.invalid(
+                    later.name,
+                    f"{later.endpoint} is also bound by {other} ({earlier.endpoint}); "
+                    "one address takes one socket: give each its own port",
+                )

@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from streamd.cache.families import local_model_refusal
 
-from .exposure import Bind, SecurityConfig, check_exposure, is_loopback_host
+from .exposure import (
+    Bind,
+    SecurityConfig,
+    check_distinct_binds,
+    check_exposure,
+    is_loopback_host,
+)
 from .keys import as_dict, build, flatten, given
 from .paths import default_client_id, default_control_socket, default_state_dir
 from .rules import (
@@ -309,6 +315,7 @@ class Config(Section):
             raise self.outputs.invalid("mqtt_topic", why)
         self._check_no_feedback_loop()
         check_exposure(self.zmq_binds(), self.security)
+        check_distinct_binds(self.zmq_binds())
         self._check_metrics_exposure()
 
     def _check_metrics_exposure(self) -> None:

@@ -135,6 +135,22 @@ def test_unknown_environment_lists_typos() -> None:
         ({"STREAMD_OUTPUTS_STDOUT": "maybe"}, "outputs.stdout = 'maybe': must be true or false"),
         ({"STREAMD_METRICS_PORT": "70000"}, "metrics.port = 70000: must be an integer from 0"),
         ({"STREAMD_SOURCES_ZMQ_PULL": "5555"}, "must be ZeroMQ endpoints: tcp://HOST:PORT"),
+        (
+            {
+                "STREAMD_SOURCES_ZMQ_PULL": "tcp://127.0.0.1:5555",
+                "STREAMD_OUTPUTS_ZMQ_PUB": "tcp://127.0.0.1:5555",
+            },
+            "outputs.zmq_pub = 'tcp://127.0.0.1:5555': tcp://127.0.0.1:5555 is also bound by "
+            "sources.zmq_pull (tcp://127.0.0.1:5555); one address takes one socket",
+        ),
+        (
+            {
+                "STREAMD_SOURCES_ZMQ_PULL": "tcp://127.0.0.1:5555",
+                "STREAMD_OUTPUTS_ZMQ_PUB": "tcp://0.0.0.0:5555",
+                "STREAMD_SECURITY_ALLOW_INSECURE": "true",
+            },
+            "is also bound by sources.zmq_pull (tcp://127.0.0.1:5555)",
+        ),
         ({"STREAMD_SOURCES_MQTT_TOPICS": "logs/#"}, "needs sources.mqtt.host"),
         ({"STREAMD_OUTPUTS_MQTT_TOPIC": "a/+/b"}, "must be a topic without + or #"),
         ({"STREAMD_OUTPUTS_MQTT_TOPIC": "s"}, "outputs.mqtt_topic = 's': needs sources.mqtt.host"),
@@ -256,3 +272,17 @@ def test_metrics_beyond_loopback_need_allow_insecure(tmp_path: Path) -> None:
     done = cli("run", "--metrics-host", "0.0.0.0", "--device", "cpu")
     assert done.returncode == 2, done.stderr
     assert "metrics.host = '0.0.0.0': serves /metrics beyond loopback" in done.stderr
+
+
+def test_two_binds_on_one_address_are_refused_naming_both(tmp_path: Path) -> None:
+    """A --zmq-pub on the --zmq-bind address used to fail at bind time blaming
+    sources.zmq_pull alone; different ports or hosts still load."""
+    ok = {
+        "STREAMD_SOURCES_ZMQ_PULL": "tcp://127.0.0.1:5555,ipc:///tmp/a.sock",
+        "STREAMD_OUTPUTS_ZMQ_PUB": "tcp://127.0.0.1:5556",
+    }
+    assert load(tmp_path, **ok).outputs.zmq_pub == "tcp://127.0.0.1:5556"
+    done = cli("run", "--zmq-bind", "tcp://127.0.0.1:5555", "--zmq-pub", "tcp://127.0.0.1:5555")
+    assert done.returncode == 2, done.stderr
+    assert "outputs.zmq_pub = 'tcp://127.0.0.1:5555'" in done.stderr
+    assert "is also bound by sources.zmq_pull" in done.stderr
