@@ -23,7 +23,7 @@ from .config import Config, ConfigError, unknown_environment
 from .control.feed import SummaryFeed
 from .control.handlers import ControlHandler
 from .control.protocol import ControlError
-from .control.server import ControlServer
+from .control.server import ControlServer, SharedFolder
 from .control.status import READY, STARTING, STOPPING, source_counts
 from .engine.api import SummaryRecord
 from .engine.gpu import cuda_uuid
@@ -166,6 +166,8 @@ class Service:
         server = ControlServer(self.config.control.socket, ControlHandler(self).handle)
         try:
             await server.start()
+        except SharedFolder as error:  # a setting to change, like any other: exit 2
+            raise StartupError(f"control.socket: {error}", EXIT_CONFIG) from None
         except ControlError as error:
             raise StartupError(f"control.socket: {error}") from None
         self._resources.push_async_callback(server.close)

@@ -90,6 +90,7 @@ class ControlServer:
             self.path.parent.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
         except OSError as e:
             raise ControlError(f"cannot create {self.path.parent}: {e.strerror}") from e
+        _refuse_shared_directory(self.path.parent)
         sock = self._context.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, CLOSE_LINGER_MS)
         sock.setsockopt(zmq.MAXMSGSIZE, HARD_FRAME_LIMIT)
@@ -214,3 +215,19 @@ class ControlServer:
             log.exception("control command failed", cmd=request.cmd)
             error = f"internal error in {request.cmd}: {type(e).__name__}: {e}"
             return encode_reply(request.id, error=error)
+
+
+class SharedFolder(ControlError):
+    """The control socket's folder is writable by every user: a setting to change."""
+
+
+def _refuse_shared_directory(folder: Path) -> None:
+    """A folder every user may write to lets any of them put their own socket at our path
+    (and answer `tune` for us): refused, not used silently."""
+    mode = folder.stat().st_mode
+    if mode & stat.S_IWOTH:
+        raise SharedFolder(
+            f"{folder} is writable by every user (mode {stat.S_IMODE(mode):04o}): another "
+            "user could replace the control socket; use a folder only streamd's user and "
+            "group may write (chmod o-w, systemd's RuntimeDirectory=) or set control.socket"
+        )

@@ -31,6 +31,7 @@ from streamd.daemon.control.protocol import (
     parse_request,
 )
 from streamd.daemon.control.server import ControlServer
+from tests.daemon.daemon_testing import cli
 
 network = pytest.mark.network
 
@@ -452,3 +453,15 @@ def test_the_control_package_imports_no_torch() -> None:
     done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+def test_a_control_folder_every_user_may_write_is_refused(tmp_path: Path) -> None:
+    """It was used silently: another user could put their own socket at the path. The
+    daemon refuses to start (exit 2, a setting to change) and says how to fix it."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    done = cli("run", "--control-socket", str(shared / "control.sock"), "--device", "cpu")
+    assert done.returncode == 2, done.stderr
+    assert f"control.socket: {shared} is writable by every user (mode 0777)" in done.stderr
+    assert not (shared / "control.sock").exists()
