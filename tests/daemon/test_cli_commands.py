@@ -117,14 +117,27 @@ def test_run_with_a_busy_address_exits_1_naming_the_setting(tmp_path: Path) -> N
     assert not control.exists()  # what it opened, it closed
 
 
-def test_run_with_a_model_that_does_not_load_exits_non_zero(tmp_path: Path) -> None:
+def test_run_with_a_model_that_does_not_load_is_a_bad_setting(tmp_path: Path) -> None:
+    """Exit 2, as for any setting that cannot work (it was 1, "the daemon failed")."""
     config = tmp_path / "streamd.toml"
     config.write_text("")
     done = cli("run", "--config", str(config), "--control-socket", str(tmp_path / "c.sock"),
                "--metrics-port", "0", "--zmq-bind", free_zmq_endpoint(), "--device", "cpu",
                "--model", str(tmp_path / "no-such-model"))  # fmt: skip
-    assert done.returncode == 1
-    assert done.stderr.startswith(f"streamd: cannot load model '{tmp_path / 'no-such-model'}'")
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"streamd: cannot use model '{tmp_path / 'no-such-model'}'")
+    assert "does not exist: give a local model directory" in done.stderr
+
+
+def test_run_asking_for_a_gpu_where_there_is_none_is_a_bad_setting(tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    done = cli("run", "--control-socket", str(tmp_path / "c.sock"), "--metrics-port", "0",
+               "--zmq-bind", free_zmq_endpoint(), "--device", "cuda")  # fmt: skip
+    assert done.returncode == 2, done.stderr  # it was 1, as if the daemon had failed
+    assert "device 'cuda' asked for, but no CUDA GPU is visible; use cpu" in done.stderr
 
 
 def test_send_reports_what_it_could_not_send(free_port: int) -> None:

@@ -286,3 +286,14 @@ def test_two_binds_on_one_address_are_refused_naming_both(tmp_path: Path) -> Non
     assert done.returncode == 2, done.stderr
     assert "outputs.zmq_pub = 'tcp://127.0.0.1:5555'" in done.stderr
     assert "is also bound by sources.zmq_pull" in done.stderr
+
+
+def test_a_jsonl_output_in_a_missing_folder_is_a_bad_setting(tmp_path: Path) -> None:
+    """It failed when the output opened, exit 1; now with the other settings, exit 2."""
+    missing = tmp_path / "no-such-folder" / "summaries.jsonl"
+    done = cli("run", "--jsonl", str(missing), "--device", "cpu")
+    assert done.returncode == 2, done.stderr
+    assert f"outputs.jsonl = '{missing}': the folder {missing.parent} does not exist" in (
+        done.stderr
+    )
+    assert load(tmp_path, STREAMD_OUTPUTS_JSONL=str(tmp_path / "s.jsonl")).outputs.jsonl
