@@ -1,7 +1,8 @@
 """Logging: structlog for our code, the stdlib loggers of libraries routed through it.
 
-On a terminal, structlog's console renderer; otherwise one JSON object per line, prefixed
-with its syslog priority `<N>` when journald reads stdout. Values under secret-looking keys
+Events go to stderr (stdout is the summaries'). On a terminal, structlog's console
+renderer; otherwise one JSON object per line, prefixed with its syslog priority `<N>` when
+journald reads the stream. Values under secret-looking keys
 are logged as '***'.
 """
 
@@ -71,7 +72,7 @@ def _renderers(fmt: str, stream: TextIO) -> list[Processor]:
     if fmt == "console":
         return [structlog.dev.ConsoleRenderer(colors=stream.isatty())]
     json_renderer: Processor = structlog.processors.JSONRenderer()
-    # journald reads stdout: `<N>` makes `journalctl -p warning` work (journald strips the
+    # journald reads the stream: `<N>` makes `journalctl -p warning` work (journald strips the
     # prefix; SyslogLevelPrefix= is on by default).
     if journald_reads(stream):
         json_renderer = _syslog_prefixed(json_renderer)
@@ -93,12 +94,13 @@ def _shared_processors(foreign: bool) -> list[Processor]:
 
 
 def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
-    """Route structlog and the stdlib root logger to one handler on `stream` (stdout).
+    """Route structlog and the stdlib root logger to one handler on `stream` (stderr: stdout
+    carries the summaries, so `streamd run | jq .text` reads only them).
 
     level: debug|info|warning|error; fmt: auto|json|console (see the module doc).
     Calling it again replaces the handler it installed before.
     """
-    stream = sys.stdout if stream is None else stream
+    stream = sys.stderr if stream is None else stream
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=_shared_processors(foreign=True),
         processors=[

@@ -143,19 +143,20 @@ structlog.get_logger("streamd").info("ready")
 
 
 def test_a_real_process_under_journald(tmp_path: Path) -> None:
-    """stdout is a file journald 'reads': lines get <N>; transformers no longer writes stderr."""
-    out_path = tmp_path / "stdout"
-    with out_path.open("w") as out:
-        env = os.environ | {"JOURNAL_STREAM": journal_stream_of(out)}
+    """stderr is a file journald 'reads': lines get <N>, transformers' among them; stdout,
+    the summaries' stream, gets no log line."""
+    err_path = tmp_path / "stderr"
+    with err_path.open("w") as err:
+        env = os.environ | {"JOURNAL_STREAM": journal_stream_of(err)}
         done = subprocess.run(
             [sys.executable, "-c", CHILD],
-            stdout=out,
-            stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err,
             env=env,
             timeout=60,
             check=True,
         )
-    assert done.stderr == b""
-    hf, ours = out_path.read_text().splitlines()
+    assert done.stdout == b""
+    hf, ours = err_path.read_text().splitlines()
     assert hf.startswith("<4>") and json.loads(hf[3:])["event"] == "from hf"
     assert ours.startswith("<6>") and json.loads(ours[3:])["logger"] == "streamd"
