@@ -21,6 +21,7 @@ from connector_testing import eventually, running
 from streamd.connectors.mqtt_broker import MqttBrokerConfig
 from streamd.connectors.mqtt_sink import MqttSink, MqttSinkConfig
 from streamd.connectors.outputs import JsonlFileSink, StdoutSink, ZmqPubSink, json_line
+from streamd.daemon.tools.testing import WAIT_S
 
 
 def summary(seq: int, text: str = "all quiet") -> dict[str, Any]:
@@ -141,11 +142,11 @@ async def test_zmq_pub_delivers_to_a_real_sub() -> None:
                 received.append(json.loads(await sub.recv()))
             return bool(received)
 
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(WAIT_S):
             while not await probe_until_heard():
                 pass
         await sink.emit(summary(7))
-        assert json.loads(await asyncio.wait_for(sub.recv(), 5)) == summary(7)
+        assert json.loads(await asyncio.wait_for(sub.recv(), WAIT_S)) == summary(7)
         sub.close(linger=0)
     context.destroy(linger=0)
 

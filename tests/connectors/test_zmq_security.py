@@ -34,6 +34,7 @@ from streamd.connectors.zmq_security import (
     make_curve_server,
 )
 from streamd.connectors.zmq_sources import ZmqPullConfig, ZmqPullSource, ZmqSubConfig, ZmqSubSource
+from streamd.daemon.tools.testing import WAIT_S
 
 pytestmark = pytest.mark.network
 # A refused send waits this long for a receiver; the handshake fails in milliseconds.
@@ -233,7 +234,7 @@ async def test_curve_pub_sends_summaries_to_authorized_subscribers_only(
                     if friend.poll(0):
                         return bytes(friend.recv())
 
-            assert json.loads(await asyncio.wait_for(friend_got_one(), 10)) == {"seq": 1}
+            assert json.loads(await asyncio.wait_for(friend_got_one(), WAIT_S)) == {"seq": 1}
             # The monitor reports nothing but refused handshakes (ZAP said no).
             await eventually(lambda: monitor.poll(0) != 0, "the stranger's handshake refused")
             assert recv_monitor_message(monitor)["value"] == 400
@@ -270,7 +271,7 @@ async def test_curve_sub_connects_to_a_curve_publisher(
                         await publisher.send_multipart([b"logs", b"a line"])
                         await asyncio.sleep(0.05)
 
-                await asyncio.wait_for(published_and_seen(), 10)
+                await asyncio.wait_for(published_and_seen(), WAIT_S)
     finally:
         publisher.close(linger=0)
         publisher_context.destroy(linger=0)

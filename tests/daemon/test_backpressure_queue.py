@@ -13,6 +13,7 @@ from streamd.connectors import RawMessage
 from streamd.daemon.control.status import source_counts
 from streamd.daemon.ingest import IngestQueue, Intake, Lines, joined_text
 from streamd.daemon.metrics import StreamdMetrics
+from streamd.daemon.tools.testing import WAIT_S
 
 
 def msg(source: str, *texts: str) -> Lines:
@@ -115,7 +116,7 @@ async def test_block_still_waits_for_room_beside_drop_oldest() -> None:
     await asyncio.sleep(0.01)
     assert not waiting.done()  # the sub message could go, but a block source waits its turn
     assert joined_text(await queue.take(max_chars=9)) == "sub-0001"
-    assert await asyncio.wait_for(waiting, 5)
+    assert await asyncio.wait_for(waiting, WAIT_S)
     assert await drain(queue) == ["pull-001", "pull-002"]
 
 

@@ -31,6 +31,7 @@ from streamd.daemon.control.protocol import (
     parse_request,
 )
 from streamd.daemon.control.server import ControlServer
+from streamd.daemon.tools.testing import WAIT_S
 from tests.daemon.daemon_testing import cli
 
 network = pytest.mark.network
@@ -369,7 +370,7 @@ async def test_feed_long_poll_wakes_on_publish_and_times_out() -> None:
     await asyncio.sleep(0.01)
     assert not poll.done()
     feed.publish({"n": 1})
-    page = await asyncio.wait_for(poll, 1)
+    page = await asyncio.wait_for(poll, WAIT_S)
     assert (page["summaries"], page["cursor"]) == ([{"n": 1}], 1)
     empty = await feed.handle({"after": 1, "epoch": feed.epoch, "wait_s": 0.05})
     assert (empty["summaries"], empty["cursor"]) == ([], 1)

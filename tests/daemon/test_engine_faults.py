@@ -21,6 +21,7 @@ from streamd.daemon.engine.session import Session, SessionConfig
 from streamd.daemon.ingest import IngestQueue, Lines
 from streamd.daemon.metrics import StreamdMetrics
 from streamd.daemon.scheduler import Engine
+from streamd.daemon.tools.testing import WAIT_S
 from tests.daemon.daemon_testing import tiny_config
 
 CHUNK = 64
@@ -89,7 +90,7 @@ class Harness:
         m = self.metrics
         done_before = m.ingest_ingested.value(source="test") + self.dropped()
         await self.queue.put(Lines("test", lines), wait=True)
-        async with asyncio.timeout(20):
+        async with asyncio.timeout(WAIT_S):
             while m.ingest_ingested.value(source="test") + self.dropped() == done_before:
                 await asyncio.sleep(0.01)
 
@@ -123,7 +124,7 @@ async def harness(tiny_loaded: LoadedModel, tiny_model_dir: Path) -> AsyncIterat
         yield holder[0]
     finally:
         await queue.close()
-        await asyncio.wait_for(task, 20)
+        await asyncio.wait_for(task, WAIT_S)
         assert engine.stop(5)
 
 

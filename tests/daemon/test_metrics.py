@@ -14,6 +14,7 @@ import pytest
 from streamd.daemon import metrics
 from streamd.daemon.control.status import source_counts
 from streamd.daemon.metrics import MetricsServer, Registry, StreamdMetrics
+from streamd.daemon.tools.testing import WAIT_S
 
 # The text format 0.0.4, one line at a time (https://prometheus.io/docs/instrumenting/exposition_formats/).
 NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
@@ -205,7 +206,7 @@ async def raw_request(port: int, data: bytes) -> bytes:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(data)
     await writer.drain()
-    reply = await asyncio.wait_for(reader.read(), 5)
+    reply = await asyncio.wait_for(reader.read(), WAIT_S)
     writer.close()
     await writer.wait_closed()
     return reply

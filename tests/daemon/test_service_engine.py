@@ -27,6 +27,7 @@ from streamd.daemon.ingest import IngestQueue, Lines
 from streamd.daemon.metrics import StreamdMetrics
 from streamd.daemon.scheduler import Engine, RateWindow, utc_timestamp
 from streamd.daemon.service import Service, StartupError
+from streamd.daemon.tools.testing import WAIT_S
 from tests.daemon.daemon_testing import tiny_config
 
 POISON = "this line makes the worker fail"
@@ -59,7 +60,7 @@ class Running:
         for text in texts:
             await self.queue.put(Lines("test", (text,)), wait=True)
 
-    async def until(self, predicate: Any, timeout_s: float = 20.0) -> None:
+    async def until(self, predicate: Any, timeout_s: float = WAIT_S) -> None:
         async with asyncio.timeout(timeout_s):
             while not predicate():
                 await asyncio.sleep(0.01)
@@ -81,7 +82,7 @@ async def running(tiny_model_dir: Path) -> AsyncIterator[Running]:
         yield Running(engine, queue, records, metrics, task)
     finally:
         await queue.close()
-        await asyncio.wait_for(task, 20)
+        await asyncio.wait_for(task, WAIT_S)
         assert engine.stop(5)
 
 
@@ -101,7 +102,7 @@ async def test_a_message_taken_in_parts_is_counted_ingested_once(running: Runnin
     await running.queue.put(Lines("test", lines), wait=True)  # ~2.7k chars: several batches
     await running.until(lambda: running.queue.depth == 0)
     await running.queue.close()
-    await asyncio.wait_for(running.task, 20)
+    await asyncio.wait_for(running.task, WAIT_S)
     assert running.metrics.ingest_ingested.value(source="test") == 1
     assert running.metrics.prefill_chunk.count() > 2  # it did go in parts
 
@@ -113,7 +114,7 @@ async def test_closing_the_queue_ends_ingest_after_the_batch_in_flight(running: 
     await running.feed("Jan 31 12:00:00 host sshd[1]: Accepted publickey for admin")
     await running.until(lambda: running.queue.depth == 0)  # taken, in flight
     await running.queue.close()
-    await asyncio.wait_for(running.task, 20)
+    await asyncio.wait_for(running.task, WAIT_S)
     await busy
     assert running.metrics.ingest_ingested.value(source="test") == 1
     assert running.engine.stats is not None and running.engine.stats.tokens_ingested > 0

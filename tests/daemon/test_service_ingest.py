@@ -11,6 +11,7 @@ from streamd.connectors import RawMessage
 from streamd.daemon.control.status import source_counts
 from streamd.daemon.ingest import IngestQueue, Intake, Lines, joined_text
 from streamd.daemon.metrics import StreamdMetrics
+from streamd.daemon.tools.testing import WAIT_S
 
 
 def lines(source: str, *texts: str) -> Lines:
@@ -54,7 +55,7 @@ async def test_a_full_queue_refuses_or_waits_for_room() -> None:
     await asyncio.sleep(0.01)
     assert not waiting.done()
     await queue.take(max_chars=100)
-    assert await asyncio.wait_for(waiting, 1)
+    assert await asyncio.wait_for(waiting, WAIT_S)
     assert joined_text(await queue.take(max_chars=100)) == "later"
 
 

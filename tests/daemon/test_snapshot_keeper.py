@@ -17,6 +17,7 @@ from streamd.daemon.metrics import StreamdMetrics
 from streamd.daemon.scheduler import Engine
 from streamd.daemon.snapshot import window_digest
 from streamd.daemon.snapshot_keeper import SnapshotKeeper
+from streamd.daemon.tools.testing import WAIT_S
 from tests.daemon.daemon_testing import tiny_config
 
 LINES = tuple(
@@ -46,14 +47,14 @@ class Daemonless:
     async def feed(self, *lines: str) -> None:
         ingested = self.engine.stats.tokens_ingested if self.engine.stats else 0
         await self.queue.put(Lines("test", lines), wait=True)
-        async with asyncio.timeout(20):
+        async with asyncio.timeout(WAIT_S):
             while not (self.engine.stats and self.engine.stats.tokens_ingested > ingested):
                 await asyncio.sleep(0.01)
 
     async def close(self) -> None:
         await self.queue.close()
         if self.task is not None:
-            await asyncio.wait_for(self.task, 20)
+            await asyncio.wait_for(self.task, WAIT_S)
         assert self.engine.stop(5)
 
 
