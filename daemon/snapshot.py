@@ -11,6 +11,7 @@ import functools
 import hashlib
 import json
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -154,7 +155,9 @@ def decode(data: bytes) -> Snapshot:
     """Parse and validate; raises SnapshotCorrupt naming the first problem found."""
     try:
         document = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except RecursionError:
+        raise SnapshotCorrupt("nested too deeply to be a snapshot") from None
+    except ValueError as error:  # not UTF-8, not JSON, or an integer of over 4300 digits
         raise SnapshotCorrupt(f"not JSON: {error}") from None
     top = _Fields(document, "the file")
     if top.get("format", str) != FORMAT:
@@ -182,19 +185,25 @@ def decode(data: bytes) -> Snapshot:
     last = document.get("last_summary")
     if last is not None and not isinstance(last, dict):
         raise SnapshotCorrupt("last_summary: must be an object or null")
-    written_at = top.get("written_at", float)
+    written_at = float(top.get("written_at", float))
+    if not 0 <= written_at < 1e11:  # a Unix time: -Infinity or NaN would break `status`
+        raise SnapshotCorrupt(f"written_at {written_at}: not a time")
     return Snapshot(
         session=state,
         summaries_emitted=top.get("summaries_emitted", int),
         last_summary=last,
         config=top.get("config", dict),
-        written_at=float(written_at),
+        written_at=written_at,
         version=version,
     )
 
 
+MAX_INT = 2**62  # every count and id of a snapshot is an int64 somewhere (torch, NumPy)
+
+
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    """A count or an id: an integer from 0 to below MAX_INT (negative ones are corruption)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < MAX_INT
 
 
 class _Fields:
@@ -214,7 +223,8 @@ class _Fields:
         if kind is float:
             ok = _is_int(value) or isinstance(value, float)
         if not ok:
-            raise SnapshotCorrupt(f"{self.where}: field {name!r} must be {kind.__name__}")
+            what = "int, from 0 to below 2^62" if kind is int else kind.__name__
+            raise SnapshotCorrupt(f"{self.where}: field {name!r} must be {what}")
         return value
 
 
@@ -279,7 +289,11 @@ def load(path: Path, expected: Expected) -> Loaded:
 
 
 def _read_bounded(path: Path) -> bytes:
-    with path.open("rb") as file:
+    # O_NONBLOCK: a FIFO at the path would block an ordinary open until someone writes.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise SnapshotCorrupt("not a regular file")
         data = file.read(MAX_BYTES + 1)
     if len(data) > MAX_BYTES:
         raise SnapshotCorrupt(f"larger than {MAX_BYTES >> 20} MiB")

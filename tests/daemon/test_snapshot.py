@@ -22,6 +22,7 @@ from streamd.daemon.snapshot import (
     text_digest,
     window_digest,
 )
+from streamd.daemon.tools.testing import WAIT_S
 
 PROMPT = text_digest("You summarize logs.")
 EXPECTED = Expected(model="tiny", max_capacity=64, system_prompt_sha256=PROMPT)
@@ -109,6 +110,11 @@ def _flip_an_id(document: dict[str, Any]) -> None:
         (_replace_field("window_ids", [1, "2"]), "must be a list of integers"),
         (_flip_an_id, "do not match session.window_sha256"),
         (_replace_field("tokens_ingested", 10), "counters disagree"),
+        # Seen accepted: a negative count; and one that breaks `status` (exit 1).
+        (_replace_field("summaries_emitted", -1), "'summaries_emitted' must be int, from 0"),
+        (_replace_field("position", 2**64), "'position' must be int, from 0 to below 2^62"),
+        (_replace_field("written_at", float("-inf")), "written_at -inf: not a time"),
+        (_replace_field("written_at", float("nan")), "written_at nan: not a time"),
     ],
 )
 def test_a_corrupt_snapshot_is_set_aside_with_the_reason(
@@ -123,7 +129,17 @@ def test_a_corrupt_snapshot_is_set_aside_with_the_reason(
 
 
 @pytest.mark.parametrize(
-    "content", [b"", b"{not json", b'{"session": ', b"[1, 2]", b"\xff\xfe garbage"]
+    "content",
+    [
+        b"",
+        b"{not json",
+        b'{"session": ',
+        b"[1, 2]",
+        b"\xff\xfe garbage",
+        # These stopped the start (RecursionError, ValueError): exit 1, a restart loop.
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"format": "streamd-snapshot", "version": ' + b"9" * 5000 + b"}",
+    ],
 )
 def test_a_file_that_is_not_json_is_set_aside(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "snapshot.json"
@@ -186,3 +202,20 @@ def test_snapshot_settings_are_checked_like_every_other_key(tmp_path: Path) -> N
         "snapshot.every_seconds = -1.0: must be a number >= 0; 0: only at shutdown "
         "(from the command line)"
     )
+
+
+def test_a_fifo_at_the_snapshot_path_is_set_aside_not_waited_on(tmp_path: Path) -> None:
+    """Opening a FIFO blocks until someone writes: start-up hung. Now it is no snapshot."""
+    import os
+    import threading
+
+    path = tmp_path / "snapshot.json"
+    os.mkfifo(path)
+    result: list[Any] = []
+    reader = threading.Thread(target=lambda: result.append(load(path, EXPECTED)), daemon=True)
+    reader.start()
+    reader.join(WAIT_S)
+    assert result, "load() is still waiting on the FIFO"
+    loaded = result[0]
+    assert loaded.snapshot is None and loaded.problem == "corrupt: not a regular file"
+    assert not path.exists() and loaded.moved_to is not None
