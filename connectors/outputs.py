@@ -7,6 +7,7 @@ one line of compact UTF-8 JSON: `async with JsonlFileSink(path) as sink: await s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -99,7 +100,7 @@ class JsonlFileSink(SinkBase):
         if self._fd is None:
             raise RuntimeError(f"{self.path}: open() the sink (or use `async with`) before emit()")
         async with self._lock:
-            await asyncio.to_thread(_append_synced, self._fd, json_line(record))
+            await asyncio.to_thread(_append_whole, self._fd, json_line(record))
 
     async def close(self) -> None:
         if self._fd is not None:
@@ -158,6 +159,18 @@ def _ends_torn(path: Path) -> bool:
 def _append_synced(fd: int, data: bytes) -> None:
     write_all(fd, data)
     os.fsync(fd)
+
+
+def _append_whole(fd: int, record: bytes) -> None:
+    """One record, or nothing: a write that fails midway (a full disk) is cut back to the
+    previous record's end, so the next record does not glue onto half of this one."""
+    boundary = os.lseek(fd, 0, os.SEEK_END)
+    try:
+        _append_synced(fd, record)
+    except OSError:
+        with contextlib.suppress(OSError):  # the error raised is the write's, not this one's
+            os.ftruncate(fd, boundary)
+        raise
 
 
 class ZmqPubSink(SinkBase):

@@ -120,6 +120,37 @@ async def test_jsonl_after_a_torn_last_line_starts_on_a_new_line(tmp_path: Path)
     assert [json.loads(lines[0]), json.loads(lines[2])] == [summary(1), summary(3)]
 
 
+async def test_jsonl_a_full_disk_midway_leaves_no_torn_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fills while a record is half written (an injected os.write that writes part
+    of what it is asked, then fails with ENOSPC, as a full disk does); once there is room
+    again, the next record must be a line of its own. It used to be glued onto the torn
+    half: reported written, unparseable."""
+    import errno
+
+    real_write = os.write
+    disk_full = {"on": False}
+
+    def write(fd: int, data: bytes | memoryview) -> int:
+        if disk_full["on"]:
+            if len(data) > 8:
+                return real_write(fd, bytes(data[:8]))  # the first bytes fit
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    path = tmp_path / "s.jsonl"
+    async with JsonlFileSink(path) as sink:
+        await sink.emit(summary(1))
+        disk_full["on"] = True
+        with pytest.raises(OSError, match="No space left"):
+            await sink.emit(summary(2))
+        disk_full["on"] = False
+        await sink.emit(summary(3))
+    assert read_jsonl(path) == [summary(1), summary(3)]
+
+
 async def test_jsonl_missing_directory_fails_at_open_naming_the_path(tmp_path: Path) -> None:
     sink = JsonlFileSink(tmp_path / "no-such-dir" / "s.jsonl")
     with pytest.raises(FileNotFoundError, match="no-such-dir"):
