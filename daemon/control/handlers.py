@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..config import Config, ConfigError
 from ..engine.gpu import NvmlReader
+from ..engine.session_config import window_for
 from ..scheduler import EngineError
 from .protocol import TUNE_KEYS, ControlError, check_args
 from .status import READY, STARTING, status_document
@@ -143,7 +144,10 @@ class ControlHandler:
         return {"changed": changed}
 
     async def _resize(self, max_capacity: int) -> tuple[int, int]:
+        stats = self.service.engine.stats
         try:
+            if stats is not None:  # what the loop can tell on its own, it tells at once
+                window_for(max_capacity, stats.pinned)
             return await self.service.engine.set_max_capacity(max_capacity)
         except ValueError as error:  # the session's reason: the prefix, the trained context
             raise ControlError(f"tune: {error}") from None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from streamd.daemon.config import (
     MetricsConfig,
 )
 from streamd.daemon.control.handlers import ControlHandler
+from streamd.daemon.control.protocol import ControlError
 from streamd.daemon.control.status import READY
 from streamd.daemon.engine.api import Ingested, SummaryRecord
 from streamd.daemon.engine.gpu import NO_ANSWER, NvmlReader, gpu_status
@@ -180,6 +182,28 @@ async def test_concurrent_tunes_do_not_undo_each_other(tiny_model_dir: Path) -> 
     assert service.config.summary.every_tokens == 50
     assert resized == {"changed": {"max_capacity": [256, 200]}}
     assert retimed == {"changed": {"summary_every_tokens": [0, 50]}}
+
+
+async def test_a_capacity_below_the_prefix_is_refused_without_waiting_for_the_engine(
+    tiny_model_dir: Path,
+) -> None:
+    """A capacity the config allows but the pinned prefix does not fit waited behind a busy
+    engine to be refused (17 s, seen); the loop knows the prefix, so it refuses at once."""
+    service = Service(tiny_config(tiny_model_dir))
+    await service.engine.load()
+    service.state = READY
+    handler = ControlHandler(service)
+    release = threading.Event()
+    busy = asyncio.create_task(service.engine.run_on_thread(release.wait, WAIT_S))
+    try:
+        with pytest.raises(ControlError, match=r"tune: max_capacity = 20: must be an integer abo"):
+            await handler.tune({"max_capacity": 20})  # the tiny model's prefix is longer
+        assert not busy.done()  # refused while the engine thread was still busy
+    finally:
+        release.set()
+        await busy
+        assert service.engine.stop(5)
+    assert service.config.cache.max_capacity == 256
 
 
 async def test_a_wedged_nvml_makes_status_say_so_not_hang() -> None:
