@@ -166,10 +166,13 @@ def _inv_freq_of(rotary: Any, kind: str) -> torch.Tensor:
 
 
 def local_model_refusal(name: str) -> str | None:
-    """Why a local model directory's config.json names a model streamd refuses; None where
-    it is supported, or `name` is no directory with a readable config.json (the loader
-    then says what is wrong). Reads the JSON only: no torch, no transformers."""
-    path = Path(name).expanduser() / "config.json"
+    """Why the config.json of `name` (a local model directory, or a Hugging Face id in the
+    local cache) names a model streamd refuses; None where it is supported or there is no
+    readable config.json (the loader then says what is wrong). Reads the JSON only: no
+    torch, no transformers."""
+    path = _config_file(name)
+    if path is None:
+        return None
     try:
         settings = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -181,3 +184,17 @@ def local_model_refusal(name: str) -> str | None:
     except UnsupportedModel as refused:
         return str(refused)
     return None
+
+
+def _config_file(name: str) -> Path | None:
+    local = Path(name).expanduser() / "config.json"
+    if local.is_file():
+        return local
+    if name.count("/") != 1 or name.startswith((".", "/", "~")):
+        return None
+    try:  # an id such as Qwen/Qwen3-8B: its config.json, if the local cache holds it
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    cached = try_to_load_from_cache(name, "config.json")
+    return Path(cached) if isinstance(cached, str) else None

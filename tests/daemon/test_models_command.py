@@ -13,6 +13,7 @@ from transformers import GPT2Config, Qwen3Config
 
 from streamd.cache.families import FAMILIES, REFUSED
 from streamd.daemon import cli as cli_module
+from streamd.daemon.tools.testing import clean_env
 from tests.daemon.daemon_testing import cli
 
 
@@ -95,3 +96,17 @@ def test_the_daemon_refuses_a_local_model_of_a_refused_family_before_loading_any
         done.stderr
     )
     assert '"event": "starting"' not in done.stderr  # refused with the settings, before it
+
+
+def test_a_cached_hub_model_of_a_refused_family_is_refused_the_same_way(tmp_path: Path) -> None:
+    """An id such as org/name whose config.json is in the local Hugging Face cache."""
+    snapshot = tmp_path / "hub" / "models--acme--old-gpt" / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64).save_pretrained(snapshot)
+    refs = tmp_path / "hub" / "models--acme--old-gpt" / "refs"
+    refs.mkdir()
+    (refs / "main").write_text("0123abcd")
+    env = clean_env(HF_HUB_CACHE=str(tmp_path / "hub"))
+    done = cli("run", "--model", "acme/old-gpt", "--device", "cpu", env=env)
+    assert done.returncode == 2, done.stderr
+    assert "model.name = 'acme/old-gpt': model type 'gpt2' is not supported" in done.stderr
