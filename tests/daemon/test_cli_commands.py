@@ -113,7 +113,9 @@ def test_run_with_a_busy_address_exits_1_naming_the_setting(tmp_path: Path) -> N
         done = cli("run", "--config", str(config), "--control-socket", str(control),
                    "--metrics-port", "0", "--zmq-bind", address)  # fmt: skip
     assert done.returncode == 1
-    assert done.stderr.startswith("streamd: sources.zmq_pull: cannot open: Address already in use")
+    # The log events come first on stderr (stdout is the summaries'); the last line says why.
+    last = done.stderr.splitlines()[-1]
+    assert last.startswith("streamd: sources.zmq_pull: cannot open: Address already in use")
     assert not control.exists()  # what it opened, it closed
 
 
@@ -125,7 +127,8 @@ def test_run_with_a_model_that_does_not_load_is_a_bad_setting(tmp_path: Path) ->
                "--metrics-port", "0", "--zmq-bind", free_zmq_endpoint(), "--device", "cpu",
                "--model", str(tmp_path / "no-such-model"))  # fmt: skip
     assert done.returncode == 2
-    assert done.stderr.startswith(f"streamd: cannot use model '{tmp_path / 'no-such-model'}'")
+    last = done.stderr.splitlines()[-1]  # after the log events
+    assert last.startswith(f"streamd: cannot use model '{tmp_path / 'no-such-model'}'")
     assert "does not exist: give a local model directory" in done.stderr
 
 
