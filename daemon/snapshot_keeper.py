@@ -184,6 +184,9 @@ class SnapshotKeeper:
             "written": int(self._metrics.snapshots.value(result="written")),
             "failed": int(self._metrics.snapshots.value(result="failed")),
             "last_age_s": None if last is None else round(max(0.0, time.time() - last), 3),
+            # Nothing new since: the timer skips writing the same state again, so an old
+            # `last_age_s` beside a short `every_seconds` is not a keeper that stopped.
+            "up_to_date": last is not None and not self._moved(),
             # The window of the last snapshot written or resumed: digest and count of its ids.
             "window_tokens": window.tokens if window else None,
             "window_digest": window.digest if window else None,

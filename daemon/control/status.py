@@ -272,6 +272,8 @@ def _snapshot_line(snapshot: dict[str, Any] | None) -> str:
         return "off"
     age = snapshot["last_age_s"]
     text = "none written yet" if age is None else f"last {_age(age)}"
+    if snapshot.get("up_to_date"):
+        text += " (nothing new since)"
     if snapshot["failed"]:
         text += f", {snapshot['failed']} failed writes"
     resumed = snapshot.get("resumed")

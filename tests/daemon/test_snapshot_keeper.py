@@ -89,6 +89,24 @@ async def test_a_snapshot_is_written_only_when_the_stream_moved(daemonless: Daem
     assert keeper.status()["window_digest"] == window_digest(saved["session"]["window_ids"])
 
 
+async def test_status_says_when_an_old_snapshot_is_still_the_whole_state(
+    daemonless: Daemonless,
+) -> None:
+    """ "snapshot last 3 min ago" beside a 60 s interval read as a keeper that stopped: the
+    keeper skips writing the same state again, and status now says so."""
+    from streamd.daemon.control.status import _snapshot_line
+
+    keeper = daemonless.keeper
+    assert keeper.status()["up_to_date"] is False  # none written yet
+    await daemonless.feed(*LINES)
+    await keeper.take("periodic")
+    assert keeper.status()["up_to_date"] is True
+    assert _snapshot_line(keeper.status()).endswith("(nothing new since)")
+    await daemonless.feed(*LINES)  # the stream moved: the snapshot is behind now
+    assert keeper.status()["up_to_date"] is False
+    assert "nothing new" not in _snapshot_line(keeper.status())
+
+
 async def test_a_failed_write_is_counted_and_the_next_tick_tries_again(
     daemonless: Daemonless,
 ) -> None:
