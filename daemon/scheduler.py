@@ -120,6 +120,14 @@ class RateWindow:
         return sum(tokens for _, tokens in self._events) / span
 
 
+def epoch_of(stamp: object) -> float | None:
+    """utc_timestamp()'s text back to Unix time; None for anything else."""
+    try:
+        return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
 def utc_timestamp(epoch_s: float) -> str:
     """ISO 8601 in UTC with milliseconds: 2025-01-31T12:00:00.123Z."""
     moment = datetime.fromtimestamp(epoch_s, UTC)
@@ -367,6 +375,8 @@ class Engine:
         self.last_summary = snapshot.last_summary
         upto = (snapshot.last_summary or {}).get("stream_tokens", 0)
         self._summarized_upto = upto if isinstance(upto, int) else 0
+        # `status` shows the last summary's age: "3 emitted, last none yet" contradicted itself.
+        self.last_summary_epoch_s = epoch_of((snapshot.last_summary or {}).get("time"))
         return stats
 
     def _restore_on_thread(self, state: SessionState) -> SessionStats:

@@ -143,6 +143,9 @@ async def test_what_was_written_is_resumed_by_the_next_engine(
             before.tokens_ingested, before.position, before.used,
         )  # fmt: skip
         assert restarted.engine.summaries_emitted == record.seq
+        # The last summary's time goes on too (status said "1 emitted, last none yet").
+        last = daemonless.engine.last_summary_epoch_s  # the record's time keeps milliseconds
+        assert restarted.engine.last_summary_epoch_s == pytest.approx(last, abs=1e-3)
         assert (
             restarted.engine.unsummarized_tokens
             == before.tokens_ingested - record.stream_tokens
