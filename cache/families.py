@@ -100,9 +100,10 @@ def check_supported(config: Any) -> None:
             "keys by rotating them, which needs plain rotary positions (RoPE on q and k). "
             f"Supported: {', '.join(sorted(FAMILIES))} (`streamd models` says more)."
         )
-    for kind in sorted(rope_types(config) - SUPPORTED_ROPE_TYPES):
+    unsupported = sorted(rope_types(config) - SUPPORTED_ROPE_TYPES)
+    if unsupported:
         raise UnsupportedModel(
-            f"RoPE type {kind!r} is not supported: {ROPE_REFUSAL}. Supported: "
+            f"RoPE type {unsupported[0]!r} is not supported: {ROPE_REFUSAL}. Supported: "
             f"{', '.join(sorted(SUPPORTED_ROPE_TYPES))}."
         )
     partial = [p.get("partial_rotary_factor", 1.0) for p in rope_parameters(config)]

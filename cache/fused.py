@@ -189,7 +189,7 @@ class FusedDecodeStep:
         the ring."""
         qkv = F.linear(x, layer.qkv, layer.qkv_bias).view(-1)
         if layer.q_norm is not None and layer.k_norm is not None:
-            qkv = self._norm_q_and_k(qkv, layer.q_norm, layer.k_norm)
+            self._norm_q_and_k(qkv, layer.q_norm, layer.k_norm)
         out = self._decode_attention(
             qkv,
             cos,
@@ -203,15 +203,14 @@ class FusedDecodeStep:
         )  # [heads * D]
         return F.linear(out.reshape(1, 1, self.q_dim), layer.o, layer.o_bias)
 
-    def _norm_q_and_k(
-        self, qkv: torch.Tensor, q_norm: torch.Tensor, k_norm: torch.Tensor
-    ) -> torch.Tensor:
-        """qkv: [(heads + 2 kv) * D] -> the same with each head of q and k RMS-normed."""
+    def _norm_q_and_k(self, qkv: torch.Tensor, q_norm: torch.Tensor, k_norm: torch.Tensor) -> None:
+        """qkv: [(heads + 2 kv) * D]; each head of q and of k RMS-normed in place (no new
+        qkv tensor a step)."""
         kv_dim = self.ring.shape.kv_heads * self.head_dim
-        q, k, v = qkv.split([self.q_dim, kv_dim, kv_dim])
-        q = _rms_norm(q.view(-1, self.head_dim), q_norm, self.eps).view(-1)
-        k = _rms_norm(k.view(-1, self.head_dim), k_norm, self.eps).view(-1)
-        return torch.cat((q, k, v))
+        q = qkv[: self.q_dim].view(-1, self.head_dim)
+        k = qkv[self.q_dim : self.q_dim + kv_dim].view(-1, self.head_dim)
+        q.copy_(_rms_norm(q, q_norm, self.eps))
+        k.copy_(_rms_norm(k, k_norm, self.eps))
 
     def _mlp(self, layer: FusedLayer, x: torch.Tensor) -> torch.Tensor:
         gate, up = F.linear(x, layer.gate_up).split(self.intermediate, dim=-1)

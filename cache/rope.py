@@ -28,7 +28,8 @@ def rotation_tables(
     returns cos, sin: [..., n, D] fp32
     """
     angles = positions.to(torch.float32)[:, None] * inv_freq.to(torch.float32)[..., None, :]
-    angles = torch.cat((angles, angles), dim=-1)  # the D/2 frequencies twice, as laid out
+    # The D/2 frequencies twice along the last dim, as the model lays them out.
+    angles = angles.repeat(*([1] * (angles.dim() - 1)), 2)
     return angles.cos(), angles.sin()
 
 

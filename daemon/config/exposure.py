@@ -63,15 +63,8 @@ def is_loopback_endpoint(endpoint: str) -> bool:
     `tcp://*`, 0.0.0.0, interface names and other hosts reach beyond this machine."""
     if endpoint.startswith(("ipc://", "inproc://")):
         return True
-    if not endpoint.startswith("tcp://"):
-        return False
-    host = endpoint.removeprefix("tcp://").rsplit(":", 1)[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # *, an interface name, a host name
-        return False
+    tcp = _tcp_host_port(endpoint)
+    return tcp is not None and is_loopback_host(tcp[0])
 
 
 def exposed(binds: Iterable[Bind]) -> list[Bind]:
@@ -94,18 +87,26 @@ def check_exposure(binds: Iterable[Bind], security: SecurityConfig) -> None:
 
 
 def is_loopback_host(host: str) -> bool:
-    """127.0.0.0/8, ::1 or localhost; 0.0.0.0, :: and other hosts reach beyond this machine."""
-    return is_loopback_endpoint(f"tcp://{host}:0")
+    """127.0.0.0/8, ::1 (bracketed or not) or localhost; 0.0.0.0, :: and other hosts reach
+    beyond this machine."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # *, an interface name, a host name
+        return False
 
 
 _WILDCARDS = ("*", "0.0.0.0", "::", "")
 
 
 def _tcp_host_port(endpoint: str) -> tuple[str, str] | None:
+    """(host, port) of a tcp:// endpoint, brackets of an IPv6 host removed; None for others."""
     if not endpoint.startswith("tcp://"):
         return None
-    host, _, port = endpoint.removeprefix("tcp://").rpartition(":")
-    return host.strip("[]"), port
+    host, *port = endpoint.removeprefix("tcp://").rsplit(":", 1)
+    return host.strip("[]"), port[0] if port else ""
 
 
 def _collide(a: str, b: str) -> bool:
