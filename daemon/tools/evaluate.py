@@ -118,9 +118,18 @@ def stream_nll(
     sink_mode: SinkMode,
     progress: Progress,
     label: str,
+    rebase_threshold: int = 2**15,
+    on_forward: Callable[[int, int, int], None] | None = None,
 ) -> torch.Tensor:
-    """NLL of every target 1..N-1 when `ids` [N] streams through a ring cache of `layout`."""
-    ring = build_ring_cache(model, layout, sink_mode=sink_mode, check_positions=False)
+    """NLL of every target 1..N-1 when `ids` [N] streams through a ring cache of `layout`.
+    on_forward(start, end, base) is told of each forward: its tokens and the ring's base."""
+    ring = build_ring_cache(
+        model,
+        layout,
+        sink_mode=sink_mode,
+        check_positions=False,
+        rebase_threshold=rebase_threshold,
+    )
     runner = RingModel(model, ring)
     total = ids.shape[0]
     nll = torch.empty(total - 1, dtype=torch.float32)
@@ -132,6 +141,8 @@ def stream_nll(
     for index, (start, end) in enumerate(pieces):
         step = runner.prefix if start == 0 and layout.pinned else runner.stream
         logits = step(ids[start:end].unsqueeze(0), logits_to_keep=0)[0]
+        if on_forward is not None:
+            on_forward(start, end, ring.base)
         last = min(end, total - 1)
         if last > start:
             nll[start:last] = _targets_nll(logits[: last - start], ids[start + 1 : last + 1]).cpu()

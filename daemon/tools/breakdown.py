@@ -1,0 +1,292 @@
+"""`streamd eval --breakdown`: where the streamed cache loses to the recompute oracle.
+
+For each max_capacity W, the oracle's sampled targets are scored once by recompute and by
+every streamed variant (pinned prefix size, its placement, chunk); each variant's loss is
+then split by where the target sits: its position in the stream, the predicting query's
+offset in its chunk, and its distance from the last rebase. A bucket's ratio is
+exp(mean NLL of the variant - mean NLL of the oracle) over the same targets in it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from streamd.cache.hf import max_positions
+from streamd.cache.layout import CacheLayout
+from streamd.cache.ring import SinkMode
+
+from .evaluate import EvalError, Progress, recompute_nll, sample_targets, stream_nll
+
+PLACEMENTS = {"before-window": SinkMode.REROTATE, "fixed": SinkMode.FIXED}
+DEFAULT_WINDOWS = (256, 1024, 2048, 4096)
+DEFAULT_SINKS = (4, 16)
+DEFAULT_CHUNKS = (256, 16)
+# Bucket edges: stream position (tokens), query offset in its chunk (fraction of the
+# chunk), distance from the last rebase (tokens).
+POSITION_EDGES = (1024, 2048, 4096, 8192)
+OFFSET_FRACTIONS = (0.25, 0.5, 0.75)
+REBASE_EDGES = (256, 1024, 4096)
+
+
+@dataclass(frozen=True)
+class BreakdownOptions:
+    windows: tuple[int, ...] = DEFAULT_WINDOWS
+    sinks: tuple[int, ...] = DEFAULT_SINKS  # pinned first tokens; the prompt's length if given
+    chunks: tuple[int, ...] = DEFAULT_CHUNKS
+    placements: tuple[str, ...] = ("before-window",)
+    samples: int = 256
+    seed: int = 0
+    rebase_threshold: int = 2**15
+    recompute_batch: int = 8
+
+    def __post_init__(self) -> None:
+        unknown = [p for p in self.placements if p not in PLACEMENTS]
+        if unknown:
+            raise EvalError(f"unknown placements {unknown}: choose from {', '.join(PLACEMENTS)}")
+        for name, values in (("windows", self.windows), ("chunks", self.chunks)):
+            if not values or min(values) < 1:
+                raise EvalError(f"{name} {values}: give one or more values >= 1")
+        if not self.sinks or min(self.sinks) < 0:
+            raise EvalError(f"sinks {self.sinks}: give one or more values >= 0")
+        if self.rebase_threshold < 1 or self.samples < 1:
+            raise EvalError(f"rebase threshold {self.rebase_threshold}, samples {self.samples}")
+
+
+@dataclass
+class Variant:
+    """One streamed configuration scored on the oracle's targets of its window."""
+
+    window: int  # max_capacity: pinned + window slots
+    sinks: int
+    chunk: int
+    placement: str
+    nll: list[float]  # per target, in target order
+    chunk_offset: list[int]  # the predicting query's offset in its forward
+    since_rebase: list[int]  # the predicting query's distance from the ring's base
+    seconds: float
+
+    @property
+    def label(self) -> str:
+        return f"P={self.sinks} C={self.chunk} {self.placement}"
+
+
+@dataclass
+class WindowResult:
+    window: int
+    targets: list[int]
+    oracle_nll: list[float]
+    variants: list[Variant] = field(default_factory=list)
+
+
+@dataclass
+class BreakdownReport:
+    model: str
+    tokens: int
+    prefix_tokens: int  # a prompt streamed before the text (its tokens are never targets)
+    trained_length: int
+    windows: list[WindowResult] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "tokens": self.tokens,
+            "prefix_tokens": self.prefix_tokens,
+            "trained_length": self.trained_length,
+            "windows": [
+                {
+                    "window": w.window,
+                    "oracle_ppl": _ppl(w.oracle_nll),
+                    "targets": w.targets,
+                    "oracle_nll": w.oracle_nll,
+                    "variants": [
+                        {
+                            **vars(v),
+                            "ppl": _ppl(v.nll),
+                            "ratio": ratio(v.nll, w.oracle_nll),
+                            "ratio_90": ratio_range(v.nll, w.oracle_nll),
+                        }
+                        for v in w.variants
+                    ],
+                }
+                for w in self.windows
+            ],
+        }
+
+
+def _ppl(nll: Sequence[float]) -> float:
+    return math.exp(sum(nll) / len(nll)) if nll else math.nan
+
+
+def ratio(nll: Sequence[float], oracle: Sequence[float]) -> float:
+    """exp(mean(nll) - mean(oracle)): the variant's PPL over the oracle's on the same targets."""
+    if not nll:
+        return math.nan
+    return math.exp((sum(nll) - sum(oracle)) / len(nll))
+
+
+def ratio_range(nll: Sequence[float], oracle: Sequence[float]) -> tuple[float, float]:
+    """The ratio's 90% range from the spread of the per-target differences (paired): how far
+    another draw of as many targets could move it (the normal approximation)."""
+    diffs = [a - b for a, b in zip(nll, oracle, strict=True)]
+    if len(diffs) < 2:
+        return math.nan, math.nan
+    mean = sum(diffs) / len(diffs)
+    spread = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs))
+    return math.exp(mean - 1.645 * spread), math.exp(mean + 1.645 * spread)
+
+
+def breakdown(
+    model: Any,
+    ids: torch.Tensor,
+    prefix_tokens: int,
+    options: BreakdownOptions,
+    model_name: str,
+    progress: Progress = lambda _: None,
+) -> BreakdownReport:
+    """Score ids [N] (a prompt of `prefix_tokens` then the text) under every variant."""
+    total = int(ids.shape[0])
+    text_targets = sample_targets(total - prefix_tokens, options.samples, options.seed)
+    targets = [prefix_tokens + j for j in text_targets]
+    report = BreakdownReport(model_name, total, prefix_tokens, max_positions(model.config))
+    with torch.inference_mode():
+        for window in options.windows:
+            progress(f"W={window}: recompute oracle, {len(targets)} fresh forwards")
+            oracle = recompute_nll(model, ids, targets, window, options.recompute_batch)
+            result = WindowResult(window, targets, oracle.tolist())
+            for sinks in _sinks_for(options.sinks, prefix_tokens, window):
+                for chunk in options.chunks:
+                    for placement in options.placements:
+                        variant = _score_variant(
+                            model, ids, targets, window, sinks, chunk, placement, options
+                        )
+                        progress(
+                            f"W={window} {variant.label}: ratio "
+                            f"{ratio(variant.nll, result.oracle_nll):.4f}"
+                        )
+                        result.variants.append(variant)
+            report.windows.append(result)
+    return report
+
+
+def _sinks_for(sinks: Sequence[int], prefix_tokens: int, window: int) -> list[int]:
+    # With a prompt, its whole length is one more choice: what the daemon pins.
+    choices = list(dict.fromkeys([*sinks, *([prefix_tokens] if prefix_tokens else [])]))
+    return [p for p in choices if p < window]
+
+
+def _score_variant(
+    model: Any,
+    ids: torch.Tensor,
+    targets: list[int],
+    window: int,
+    sinks: int,
+    chunk: int,
+    placement: str,
+    options: BreakdownOptions,
+) -> Variant:
+    began = time.perf_counter()
+    layout = CacheLayout.build(pinned=sinks, window=window - sinks, chunk=chunk, scratch=0)
+    forwards: list[tuple[int, int, int]] = []
+    nll = stream_nll(
+        model,
+        ids,
+        layout,
+        PLACEMENTS[placement],
+        lambda _: None,
+        placement,
+        rebase_threshold=options.rebase_threshold,
+        on_forward=lambda start, end, base: forwards.append((start, end, base)),
+    )
+    starts = torch.tensor([start for start, _, _ in forwards])
+    offsets, since = [], []
+    for target in targets:
+        query = target - 1  # the logits at position target-1 predict token `target`
+        at = int(torch.searchsorted(starts, query, right=True)) - 1
+        start, _, base = forwards[at]
+        offsets.append(query - start)
+        since.append(query - base)
+    return Variant(
+        window=window,
+        sinks=sinks,
+        chunk=chunk,
+        placement=placement,
+        nll=nll[torch.tensor(targets) - 1].tolist(),
+        chunk_offset=offsets,
+        since_rebase=since,
+        seconds=time.perf_counter() - began,
+    )
+
+
+# ------------------------------------------------------------------ the table
+
+
+Bucketer = Callable[[Variant, int], str]
+
+
+def _edges_label(value: int, edges: Sequence[int]) -> str:
+    low = 0
+    for edge in edges:
+        if value < edge:
+            return f"{low}-{edge}"
+        low = edge
+    return f">={low}"
+
+
+def bucket_ratios(
+    variant: Variant, oracle: Sequence[float], keys: Sequence[str]
+) -> dict[str, tuple[float, int]]:
+    """Per bucket key: (ratio to the oracle, targets in it), keys in first-seen order."""
+    groups: dict[str, list[int]] = {}
+    for index, key in enumerate(keys):
+        groups.setdefault(key, []).append(index)
+    return {
+        key: (ratio([variant.nll[i] for i in at], [oracle[i] for i in at]), len(at))
+        for key, at in sorted(groups.items(), key=lambda item: _sort_key(item[0]))
+    }
+
+
+def _sort_key(label: str) -> float:
+    head = label.lstrip(">=").split("-")[0].rstrip("%")
+    return float(head) + (0.5 if label.startswith(">=") else 0.0)
+
+
+def variant_buckets(
+    variant: Variant, result: WindowResult
+) -> dict[str, dict[str, tuple[float, int]]]:
+    """The three splits of one variant: by stream position, chunk offset, rebase distance."""
+    positions = [_edges_label(t, POSITION_EDGES) for t in result.targets]
+    chunk_edges = [max(1, int(variant.chunk * f)) for f in OFFSET_FRACTIONS]
+    offsets = [_edges_label(o, chunk_edges) for o in variant.chunk_offset]
+    rebases = [_edges_label(d, REBASE_EDGES) for d in variant.since_rebase]
+    return {
+        "position": bucket_ratios(variant, result.oracle_nll, positions),
+        "chunk offset": bucket_ratios(variant, result.oracle_nll, offsets),
+        "since rebase": bucket_ratios(variant, result.oracle_nll, rebases),
+    }
+
+
+def render_breakdown(report: BreakdownReport) -> str:
+    rows = [
+        f"model {report.model} | {report.tokens} tokens ({report.prefix_tokens} of prompt) | "
+        f"trained length {report.trained_length}",
+    ]
+    for result in report.windows:
+        rows += ["", f"max_capacity {result.window}: oracle ppl {_ppl(result.oracle_nll):.3f}"]
+        rows.append(f"  {'variant':<28} {'ppl':>8} {'ratio':>7} {'90% range':>15}")
+        for variant in result.variants:
+            low, high = ratio_range(variant.nll, result.oracle_nll)
+            head = (
+                f"  {variant.label:<28} {_ppl(variant.nll):>8.3f} "
+                f"{ratio(variant.nll, result.oracle_nll):>7.4f} {low:>7.3f}-{high:.3f}"
+            )
+            rows.append(head)
+            for split, buckets in variant_buckets(variant, result).items():
+                cells = "  ".join(f"{k} {r:.3f}/{n}" for k, (r, n) in buckets.items())
+                rows.append(f"      {split:<13} {cells}  (ratio/targets)")
+    return "\n".join(rows)
