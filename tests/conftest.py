@@ -17,6 +17,16 @@ sys.path.insert(0, str(Path(__file__).parent))
 from tiny_model import make_tiny_model_dir
 
 
+@pytest.fixture(scope="session", autouse=True)
+def model_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One cache of converted weights for the run (daemons started by tests inherit it):
+    the default model converts once, and nothing lands in the user's ~/.cache."""
+    folder = tmp_path_factory.mktemp("model-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("STREAMD_CACHE_DIR", str(folder))
+        yield folder
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random 2-layer Llama + the real SmolLM2 tokenizer, saved once per test run."""

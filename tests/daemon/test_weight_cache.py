@@ -1,0 +1,58 @@
+"""The default model's GGUF is converted once; later starts load the cached conversion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from streamd.daemon.engine import weight_cache
+from streamd.daemon.engine.loading import LoadedModel, load_model
+
+
+def _logits(loaded: LoadedModel) -> torch.Tensor:
+    ids = loaded.encode("Feb 25 14:34:10 belka sshd[31602]: Failed password", allow_special=False)
+    with torch.inference_mode():
+        return loaded.model(torch.tensor([ids])).logits
+
+
+@pytest.mark.slow
+def test_a_second_load_uses_the_converted_weights_and_gives_the_same_logits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(weight_cache.CACHE_ENV, str(tmp_path))
+    first = load_model("default", device="cpu")
+    (entry,) = (tmp_path / "models").iterdir()
+    assert (entry / weight_cache.MANIFEST).is_file() and (entry / "model.safetensors").is_file()
+    second = load_model("default", device="cpu")
+    assert Path(second.model.config._name_or_path) == entry  # read from the entry, not the GGUF
+    assert second.name == first.name and second.stop_ids() == first.stop_ids()
+    text = "a line <|im_start|> with a special token"
+    assert second.encode(text, allow_special=False) == first.encode(text, allow_special=False)
+    assert torch.equal(_logits(first), _logits(second))
+
+
+def test_a_damaged_entry_is_removed_never_used(
+    tiny_loaded: LoadedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(weight_cache.CACHE_ENV, str(tmp_path))
+    entry = weight_cache.store("k1", tiny_loaded.model, tiny_loaded.tokenizer)
+    assert entry is not None and weight_cache.usable_entry("k1") == entry
+    weights = entry / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one flipped bit in the weights: same size, same header
+    weights.write_bytes(bytes(data))
+    assert weight_cache.usable_entry("k1") is None
+    assert not entry.exists()
+    assert weight_cache.usable_entry("another key") is None  # nothing there: nothing to use
+
+
+def test_an_unwritable_cache_costs_only_the_speed_up(
+    tiny_loaded: LoadedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv(weight_cache.CACHE_ENV, str(blocker))
+    assert weight_cache.store("k2", tiny_loaded.model, tiny_loaded.tokenizer) is None
+    assert blocker.read_text() == "not a folder"
