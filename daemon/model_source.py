@@ -54,8 +54,7 @@ def _check_directory(name: str) -> None:
         raise ConfigError(f"{KEY} = {name!r}: no such directory; {_CHOICES}", KEY)
     if not (path / "config.json").is_file():
         raise ConfigError(
-            f"{KEY} = {name!r}: the directory has no config.json, so it holds no model; "
-            f"{_CHOICES}",
+            f"{KEY} = {name!r}: the directory has no config.json, so it holds no model; {_CHOICES}",
             KEY,
         )
 
