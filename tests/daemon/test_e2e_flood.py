@@ -21,8 +21,8 @@ pytestmark = pytest.mark.network
 WATCHDOG_USEC = 1_000_000  # pings every 0.5 s
 # The unit's WatchdogSec is 30 s; a loop that answers at all answers in milliseconds, so
 # these only fail when the flood holds the loop (they are generous for a loaded CI box).
-STATUS_LIMIT_S = 10.0
-PING_GAP_LIMIT_S = 10.0
+STATUS_LIMIT_S = 20.0
+PING_GAP_LIMIT_S = 15.0
 STATUS_CHECKS = 5
 
 
