@@ -54,6 +54,9 @@ class RawMessage:
     # MQTT topic, or a ZeroMQ SUB topic frame. The daemon does not read it yet;
     # the sources fill it in so that routing by topic needs no source change.
     topic: str | None = None
+    # Set when the source let the message go unkept for being over its size limit (the
+    # payload is then empty): the bytes it had, all parts together.
+    received_bytes: int | None = None
 
 
 # Called by a source for each message it receives, one at a time; awaiting it
@@ -81,6 +84,9 @@ class RejectReason(StrEnum):
     EMPTY = "empty"
     TOO_LARGE = "too_large"
     BAD_JSON_ENVELOPE = "bad_json_envelope"
+    # Far more tokens than characters (stacked combining marks): decided by the daemon,
+    # which has the tokenizer (daemon/token_guard.py), not by decode_message.
+    TOKEN_HEAVY = "token_heavy"
 
 
 @dataclass(frozen=True)
@@ -107,12 +113,20 @@ class Rejected:
 Decoded = Accepted | Rejected
 
 
-def decode_message(payload: bytes, source: str, config: DecoderConfig = DEFAULT_DECODER) -> Decoded:
-    """Decode one message received from `source` (see the module docstring for the rules)."""
+def decode_message(
+    payload: bytes,
+    source: str,
+    config: DecoderConfig = DEFAULT_DECODER,
+    *,
+    received_bytes: int | None = None,
+) -> Decoded:
+    """Decode one message received from `source` (see the module docstring for the rules).
+    received_bytes: its size as received, where the source did not keep the payload."""
     # 1. Size: a payload over max_message_bytes is rejected (too_large) before any other
     # work, so a 10 MB blob costs one length check.
-    if len(payload) > config.max_message_bytes:
-        detail = f"{len(payload)} bytes > max_message_bytes {config.max_message_bytes}"
+    size = len(payload) if received_bytes is None else received_bytes
+    if size > config.max_message_bytes:
+        detail = f"{size} bytes > max_message_bytes {config.max_message_bytes}"
         return Rejected(RejectReason.TOO_LARGE, source, detail)
     # 2. Text: UTF-8; invalid sequences (and, from JSON escapes, lone surrogates) become
     # U+FFFD and are counted in Accepted.replaced.

@@ -16,6 +16,7 @@ from .checks import check_positive, require
 from .lifecycle import OpenClose
 from .messages import Deliver, RawMessage
 from .mqtt_broker import MqttBrokerConfig, MqttLink, check_topic_filter, tls_context
+from .pacing import LoopShare
 
 # With a persistent session (fixed client id, clean_start=False, a session expiry interval)
 # the broker keeps our subscriptions and queues QoS 1 messages while the daemon is away
@@ -83,6 +84,7 @@ class MqttSource(OpenClose):
         await client.subscribe([(topic, options) for topic in self.config.topics])
 
     async def _receive(self, client: aiomqtt.Client, deliver: Deliver) -> None:
+        share = LoopShare()  # a queue that is never empty never yields either (pacing.py)
         async for message in client.messages:
             payload = message.payload
             if not isinstance(payload, bytes):  # paho gives bytes; the type allows more
@@ -91,3 +93,4 @@ class MqttSource(OpenClose):
             # (counted as too_large) like any other source's. The broker's own limit (Mosquitto:
             # message_size_limit) bounds what can reach us at all.
             await deliver(RawMessage(self.name, payload, topic=message.topic.value))
+            await share.turn()

@@ -21,6 +21,7 @@ import zmq.asyncio
 from .checks import check_positive, check_zmq_address
 from .durable import fsync_directory, write_all
 from .lifecycle import OpenClose
+from .writer_thread import WriterThread
 from .zmq_common import bound_endpoint, limit_socket, shared_context
 from .zmq_security import CurveKeyPair, make_curve_server
 
@@ -56,25 +57,42 @@ class SinkBase(OpenClose):
 
 
 class StdoutSink(SinkBase):
-    """One JSON line per summary on stdout (or the text stream given)."""
+    """One JSON line per summary on stdout (or the text stream given).
+
+    Written from a thread of its own (writer_thread.py): stdout may be a pipe whose reader
+    stopped reading, or a terminal on hold (Ctrl-S), and then the write never returns.
+    emit waits for it; the daemon puts a bounded queue in front (daemon/output_queue.py),
+    so only this output stalls.
+    """
 
     name = "stdout"
 
     def __init__(self, stream: TextIO | None = None) -> None:
-        self._stream = stream  # None: sys.stdout at emit time (tests and redirections swap it)
-        self._lock = asyncio.Lock()  # one record at a time, in emit order
+        self._stream = stream  # None: sys.stdout at write time (tests and redirections swap it)
+        self._writer: WriterThread | None = None
+
+    async def open(self) -> None:
+        self._writer = WriterThread(self._write, name="streamd-stdout")
 
     async def emit(self, record: Record) -> None:
+        if self._writer is None:
+            raise RuntimeError("stdout: open() the sink (or use `async with`) before emit()")
+        await self._writer.write(json_line(record))
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def _write(self, data: bytes) -> None:  # on the writer thread
         stream = self._stream if self._stream is not None else sys.stdout
-        # In a thread: stdout may be a pipe that a slow reader lets fill up, or
-        # a terminal on hold (Ctrl-S), and the event loop must not wait on it.
-        async with self._lock:
-            await asyncio.to_thread(_write_flushed, stream, json_line(record).decode("utf-8"))
-
-
-def _write_flushed(stream: TextIO, text: str) -> None:
-    stream.write(text)
-    stream.flush()
+        if stream is sys.__stdout__ and stream is not None:
+            # Past its buffer: a write stuck under the buffer's lock would make interpreter
+            # shutdown fail on that lock (nothing else writes to stdout: logs go to stderr).
+            write_all(stream.fileno(), data)
+            return
+        stream.write(data.decode("utf-8"))
+        stream.flush()
 
 
 class JsonlFileSink(SinkBase):

@@ -2,6 +2,13 @@
 
 `async with ZmqPullSource(ZmqPullConfig()) as source: await source.run(deliver)` runs until
 cancelled, delivering one message (its frames joined) at a time.
+
+Limits: max_message_bytes bounds a whole message, all its frames together (a sender could
+split 100 MiB into frames of 1 MiB each). Frames are taken one at a time, so a message over
+the limit is counted and let go frame by frame, never held whole. libzmq itself drops the
+connection of a peer whose single frame exceeds FRAME_CEILING times the limit, before
+buffering it; below that ceiling an oversized message is rejected (too_large, counted) and
+the connection stays up, so the sender's next message still arrives.
 """
 
 from __future__ import annotations
@@ -14,12 +21,17 @@ import zmq.asyncio
 from .checks import check_positive, check_zmq_address, require
 from .lifecycle import OpenClose
 from .messages import MIB, Deliver, RawMessage
+from .pacing import LoopShare
 from .zmq_common import bound_endpoint, limit_socket, shared_context
 from .zmq_security import CurveClientKeys, CurveKeyPair, make_curve_client, make_curve_server
 
 # Loopback: nothing off this host can feed the session unless the config says so.
 DEFAULT_PULL_BIND = "tcp://127.0.0.1:5555"
 MAX_TOPIC_CHARS = 256  # a SUB topic frame is a label, not content
+# A frame larger than this many times max_message_bytes makes libzmq drop the connection
+# (ZMQ_MAXMSGSIZE) before buffering it. Not the limit itself: a dropped connection also
+# loses the good messages the sender queued behind the big one, uncounted.
+FRAME_CEILING = 4
 
 
 @dataclass(frozen=True)
@@ -79,7 +91,7 @@ class _ZmqSource(OpenClose):
     async def open(self) -> None:
         """Create the socket and bind/connect it; a bad or busy address raises zmq.ZMQError now."""
         socket = self._context.socket(self.socket_type)
-        limit_socket(socket, self._max_message_bytes, self._hwm)
+        limit_socket(socket, FRAME_CEILING * self._max_message_bytes, self._hwm)
         try:
             self._attach(socket)
         except BaseException:
@@ -95,12 +107,30 @@ class _ZmqSource(OpenClose):
     async def run(self, deliver: Deliver) -> None:
         """Receive and deliver messages until cancelled."""
         socket = self._opened()
+        share = LoopShare()
         while True:
-            frames: list[bytes] = await socket.recv_multipart()
             # One message at a time: a slow deliver stops this loop, ZeroMQ's receive queue fills to
             # its high-water mark, and then a PULL source's senders block instead of losing lines,
             # while a SUB source's publishers drop (that is PUB/SUB's contract).
-            await deliver(self._message(frames))
+            await deliver(await self._receive(socket))
+            await share.turn()  # a flood must not keep the loop from status and the watchdog
+
+    async def _receive(self, socket: zmq.asyncio.Socket) -> RawMessage:
+        """The next message, its frames counted against max_message_bytes as they come:
+        past the limit the rest are let go unkept, and the message is delivered empty with
+        the size it had (decode_message rejects it as too_large)."""
+        frames: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            frame = await socket.recv(copy=False)
+            more = bool(socket.rcvmore)  # ZeroMQ delivers all parts of a message or none
+            size += len(frame.buffer)
+            if size <= self._max_message_bytes:
+                frames.append(frame.bytes)
+        if size > self._max_message_bytes:
+            return RawMessage(self.name, b"", received_bytes=size)
+        return self._message(frames)
 
     def _opened(self) -> zmq.asyncio.Socket:
         if self._socket is None:

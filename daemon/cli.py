@@ -67,10 +67,13 @@ def run(config_path: Path | None, **options: Any) -> None:
     summary and exits 0; a second one exits at once (1). A setting that
     cannot work exits 2 with one line naming it.
     """
+    from .model_source import check_model_name
     from .run_options import load_run_config
     from .service import Service, StartupError
 
     config = or_exit(lambda: load_run_config(config_path, options))
+    # Before torch and transformers load: a model name that cannot work fails in a second.
+    or_exit(lambda: check_model_name(config.model.name))
     try:
         sys.exit(Service(config).run())
     except StartupError as error:

@@ -8,6 +8,7 @@ queue is full, each source's policy (block or drop-oldest) decides: DESIGN.md, "
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -20,11 +21,11 @@ from streamd.connectors import (
     DecoderConfig,
     RawMessage,
     Rejected,
-    decode_message,
 )
 
 from .config import QUEUE_MAX_CHARS
 from .metrics import StreamdMetrics
+from .token_guard import TokenGuard, decode_weighed, settle
 
 log = structlog.get_logger(__name__)
 
@@ -285,10 +286,12 @@ class Intake:
         queue: IngestQueue,
         metrics: StreamdMetrics,
         decoder: DecoderConfig = DEFAULT_DECODER,
+        tokens: TokenGuard | None = None,  # the token_heavy check; None: off
     ) -> None:
         self.queue = queue
         self._metrics = metrics
         self._decoder = decoder
+        self._tokens = tokens
         self._reported: set[tuple[str, str]] = set()
 
     async def deliver(self, message: RawMessage, *, wait_when_full: bool) -> None:
@@ -343,12 +346,11 @@ class Intake:
 
     async def _decode(self, message: RawMessage) -> Accepted | Rejected:
         """A large payload is decoded (UTF-8, JSON, line splitting) on a worker thread:
-        a 1 MiB blob must not stall the loop, its control socket and its watchdog."""
-        if len(message.payload) > DECODE_OFF_LOOP_BYTES:
-            return await asyncio.to_thread(
-                decode_message, message.payload, message.source, self._decoder
-            )
-        return decode_message(message.payload, message.source, self._decoder)
+        a 1 MiB blob must not stall the loop, its control socket and its watchdog. Text
+        that may be token-heavy is tokenized on one too (token_guard.py)."""
+        decode = functools.partial(decode_weighed, message, self._decoder, self._tokens)
+        big = len(message.payload) > DECODE_OFF_LOOP_BYTES
+        return await settle(await asyncio.to_thread(decode) if big else decode(), self._tokens)
 
     def _log_first(
         self, event: str, source: str, reason: str, detail: str, *, repeats: bool = True

@@ -265,6 +265,12 @@ class StreamdMetrics:
         self.output_errors = r.counter(
             "streamd_output_errors_total", "Summaries an output failed to write.", ["output"]
         )
+        self.output_dropped = r.counter(
+            "streamd_output_dropped_total",
+            "Summaries an output never got: its queue was full (queue_full) or still held "
+            "them at exit (shutdown).",
+            ["output", "reason"],
+        )
         self.snapshots = r.counter(
             "streamd_snapshots_total",
             "Session snapshots written to the state directory, by result (written, failed).",

@@ -100,6 +100,10 @@ RUN_OPTIONS = (
               "policy MQTT can have (the client reads on while we wait).", "POLICY"),
     RunOption("--queue-max-chars", "ingest.queue_max_chars", "Bound of the ingest queue "
               "between the sources and the model, in characters.", "N"),
+    RunOption("--max-tokens-per-char", "ingest.max_tokens_per_char", "Reject a message with "
+              "more tokens than this per character (combining marks not counted; 256 tokens "
+              "of slack) as token_heavy: stacked combining marks cost a token a byte. 0: "
+              "off.", "X"),
     RunOption("--stdout/--no-stdout", "outputs.stdout", "Write each summary as a JSON line on "
               "stdout."),
     RunOption("--jsonl", "outputs.jsonl", "Append each summary to this JSONL file, fsynced.",

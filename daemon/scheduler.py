@@ -11,7 +11,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -153,6 +153,7 @@ class Engine:
         self._thread = EngineThread()
         self._session_factory = session_factory
         self._session: Session | None = None  # built and used on the engine thread only
+        self.token_counter: Callable[[Sequence[str]], int] | None = None  # token_guard.py
         self._evicted = 0  # tokens_evicted already counted in the metrics
         self._summary_lock = asyncio.Lock()
         self._summarized_upto = 0  # stream_tokens of the latest summary
@@ -180,6 +181,8 @@ class Engine:
         from .engine.session import Session
 
         self._session = (self._session_factory or Session)(SessionConfig.of(config))
+        loaded = getattr(self._session, "loaded", None)  # a test's stand-in may have none
+        self.token_counter = loaded.token_counter() if loaded is not None else None
         return self._session.stats()
 
     def _loaded(self) -> Session:

@@ -44,6 +44,7 @@ from .logsetup import configure_logging
 from .metrics import MetricsServer, StreamdMetrics
 from .scheduler import Engine
 from .snapshot_keeper import SnapshotKeeper
+from .token_guard import token_guard
 from .wiring import Outputs, SourceSpec, ZmqKeys, build_sinks, build_sources, open_zmq_security
 
 log = structlog.get_logger(__name__)
@@ -64,8 +65,8 @@ class Service:
         self.metrics = StreamdMetrics()
         self.feed = SummaryFeed()
         self.queue = IngestQueue(config.ingest.queue_max_chars)
-        self.intake = Intake(self.queue, self.metrics)
         self.engine = Engine(config, self.metrics, self._publish)
+        self.intake = Intake(self.queue, self.metrics, tokens=token_guard(config, self.engine))
         self.snapshots = SnapshotKeeper(config, self.engine, self.metrics)
         self.outputs = Outputs([], self.metrics)
         self.sources: list[SourceSpec] = []
@@ -158,8 +159,7 @@ class Service:
         self.engine.summaries_emitted = max(self.engine.summaries_emitted, written)
 
     def _start_watchdog(self) -> None:
-        interval = sdnotify.watchdog_interval_s()
-        if interval is not None:
+        if (interval := sdnotify.watchdog_interval_s()) is not None:
             self._helpers.append(asyncio.create_task(sdnotify.watchdog_loop(interval)))
 
     async def _start_control(self) -> None:

@@ -6,6 +6,7 @@ Source names label the counters in `status` and the metrics: zmq-pull (with
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -40,6 +41,12 @@ from streamd.connectors.zmq_security import (
 from .config import BLOCK, Config, SecurityConfig
 from .config.exposure import exposed, is_loopback_host
 from .metrics import StreamdMetrics
+from .output_queue import OutputQueue
+
+# How long a summary waits for the outputs that were keeping up to write it...
+OUTPUT_WAIT_S = 5.0
+# ...and how long closing lets every output's queue drain (the final summary's record).
+OUTPUT_DRAIN_S = 2.0
 
 log = structlog.get_logger(__name__)
 
@@ -148,25 +155,52 @@ def build_sinks(config: Config, keys: ZmqKeys | None = None) -> list[tuple[Sink,
 
 
 class Outputs:
-    """Writes each summary record to every sink; one failing sink does not stop the others."""
+    """Hands each summary record to every sink's own bounded queue (output_queue.py), so a
+    stuck output drops its oldest records (counted) instead of stalling the daemon; one
+    failing sink does not stop the others."""
 
     def __init__(self, sinks: list[Sink], metrics: StreamdMetrics) -> None:
-        self.sinks = sinks
-        self._errors = metrics.output_errors
+        self.sinks = sinks  # the service appends each one as it opens it
+        self._metrics = metrics
+        self._queues: dict[int, OutputQueue] = {}  # by id(sink)
 
     @property
     def names(self) -> list[str]:
         return [sink.name for sink in self.sinks]
 
+    def queues(self) -> list[OutputQueue]:
+        return [self._queue(sink) for sink in self.sinks]
+
+    def _queue(self, sink: Sink) -> OutputQueue:
+        if id(sink) not in self._queues:
+            self._queues[id(sink)] = OutputQueue(sink, self._metrics)
+        return self._queues[id(sink)]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """{output: {written, queued, dropped}} for `status`."""
+        dropped = self._metrics.output_dropped.values()
+        return {
+            queue.sink.name: {
+                "written": queue.written,
+                "queued": queue.queued,
+                "dropped": int(
+                    sum(n for (name, _), n in dropped.items() if name == queue.sink.name)
+                ),
+            }
+            for queue in self.queues()
+        }
+
     async def emit(self, record: Mapping[str, Any]) -> None:
-        for sink in self.sinks:
-            try:
-                await sink.emit(record)
-            except Exception:
-                self._errors.inc(output=sink.name)
-                log.exception("summary output failed", output=sink.name, seq=record.get("seq"))
+        """Queue the record for every sink, then wait (at most OUTPUT_WAIT_S) for those that were
+        keeping up to write it: a JSONL record is on disk when `summarize` answers, while an
+        output already behind is not waited for at all."""
+        waits = [done for queue in self.queues() if (done := queue.put(record)) is not None]
+        if waits:
+            await asyncio.wait(waits, timeout=OUTPUT_WAIT_S)
 
     async def close(self) -> None:
+        """Each queue drains for at most OUTPUT_DRAIN_S (all at once), then every sink closes."""
+        await asyncio.gather(*(queue.close(OUTPUT_DRAIN_S) for queue in self.queues()))
         for sink in self.sinks:
             try:
                 await sink.close()

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 # About 2M tokens of text: minutes of backlog for a GPU, bounded memory for the host.
 QUEUE_MAX_CHARS = 8 * 1024 * 1024
+MAX_TOKENS_PER_CHAR = 8.0  # ingest.max_tokens_per_char (daemon/token_guard.py)
 # sun_path of a Unix socket holds 108 bytes including the terminating NUL.
 MAX_SOCKET_PATH_BYTES = 107
 # What a source does when the ingest queue is full (sources.*backpressure).
@@ -218,6 +219,12 @@ class IngestConfig(Section):
 
     # The queue between the sources and the model, in characters of text (about 4 a token).
     queue_max_chars: int = field(default=QUEUE_MAX_CHARS, metadata=Rule(at_least=1024).meta)
+    # A message with more tokens than this per character (combining marks not counted as
+    # characters, 256 tokens of slack) is rejected as token_heavy: stacked marks cost a
+    # token a byte and held the engine for minutes. CJK runs about 2, emoji 3 to 4.
+    max_tokens_per_char: float = field(
+        default=MAX_TOKENS_PER_CHAR, metadata=Rule(at_least=0, hint="0 turns the check off").meta
+    )
 
 
 @dataclass(frozen=True)

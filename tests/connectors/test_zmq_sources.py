@@ -7,7 +7,13 @@ import zmq
 import zmq.asyncio
 from connector_testing import ANY_PORT, Inbox, eventually, running
 
-from streamd.connectors.zmq_sources import ZmqPullConfig, ZmqPullSource, ZmqSubConfig, ZmqSubSource
+from streamd.connectors.zmq_sources import (
+    FRAME_CEILING,
+    ZmqPullConfig,
+    ZmqPullSource,
+    ZmqSubConfig,
+    ZmqSubSource,
+)
 
 pytestmark = pytest.mark.network
 
@@ -32,13 +38,41 @@ async def test_pull_receives_what_a_push_sends_multipart_joined(
     assert {(m.source, m.topic) for m in inbox.messages} == {("in", None)}
 
 
-async def test_pull_drops_oversized_frames_and_keeps_serving(context: zmq.asyncio.Context) -> None:
+async def test_an_oversized_message_is_let_go_and_the_next_one_on_its_connection_arrives(
+    context: zmq.asyncio.Context,
+) -> None:
+    """#11 observation 9: the limit is on the whole message, all its frames together, and a
+    message over it no longer costs the sender its connection (and the good message queued
+    behind it)."""
+    inbox = Inbox()
+    config = ZmqPullConfig(bind=ANY_PORT, max_message_bytes=1000)
+    async with ZmqPullSource(config, context) as source:
+        push = pusher(context, source.endpoint)
+        async with running(source.run(inbox)):
+            await push.send(b"x" * 1001)  # one frame over the limit
+            await push.send(b"good one")
+            await push.send_multipart([b"y" * 600] * 100)  # each frame fits, the whole does not
+            await push.send(b"good two")
+            await inbox.wait_for(4)
+        push.close()
+    assert [(m.payload, m.received_bytes) for m in inbox.messages] == [
+        (b"", 1001),
+        (b"good one", None),
+        (b"", 60_000),
+        (b"good two", None),
+    ]
+
+
+async def test_a_frame_past_the_ceiling_cuts_its_sender_off_and_others_are_served(
+    context: zmq.asyncio.Context,
+) -> None:
     inbox = Inbox()
     config = ZmqPullConfig(bind=ANY_PORT, max_message_bytes=1000)
     async with ZmqPullSource(config, context) as source:
         big, small = pusher(context, source.endpoint), pusher(context, source.endpoint)
         async with running(source.run(inbox)):
-            await big.send(b"x" * 1001)  # libzmq cuts this sender off (ZMQ_MAXMSGSIZE)
+            # Never buffered: libzmq drops this sender's connection (ZMQ_MAXMSGSIZE).
+            await big.send(b"x" * (FRAME_CEILING * 1000 + 1))
             await small.send(b"y" * 1000)
             assert await inbox.wait_for(1) == [b"y" * 1000]
         big.close(linger=0)

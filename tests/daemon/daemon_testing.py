@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -224,3 +225,14 @@ def daemon_args(model_dir: Path, *extra: str) -> list[str]:
 
 def signal_name(code: int) -> str:
     return signal.Signals(-code).name if code < 0 else str(code)
+
+
+@contextlib.contextmanager
+def serving(daemon: Daemon) -> Iterator[Daemon]:
+    """The daemon started and ready for the block; stopped after it, and it must exit 0."""
+    daemon.start()
+    try:
+        daemon.wait_ready()
+        yield daemon
+    finally:
+        assert daemon.stop() == 0, daemon.log()

@@ -16,7 +16,7 @@ import pytest
 import zmq
 
 from streamd.daemon.tools.testing import free_zmq_endpoint
-from tests.daemon.daemon_testing import Daemon, all_counted, daemon_args, row
+from tests.daemon.daemon_testing import Daemon, all_counted, daemon_args, row, serving
 
 pytestmark = pytest.mark.network
 
@@ -64,13 +64,8 @@ def daemon(
         tiny_model_dir, "--zmq-bind", feeds.pull, "--zmq-sub", feeds.sub,
         "--queue-max-chars", str(QUEUE_MAX_CHARS),
     )  # fmt: skip
-    daemon = Daemon(tmp_path_factory.mktemp("daemon"), args)
-    daemon.start()
-    try:
-        daemon.wait_ready()
+    with serving(Daemon(tmp_path_factory.mktemp("daemon"), args)) as daemon:
         yield daemon
-    finally:
-        assert daemon.stop() == 0, daemon.log()
 
 
 def settled_at(daemon: Daemon, source: str, received: int, timeout_s: float = 60.0) -> Any:

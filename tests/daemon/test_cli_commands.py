@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -119,17 +120,35 @@ def test_run_with_a_busy_address_exits_1_naming_the_setting(tmp_path: Path) -> N
     assert not control.exists()  # what it opened, it closed
 
 
-def test_run_with_a_model_that_does_not_load_is_a_bad_setting(tmp_path: Path) -> None:
-    """Exit 2, as for any setting that cannot work (it was 1, "the daemon failed")."""
+def run_with_model(tmp_path: Path, model: str) -> subprocess.CompletedProcess[str]:
     config = tmp_path / "streamd.toml"
     config.write_text("")
-    done = cli("run", "--config", str(config), "--control-socket", str(tmp_path / "c.sock"),
+    return cli("run", "--config", str(config), "--control-socket", str(tmp_path / "c.sock"),
                "--metrics-port", "0", "--zmq-bind", free_zmq_endpoint(), "--device", "cpu",
-               "--model", str(tmp_path / "no-such-model"))  # fmt: skip
+               "--model", model)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("model", "why"),
+    [
+        ("nosuchmodel", "not in the local Hugging Face cache"),  # the tests run offline
+        ("{tmp}/no-such-model", "no such directory"),
+        ("{tmp}", "the directory has no config.json"),
+    ],
+)
+def test_run_with_a_model_that_cannot_load_fails_before_starting(
+    tmp_path: Path, model: str, why: str
+) -> None:
+    """#11, observation 15: `--model nosuchmodel` took 53 s to fail (transformers retrying
+    the hub). Now exit 2 before the daemon starts (no log event at all: nothing was loaded,
+    nothing opened), naming the value and where to look."""
+    name = model.format(tmp=tmp_path)
+    done = run_with_model(tmp_path, name)
     assert done.returncode == 2
-    last = done.stderr.splitlines()[-1]  # after the log events
-    assert last.startswith(f"streamd: cannot use model '{tmp_path / 'no-such-model'}'")
-    assert "does not exist: give a local model directory" in done.stderr
+    assert done.stderr.splitlines() == [done.stderr.strip()]  # one line, no "starting" event
+    assert done.stderr.startswith(f"streamd: model.name = {name!r}: {why}")
+    assert "`streamd models`" in done.stderr
+    assert not (tmp_path / "c.sock").exists()
 
 
 def test_run_asking_for_a_gpu_where_there_is_none_is_a_bad_setting(tmp_path: Path) -> None:
