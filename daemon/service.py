@@ -304,7 +304,8 @@ class Service:
         step within what the shutdown budget has left."""
         if self._timer_task is not None:
             await cancel([self._timer_task])
-        await self.engine.finish_in_flight()  # cut short at the signal: published as it is
+        with contextlib.suppress(TimeoutError):  # cut short at the signal: published as is
+            await asyncio.wait_for(self.engine.finish_in_flight(), clock.left())
         final_s = self.config.shutdown.final_summary_seconds
         drain_s = min(DRAIN_S, clock.left(final_s + CLOSING_RESERVE_S))
         if self.queue.depth:
