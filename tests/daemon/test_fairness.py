@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from streamd.daemon.config import ConfigError, load_config
 from streamd.daemon.engine.api import Deadline
 from streamd.daemon.engine.loading import LoadedModel
 from streamd.daemon.engine.session import Session, SessionConfig
@@ -108,3 +109,30 @@ def test_a_grounded_summary_past_its_deadline_keeps_its_facts_sentences(
     assert summary.text.startswith("40 new lines") and summary.text.endswith(".")
     unhurried = session.summarize(deadline=Deadline(3600))
     assert not unhurried.time_limited and unhurried.generated_tokens > 0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"engine.summary_share": "0"},
+            "engine.summary_share = 0.0: must be a number from 0.01 to 1; 1 turns the limit off",
+        ),
+        (
+            {"shutdown.timeout_seconds": "90", "shutdown.final_summary_seconds": "90"},
+            "shutdown.final_summary_seconds = 90.0: must be below shutdown.timeout_seconds (90)",
+        ),
+        (
+            {"shutdown.timeout_seconds": "2"},
+            "shutdown.timeout_seconds = 2.0: must be a number from 5 to 3600; keep it under "
+            "TimeoutStopSec (60)",
+        ),
+        ({"summary.max_seconds": "-1"}, "summary.max_seconds = -1.0: must be a number >= 0"),
+    ],
+)
+def test_scheduling_settings_that_cannot_work_name_the_key_and_the_fix(
+    overrides: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_config(None, overrides=overrides, environ={})
+    assert message in str(error.value)
