@@ -203,7 +203,12 @@ def status(control_socket: Path | None, as_json: bool) -> None:
     "--summary-every-seconds", type=float, help="Summarize every S seconds with new text (0: off)."
 )
 @click.option(
-    "--timeout", type=click.FloatRange(min=0.1), default=60.0, help="Seconds to wait for it."
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=60.0,
+    help="Seconds to wait for the result. A resize waits for the engine (a summary "
+    "running, up to summary.max_seconds); the daemon says at once that it accepted the "
+    "change, and if the wait runs out the change still goes on (exit 4).",
 )
 def tune(
     control_socket: Path | None,
@@ -222,6 +227,10 @@ def tune(
     A value that cannot work is refused with the reason (exit 1), and nothing
     changes. The change lasts until the daemon restarts: put it in the config
     file to keep it.
+
+    Exit code: 0 applied; 1 refused, or no daemon listens; 4 accepted but the
+    engine was still busy when --timeout ran out ("busy: summarizing for 40 s"):
+    the change is applied when the engine is free.
     """
     from .control import client as commands
 
@@ -240,12 +249,18 @@ def tune(
     "--timeout",
     type=click.FloatRange(min=0.1),
     default=120.0,
-    help="Seconds to wait: the summary waits for the chunk in flight, then decodes.",
+    help="Seconds to wait: the summary waits for the chunk in flight, then decodes "
+    "(at most summary.max_seconds). If the wait runs out, the summary still goes to the "
+    "outputs (exit 4).",
 )
 def summarize(control_socket: Path | None, as_json: bool, timeout: float) -> None:
     """Write a summary of the stream now, and print it.
 
-    It also goes to every output the daemon writes summaries to.
+    It also goes to every output the daemon writes summaries to. If a summary
+    is already running, that one is printed (the request joins it).
+
+    Exit code: 0 printed; 1 failed, or no daemon listens; 4 accepted but not
+    done when --timeout ran out ("busy: summarizing for 40 s").
     """
     from .control import client as commands
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -61,6 +62,7 @@ class _Entry:
     seq: int
     item: Lines
     evictable: bool  # put by a drop-oldest source, and not begun by the engine
+    at: float = field(default_factory=time.monotonic)  # when it came: `status` shows the lag
 
 
 # Bounded in characters, not messages: one message may be a 1 MiB blob or a single line.
@@ -102,6 +104,10 @@ class IngestQueue:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def oldest_arrival(self) -> float | None:
+        """When (time.monotonic()) the oldest message waiting came; None if none waits."""
+        return min((fifo[0].at for fifo in self._fifos.values() if fifo), default=None)
 
     def queued_by_source(self) -> dict[str, int]:
         """Messages waiting, per source (one partly taken counts as one)."""

@@ -22,6 +22,8 @@ from wsgiref.types import StartResponse, WSGIEnvironment
 import prometheus_client as prom
 import structlog
 
+from .scheduling_metrics import SchedulingMetrics
+
 log = structlog.get_logger(__name__)
 
 # No <name>_created series (process-wide): counters, gauges and buckets, as before.
@@ -279,6 +281,7 @@ class StreamdMetrics:
         self.last_snapshot_time = r.gauge(
             "streamd_last_snapshot_timestamp_seconds", "Unix time of the last snapshot written."
         )
+        self.scheduling = SchedulingMetrics(r)  # engine time, lag, summary triggers
 
 
 class _Handler(WSGIRequestHandler):

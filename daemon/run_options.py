@@ -58,6 +58,21 @@ RUN_OPTIONS = (
     RunOption("--summary-every-seconds", "summary.every_seconds", "Summarize every S seconds, if "
               "new text arrived (0: never).", "S"),
     RunOption("--summary-max-tokens", "summary.max_tokens", "Longest summary, in tokens.", "N"),
+    RunOption("--summary-max-seconds", "summary.max_seconds", "Time budget of one summary: "
+              "past it the model stops and the summary ends at its last whole sentence (0: no "
+              "limit; the token budget still holds).", "S"),
+    RunOption("--summary-share", "engine.summary_share", "While text waits in the queue, "
+              "summaries from the tokens and seconds triggers take at most this share of the "
+              "engine's time (after a summary of d seconds ingest gets d*(1-share)/share "
+              "first); 1: no limit.", "SHARE"),
+    RunOption("--max-lag-seconds", "engine.max_lag_seconds", "`status` says the daemon falls "
+              "behind once the oldest unread message has waited longer than this.", "S"),
+    RunOption("--shutdown-timeout", "shutdown.timeout_seconds", "SIGTERM to exit, at most: "
+              "a running summary is cut short, queued text drained, a final summary and a "
+              "snapshot written within it. Keep it under systemd's TimeoutStopSec.", "S"),
+    RunOption("--final-summary-seconds", "shutdown.final_summary_seconds", "Time limit of "
+              "the final summary at shutdown, within --shutdown-timeout (0: none, logged).",
+              "S"),
     RunOption("--summary-mode", "summary.mode", "grounded (the model completes sentences "
               "written from exact facts mined from the lines; its claims are checked) or plain "
               "(the bare question, unchecked).", "MODE"),

@@ -6,32 +6,41 @@ the calls in order; a failed batch or summary is logged, counted and survived.""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import queue
-import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
 from .config import Config
-from .engine.api import Ingested, SessionStats, Summary, SummaryRecord
+from .engine.api import Deadline, Ingested, SessionStats, Summary, SummaryRecord
 from .engine.session_config import SessionConfig
+from .engine_thread import (
+    INGESTING,
+    LOADING,
+    OTHER,
+    RESUMING,
+    SNAPSHOT,
+    SUMMARIZING,
+    TUNING,
+    EngineError,
+    EngineThread,
+)
+from .engine_watch import Gauges, engine_status
+from .fairness import CHARS_PER_TOKEN, lag_status
 from .ingest import ENGINE_ERROR, SHUTDOWN, IngestQueue, Lines, joined_text, messages_ending
 from .metrics import Counter, StreamdMetrics
 from .snapshot import SessionState, Snapshot
+from .summary_gate import SummaryGate
 
 log = structlog.get_logger(__name__)
 
-# The loop has no tokenizer; English log text runs about 4 characters per token.
-CHARS_PER_TOKEN = 4
 BATCH_CHUNKS = 2  # text per engine call: about this many prefill chunks
 RATE_WINDOW_S = 60.0  # `status` shows the ingest rate over the last minute
 TIMER_TICK_S = 1.0  # longest sleep of the seconds trigger: a `tune` is seen within this
+GAUGES_EVERY_S = 1.0  # the engine and lag gauges, refreshed this often while ingest runs
 PREVIEW_CHARS = 120  # of the first line of a failed batch, in the log
 
 if TYPE_CHECKING:  # torch: loaded on the engine thread, when the session is built
@@ -40,59 +49,6 @@ if TYPE_CHECKING:  # torch: loaded on the engine thread, when the session is bui
 T = TypeVar("T")
 SummaryHandler = Callable[[SummaryRecord], Awaitable[None]]
 SessionFactory = Callable[[SessionConfig], "Session"]
-
-
-class EngineError(RuntimeError):
-    """A summary or resize failed inside the session; the message says what happened."""
-
-
-_Call = tuple[Callable[..., Any], tuple[Any, ...], Future[Any]]  # fn, args, its result
-
-
-class EngineThread:
-    """The one thread the session lives on: submitted calls run there one at a time, in
-    order (an ingest, a summary and a `tune` never interleave), and the loop awaits them
-    instead of running a forward pass itself."""
-
-    def __init__(self) -> None:
-        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
-        # daemon=True: a forced exit (second SIGTERM) must not wait for a forward pass
-        # that may take seconds, or hang forever in a wedged GPU driver call.
-        self._thread = threading.Thread(target=self._run, name="streamd-engine", daemon=True)
-        self._stopping = False
-
-    def start(self) -> None:
-        self._thread.start()
-
-    async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run fn(*args) on the engine thread; its exception is raised here."""
-        if self._stopping:
-            raise RuntimeError("the engine thread is stopping")
-        future: Future[T] = Future()
-        self._calls.put((fn, args, future))
-        return await asyncio.wrap_future(future)
-
-    def stop(self, timeout_s: float) -> bool:
-        """Let the calls already submitted finish, then end; False if still busy after
-        timeout_s (a daemon thread: the process may exit anyway)."""
-        if not self._stopping:
-            self._stopping = True
-            self._calls.put(None)
-        if self._thread.is_alive():
-            self._thread.join(timeout_s)
-        return not self._thread.is_alive()
-
-    def _run(self) -> None:
-        while (call := self._calls.get()) is not None:
-            fn, args, future = call
-            if not future.set_running_or_notify_cancel():
-                continue  # the caller gave up before it started
-            try:
-                result = fn(*args)
-            except BaseException as error:
-                future.set_exception(error)
-            else:
-                future.set_result(result)
 
 
 class RateWindow:
@@ -155,23 +111,27 @@ class Engine:
         self._session: Session | None = None  # built and used on the engine thread only
         self.token_counter: Callable[[Sequence[str]], int] | None = None  # token_guard.py
         self._evicted = 0  # tokens_evicted already counted in the metrics
-        self._summary_lock = asyncio.Lock()
         self._summarized_upto = 0  # stream_tokens of the latest summary
         self._period_start = time.monotonic()  # of the every_seconds period
+        self._queue: IngestQueue | None = None  # run_ingest's: whether ingest is behind
+        self._batch_since: float | None = None  # arrival of the batch in flight's oldest
+        self.gate = SummaryGate(self._thread, metrics, self._write_summary, lambda: self.config)
+        self._gauges = Gauges(self._thread, metrics.scheduling)
 
     # ----------------------------------------------------------------- life
 
     async def load(self) -> SessionStats:
         """Start the engine thread and load the model there; raises what loading raised."""
         self._thread.start()
-        stats = self._observe(await self._thread.call(self._open_session, self.config))
+        opened = await self._thread.call(self._open_session, self.config, activity=LOADING)
+        stats = self._observe(opened)
         self._period_start = time.monotonic()
         self.rate.reset()
         return stats
 
     async def run_on_thread(self, fn: Callable[..., T], *args: Any) -> T:
         """Any other call that must run where the session lives (it may import torch)."""
-        return await self._thread.call(fn, *args)
+        return await self._thread.call(fn, *args, activity=OTHER)
 
     def stop(self, timeout_s: float) -> bool:
         """End the engine thread after the calls already submitted; False if still busy."""
@@ -219,11 +179,21 @@ class Engine:
     async def run_ingest(self, queue: IngestQueue) -> None:
         """Take batches from the queue and ingest them, until the queue is closed and
         empty. Every message taken is counted: ingested, or dropped with the reason."""
-        while batch := await queue.take(self._batch_chars()):
-            self._metrics.queue_depth.set(queue.depth)
-            await self._ingest(batch)
-            if self._tokens_due() and not queue.closed:  # closing: the final summary follows
-                await self._summarize_if(self._tokens_due, "tokens")
+        self._queue = queue
+        gauges = asyncio.create_task(self._refresh_gauges_forever(queue))
+        try:
+            while True:
+                head = queue.oldest_arrival()  # the batch's first message, if one waits
+                if not (batch := await queue.take(self._batch_chars())):
+                    break
+                self._batch_since = time.monotonic() if head is None else head
+                self._metrics.queue_depth.set(queue.depth)
+                await self._ingest(batch)
+                self._batch_since = None
+                if self._tokens_due() and not queue.closed:  # closing: the final one follows
+                    await self.gate.triggered("tokens", self._tokens_due, self.behind)
+        finally:
+            gauges.cancel()
 
     def _tokens_due(self) -> bool:
         every = self.config.summary.every_tokens
@@ -236,7 +206,9 @@ class Engine:
     async def _ingest(self, batch: list[Lines]) -> None:
         text = joined_text(batch)
         try:
-            result, stats = await self._thread.call(self._ingest_on_thread, text)
+            result, stats = await self._thread.call(
+                self._ingest_on_thread, text, activity=INGESTING
+            )
         except asyncio.CancelledError:  # a forced shutdown: the batch may never run
             self._count(batch, self._metrics.ingest_dropped, reason=SHUTDOWN)
             raise
@@ -273,38 +245,61 @@ class Engine:
 
     async def run_timer(self) -> None:
         """The every_seconds trigger, until cancelled: at each tick, summarize if new
-        text arrived; any summary starts the period again."""
+        text arrived; any summary starts the period again. A summary held back by the
+        share is asked for again at the next tick."""
         while True:
             every = self.config.summary.every_seconds  # each time round: `tune` changes it
             wait = self._period_start + every - time.monotonic()
             if not every or wait > 0:
                 await asyncio.sleep(min(wait, TIMER_TICK_S) if every else TIMER_TICK_S)
-                continue
-            self._period_start = time.monotonic()
-            await self._summarize_if(lambda: self.has_unsummarized_text, "seconds")
+            elif await self.gate.triggered(
+                "seconds", lambda: self.has_unsummarized_text, self.behind
+            ):
+                self._period_start = time.monotonic()
+            else:
+                await asyncio.sleep(TIMER_TICK_S)
 
-    async def _summarize_if(self, still_due: Callable[[], bool], trigger: str) -> None:
-        """A triggered summary; skipped if another one made it moot meanwhile, and a
-        failure is logged and counted, not raised (the stream goes on)."""
-        async with self._summary_lock:
-            if not still_due():
-                self.skip(trigger)
-                return
-            with contextlib.suppress(EngineError):  # logged and counted where it happened
-                await self._summarize_locked(trigger)
+    @property
+    def behind(self) -> bool:
+        """Text waits in the ingest queue."""
+        return self._queue is not None and self._queue.depth > 0
 
     def skip(self, trigger: str) -> None:
         """A trigger fired with no new text since the last summary: no summary, counted."""
-        self._metrics.summaries_skipped.inc(trigger=trigger)
+        self.gate.skip(trigger)
 
-    async def summarize(self, trigger: str) -> SummaryRecord:
-        """A summary now (request, shutdown); raises EngineError if the session failed."""
-        async with self._summary_lock:
-            return await self._summarize_locked(trigger)
+    async def finish_in_flight(self) -> None:
+        """Shutdown: no triggered summary starts any more; the one in flight is cut short
+        (it ends at its last whole sentence and is published) and awaited."""
+        await self.gate.finish()
 
-    async def _summarize_locked(self, trigger: str) -> SummaryRecord:
+    def activity(self) -> dict[str, Any]:
+        """`status`'s engine section: what the engine is doing now, and for how long."""
+        return engine_status(self._thread, self.gate, self.config)
+
+    def lag(self, queue: IngestQueue) -> dict[str, Any]:
+        """`status`'s lag section (the gauges refreshed on the way)."""
+        lag = lag_status(queue, self.config.engine.max_lag_seconds, self._batch_since)
+        self._gauges.refresh(lag)
+        return lag
+
+    async def _refresh_gauges_forever(self, queue: IngestQueue) -> None:
+        while True:
+            self.lag(queue)
+            await asyncio.sleep(GAUGES_EVERY_S)
+
+    async def summarize(self, trigger: str, max_seconds: float | None = None) -> SummaryRecord:
+        """A summary now (request, shutdown), never held back by the share; one already
+        in flight is joined (merged) instead. max_seconds: its time budget (default:
+        summary.max_seconds). Raises EngineError if the session failed."""
+        return await self.gate.asked(trigger, max_seconds)
+
+    async def _write_summary(self, trigger: str, deadline: Deadline) -> SummaryRecord:
+        """One summary on the engine thread, numbered into a record and handed over."""
         try:
-            summary, stats = await self._thread.call(self._summarize_on_thread)
+            summary, stats = await self._thread.call(
+                self._summarize_on_thread, deadline, activity=SUMMARIZING
+            )
         except Exception as error:
             self._metrics.engine_errors.inc(stage="summary")
             log.exception("summary failed", trigger=trigger)
@@ -320,12 +315,15 @@ class Engine:
         self.last_summary = record.as_json()
         self._metrics.summaries.inc(trigger=trigger)
         self._metrics.last_summary_time.set(self.last_summary_epoch_s)
+        if summary.time_limited:
+            self._metrics.scheduling.summaries_time_limited.inc()
+            log.info("summary stopped by its time budget", trigger=trigger, seq=record.seq)
         await self._on_summary(record)
         return record
 
-    def _summarize_on_thread(self) -> tuple[Summary, SessionStats]:
+    def _summarize_on_thread(self, deadline: Deadline) -> tuple[Summary, SessionStats]:
         session = self._loaded()
-        return session.summarize(), session.stats()
+        return session.summarize(deadline=deadline), session.stats()
 
     def _count_summary(self, summary: Summary) -> None:
         m = self._metrics
@@ -346,7 +344,7 @@ class Engine:
         """Resize the cache live. A ValueError (ConfigError) says why a value
         cannot work; anything else is an EngineError."""
         try:
-            old, new, stats = await self._thread.call(self._resize_on_thread, n)
+            old, new, stats = await self._thread.call(self._resize_on_thread, n, activity=TUNING)
         except ValueError:
             raise
         except Exception as error:
@@ -365,12 +363,14 @@ class Engine:
 
     async def capture_state(self) -> SessionState:
         """The session's window ids and counters, taken between two engine calls."""
-        return await self._thread.call(lambda: self._loaded().snapshot_state())
+        return await self._thread.call(lambda: self._loaded().snapshot_state(), activity=SNAPSHOT)
 
     async def resume(self, snapshot: Snapshot) -> SessionStats:
         """Re-prefill a snapshot's window; the summary numbering goes on from it.
         A ValueError says why the snapshot does not fit this session."""
-        stats = await self._thread.call(self._restore_on_thread, snapshot.session)
+        stats = await self._thread.call(
+            self._restore_on_thread, snapshot.session, activity=RESUMING
+        )
         # Tokens evicted before this process started were counted by the one before it.
         self._evicted = stats.tokens_evicted
         self._observe(stats)

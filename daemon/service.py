@@ -24,7 +24,7 @@ from .control.feed import SummaryFeed
 from .control.handlers import ControlHandler
 from .control.protocol import ControlError
 from .control.server import ControlServer, SharedFolder
-from .control.status import READY, STARTING, STOPPING, source_counts
+from .control.status import READY, STARTING, STOPPING, one_line, source_counts
 from .engine.api import SummaryRecord
 from .engine.gpu import cuda_uuid
 from .ingest import SHUTDOWN, IngestQueue, Intake
@@ -43,6 +43,7 @@ from .lifecycle import (
 from .logsetup import configure_logging
 from .metrics import MetricsServer, StreamdMetrics
 from .scheduler import Engine
+from .shutdown import CLOSING_RESERVE_S, StopClock, final_summary
 from .snapshot_keeper import SnapshotKeeper
 from .token_guard import token_guard
 from .wiring import Outputs, SourceSpec, ZmqKeys, build_sinks, build_sources, open_zmq_security
@@ -53,7 +54,6 @@ EXTEND_EVERY_S = 10.0  # while the model loads, ask systemd for more start time 
 EXTEND_BY_USEC = 30_000_000  # ...this much each time: a load that hangs is still caught
 STATUS_EVERY_S = 10.0  # STATUS= refresh
 DRAIN_S = 5.0  # at shutdown, queued text is ingested if it takes less than this
-FINAL_SUMMARY_S = 30.0  # a 7B model's summary on a slow GPU; TimeoutStopSec is 60
 ENGINE_JOIN_S = 2.0
 FORCED_CLOSE_S = 1.0  # after a second signal, what closing may still take
 
@@ -276,26 +276,22 @@ class Service:
                 self.metrics.source_reconnects.inc(link.connection_errors - counted, source=name)
 
     def one_line_status(self) -> str:
-        stats = self.engine.stats
-        if stats is None:
-            return f"{self.state}: loading {self.config.model.name}"
-        return (
-            f"{self.state}: {stats.tokens_ingested} tokens in, "
-            f"{self.engine.rate.per_second():.0f} tok/s, cache {stats.used}/{stats.max_capacity}, "
-            f"{self.engine.summaries_emitted} summaries, queue {self.queue.depth}"
-        )
+        """systemd's STATUS= (`systemctl status`): state, engine activity, lag, counts."""
+        return one_line(self.state, self.engine, self.queue)
 
     async def shutdown(self) -> int:
+        clock = StopClock(self.config.shutdown.timeout_seconds)
+        self.engine.gate.stop_triggers()  # and the summary running ends at its next token
         self.state = STOPPING
         sdnotify.stopping(self.one_line_status())
-        log.info("stopping", status=self.one_line_status())
+        log.info("stopping", status=self.one_line_status(), budget_s=clock.budget_s)
         await self._close_sources()
-        await self._until_forced(self._finish_stream())
+        await self._until_forced(self._finish_stream(clock))
         await self._close_everything()
         code = EXIT_FAILURE if self.force_exit.is_set() or self.failed else EXIT_OK
         # The final counts: per source, received = ingested + dropped + rejected.
         counts = source_counts(self.metrics, self.source_links(), self.queue.queued_by_source())
-        log.info("stopped", exit_code=code, sources=counts)
+        log.info("stopped", exit_code=code, sources=counts, shutdown_s=round(clock.elapsed(), 3))
         return code
 
     async def _close_sources(self) -> None:
@@ -303,45 +299,43 @@ class Service:
         await cancel(self._source_tasks)
         await self._intake.aclose()
 
-    async def _finish_stream(self) -> None:
-        """Ingest what is queued (if quick), then the final summary to every output."""
+    async def _finish_stream(self, clock: StopClock) -> None:
+        """Ingest what is queued (if quick), then the final summary to every output, each
+        step within what the shutdown budget has left."""
         if self._timer_task is not None:
             await cancel([self._timer_task])
+        with contextlib.suppress(TimeoutError):  # cut short at the signal: published as is
+            await asyncio.wait_for(self.engine.finish_in_flight(), clock.left())
+        final_s = self.config.shutdown.final_summary_seconds
+        drain_s = min(DRAIN_S, clock.left(final_s + CLOSING_RESERVE_S))
         if self.queue.depth:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.queue.wait_empty(), DRAIN_S)
+                await asyncio.wait_for(self.queue.wait_empty(), drain_s)
         dropped = self.intake.drop_queued(SHUTDOWN)
         if dropped:
-            log.warning("queued messages dropped at shutdown", messages=dropped, drain_s=DRAIN_S)
-        await self._end_ingest()
+            log.warning("queued messages dropped at shutdown", messages=dropped, drain_s=drain_s)
+        await self._end_ingest(clock.left())
         if self.engine.has_unsummarized_text:
-            await self._final_summary()
+            await final_summary(self.engine, clock, final_s)
         else:
             self.engine.skip("shutdown")
             log.info("no final summary: no text since the last one")
-        await self.snapshots.final()  # after the final summary, which it records
+        # After the final summary, which it records; bounded like the rest.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.snapshots.final(), max(clock.left(1.0), 1.0))
 
-    async def _end_ingest(self) -> None:
+    async def _end_ingest(self, limit_s: float) -> None:
         """Close the queue and let the ingest loop end after its batch in flight, which
-        may wait behind a summary or a `tune` on the engine thread: cancelling it instead
-        would lose that batch uncounted. Past FINAL_SUMMARY_S it is cancelled (and its
-        batch counted dropped)."""
+        may wait behind a `tune` on the engine thread: cancelling it instead would lose
+        that batch uncounted. Past limit_s it is cancelled (its batch counted dropped)."""
         await self.queue.close()
         task = self._ingest_task
         if task is None:
             return
-        done, _ = await asyncio.wait({task}, timeout=FINAL_SUMMARY_S)
+        done, _ = await asyncio.wait({task}, timeout=limit_s)
         if not done:
-            log.warning("the last batch took longer than allowed", limit_s=FINAL_SUMMARY_S)
+            log.warning("the last batch took longer than allowed", limit_s=round(limit_s, 3))
             await cancel([task])
-
-    async def _final_summary(self) -> None:
-        try:
-            await asyncio.wait_for(self.engine.summarize("shutdown"), FINAL_SUMMARY_S)
-        except TimeoutError:
-            log.warning("no final summary: it took longer than allowed", limit_s=FINAL_SUMMARY_S)
-        except Exception:
-            log.exception("no final summary")
 
     async def _close_everything(self) -> None:
         """Sources, then outputs, metrics and control; the engine thread; the watchdog."""

@@ -13,6 +13,7 @@ from .paths import (
     default_state_dir,
     find_control_socket,
 )
+from .scheduling import EngineConfig, ShutdownConfig
 from .schema import (
     BLOCK,
     DROP_OLDEST,
@@ -40,6 +41,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "ControlConfig",
+    "EngineConfig",
     "IngestConfig",
     "LogConfig",
     "MetricsConfig",
@@ -47,6 +49,7 @@ __all__ = [
     "MqttConfig",
     "OutputsConfig",
     "SecurityConfig",
+    "ShutdownConfig",
     "SnapshotConfig",
     "SourcesConfig",
     "SummaryConfig",

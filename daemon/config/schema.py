@@ -35,6 +35,7 @@ from .rules import (
     Rule,
     Section,
 )
+from .scheduling import EngineConfig, ShutdownConfig
 
 if TYPE_CHECKING:
     from streamd.connectors import MqttBrokerConfig
@@ -110,6 +111,9 @@ class SummaryConfig(Section):
     # Only fires if new text arrived since the last summary.
     every_seconds: float = field(default=60.0, metadata=_OFF_AT_0.meta)
     max_tokens: int = field(default=128, metadata=SUMMARY_MAX_TOKENS.meta)
+    # A time budget beside the token budget: past it the model writes no more and the
+    # summary ends at its last whole sentence (a CPU may take minutes for 128 tokens).
+    max_seconds: float = field(default=30.0, metadata=Rule(at_least=0, hint="0: no limit").meta)
     # grounded: the model completes sentences written from mined facts, its claims checked;
     # plain: the bare question and whatever the model writes (a large model on a GPU).
     mode: str = field(default="grounded", metadata=SUMMARY_MODE.meta)
@@ -316,6 +320,8 @@ class Config(Section):
     log: LogConfig = field(default_factory=LogConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     snapshot: SnapshotConfig = field(default_factory=SnapshotConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     state_dir: Path = field(default_factory=default_state_dir, metadata=_ABSOLUTE_PATH.meta)
 

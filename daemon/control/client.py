@@ -5,11 +5,13 @@ cli.py only declares the options. Light on purpose (no torch): every CLI call im
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,18 +25,23 @@ from .protocol import (
     MAX_REQUEST_BYTES,
     STOPPING_REPLY,
     ControlError,
+    DaemonNotAnswering,
     DaemonUnreachable,
+    StillRunning,
     decode_reply,
     encode_request,
     endpoint_for,
 )
-from .status import READY, render_status_table
+from .status import READY, doing_text, render_status_table
 
 FOLLOW_WAIT_S = 30.0
 # 0 done (status: the daemon is ready), 1 the daemon is unreachable or refused (the
 # reason on stderr), 2 a usage or setting error, 3 the daemon answers but is not ready
-# (starting or stopping), 130 interrupted (Ctrl-C).
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_READY, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+# (starting or stopping), 4 accepted but still waiting for the engine when --timeout ran
+# out (it goes on), 130 interrupted (Ctrl-C).
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_READY, EXIT_BUSY, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+BUSY_STATUS_TIMEOUT_S = 2.0  # the status asked for when a wait ran out, to say why
+OnAccepted = Callable[[dict[str, Any]], None]
 
 
 class ControlClient:
@@ -49,10 +56,18 @@ class ControlClient:
         self._ids = itertools.count(1)
 
     def request(
-        self, cmd: str, args: dict[str, Any] | None = None, *, timeout_s: float | None = None
+        self,
+        cmd: str,
+        args: dict[str, Any] | None = None,
+        *,
+        timeout_s: float | None = None,
+        on_accepted: OnAccepted | None = None,
     ) -> dict[str, Any]:
-        """The command's result; raises ControlError with the daemon's reason, or
-        DaemonUnreachable when nothing answers within the timeout."""
+        """The command's result; raises ControlError with the daemon's reason,
+        StillRunning when the daemon accepted it but the result did not come within the
+        timeout, DaemonNotAnswering when something listens but said nothing, and
+        DaemonUnreachable when nothing listens. on_accepted gets the daemon's "accepted"
+        note (tune, summarize: what the engine is doing) as soon as it comes."""
         request_id = next(self._ids)
         payload = encode_request(cmd, args, request_id)
         if len(payload) > MAX_REQUEST_BYTES:
@@ -63,7 +78,8 @@ class ControlClient:
             raise DaemonUnreachable(self._unreachable())
         sock = self._connected()
         sock.send_multipart([b"", payload])
-        reply = self._receive(sock, request_id, self.timeout_s if timeout_s is None else timeout_s)
+        timeout_s = self.timeout_s if timeout_s is None else timeout_s
+        reply = self._receive(sock, request_id, timeout_s, on_accepted)
         if reply.get("ok") is True and isinstance(reply.get("result"), dict):
             return dict(reply["result"])
         if reply.get("ok") is True:
@@ -89,17 +105,47 @@ class ControlClient:
         return self._socket
 
     def _receive(
-        self, sock: zmq.Socket[bytes], request_id: int, timeout_s: float
+        self,
+        sock: zmq.Socket[bytes],
+        request_id: int,
+        timeout_s: float,
+        on_accepted: OnAccepted | None = None,
     ) -> dict[str, Any]:
-        """The reply to `request_id`, skipping late replies to earlier, timed-out requests."""
+        """The reply to `request_id`, skipping late replies to earlier, timed-out requests
+        and taking in its "accepted" note on the way."""
         deadline = time.monotonic() + timeout_s
+        accepted: dict[str, Any] | None = None
         while (remaining := deadline - time.monotonic()) > 0:
             if not sock.poll(max(1, int(remaining * 1000)), zmq.POLLIN):
                 break
             reply = decode_reply(sock.recv_multipart()[-1])
-            if reply.get("id") == request_id:
+            if reply.get("id") != request_id:
+                continue
+            if "accepted" not in reply:
                 return reply
+            accepted = reply["accepted"] if isinstance(reply["accepted"], dict) else {}
+            if on_accepted is not None:
+                on_accepted(accepted)
+        if accepted is not None:
+            raise StillRunning(f"no result within {timeout_s:g} s; it goes on", accepted)
+        if self._listening():
+            raise DaemonNotAnswering(
+                f"streamd on {self.path} took the connection but did not answer within "
+                f"{timeout_s:g} s (its event loop may be stalled: see its log), or retry "
+                "with a longer --timeout"
+            )
         raise DaemonUnreachable(self._unreachable())
+
+    def _listening(self) -> bool:
+        """Whether a process listens on the socket file (a connect is accepted): only
+        when none does is the daemon "not running"."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1.0)
+            try:
+                probe.connect(str(self.path))
+            except OSError:
+                return False
+        return True
 
     def _unreachable(self) -> str:
         return (
@@ -141,6 +187,32 @@ def _request(
         return client.request(cmd, args)
 
 
+def _waiting_request(
+    socket: Path | None, cmd: str, args: dict[str, Any] | None = None, timeout_s: float = 5.0
+) -> dict[str, Any]:
+    """A command that waits for the engine: says so on stderr when the daemon accepts it
+    while the engine is busy with something else."""
+
+    def accepted(note: dict[str, Any]) -> None:
+        engine = note.get("engine")
+        if isinstance(engine, dict) and engine.get("doing") not in (None, "idle"):
+            doing = doing_text(engine)
+            click.echo(f"streamd: {cmd} accepted; waiting for the engine ({doing})", err=True)
+
+    with _client(socket, timeout_s) as client:
+        return client.request(cmd, args, on_accepted=accepted)
+
+
+def _busy(socket: Path | None, error: StillRunning, what_next: str) -> int:
+    """'busy: summarizing (seconds) for 40 s': what holds the engine now (asked again: the
+    accepted note is as old as the request), what happens next, exit 4."""
+    engine = error.accepted.get("engine")
+    with contextlib.suppress(ControlError):  # else the note will do
+        engine = _request(socket, "status", timeout_s=BUSY_STATUS_TIMEOUT_S).get("engine", engine)
+    doing = doing_text(engine) if isinstance(engine, dict) else "the engine is busy"
+    return _fail(f"busy: {doing}; {error}: {what_next}", EXIT_BUSY)
+
+
 # --- status ---------------------------------------------------------------------------------
 
 
@@ -163,7 +235,10 @@ def tune(socket: Path | None, as_json: bool, changes: dict[str, Any], timeout_s:
         message = "give at least one of --max-capacity, --summary-every-tokens, "
         return _fail(message + "--summary-every-seconds (see streamd tune --help)", EXIT_USAGE)
     try:
-        result = _request(socket, "tune", changes, timeout_s)
+        result = _waiting_request(socket, "tune", changes, timeout_s)
+    except StillRunning as error:
+        why = "it will be applied when the engine is free; `streamd status` shows it"
+        return _busy(socket, error, f"the tune was accepted and {why}")
     except ControlError as error:
         return _fail(str(error))
     if as_json:
@@ -196,7 +271,10 @@ def _echo_summary(record: dict[str, Any], as_json: bool) -> None:
 
 def summarize(socket: Path | None, as_json: bool, timeout_s: float) -> int:
     try:
-        record = _request(socket, "summarize", timeout_s=timeout_s)
+        record = _waiting_request(socket, "summarize", timeout_s=timeout_s)
+    except StillRunning as error:
+        why = "the summary goes to the outputs when done (`streamd summaries` shows it)"
+        return _busy(socket, error, why)
     except ControlError as error:
         return _fail(str(error))
     _echo_summary(record, as_json)

@@ -14,6 +14,7 @@ from ..engine.gpu import NvmlReader
 from ..engine.session_config import window_for
 from ..scheduler import EngineError
 from .protocol import TUNE_KEYS, ControlError, check_args
+from .replies import accept
 from .status import READY, STARTING, status_document
 
 if TYPE_CHECKING:
@@ -105,8 +106,14 @@ class ControlHandler:
         if state != READY:
             raise ControlError(f"{cmd}: streamd is {state}")
 
+    async def _accept(self) -> None:
+        """Valid and queued: the client hears so now, and what the engine is doing; the
+        result follows (however long the engine takes, the client knows we run)."""
+        await accept({"engine": self.service.engine.activity()})
+
     async def summarize(self) -> dict[str, Any]:
         self._require_ready("summarize")
+        await self._accept()
         try:
             return (await self.service.engine.summarize("request")).as_json()
         except EngineError as error:
@@ -117,6 +124,8 @@ class ControlHandler:
         if not args:
             raise ControlError(f"tune: give at least one of {', '.join(TUNE_KEYS)}")
         self._require_ready("tune")
+        if self._tune_lock.locked():  # queued behind another tune, which may wait a while
+            await self._accept()
         async with self._tune_lock:
             return await self._tune_locked(args)
 
@@ -148,6 +157,7 @@ class ControlHandler:
         try:
             if stats is not None:  # what the loop can tell on its own, it tells at once
                 window_for(max_capacity, stats.pinned)
+            await self._accept()
             return await self.service.engine.set_max_capacity(max_capacity)
         except ValueError as error:  # the session's reason: the prefix, the trained context
             raise ControlError(f"tune: {error}") from None

@@ -2,7 +2,9 @@
 
 Request {"v": 1, "cmd": "status", "args": {}, "id": 7} (args and id optional), at most
 MAX_REQUEST_BYTES; reply {"v": 1, "id": 7, "ok": true, "result": {...}} or
-{"v": 1, "id": 7, "ok": false, "error": "what was wrong, in words"}.
+{"v": 1, "id": 7, "ok": false, "error": "what was wrong, in words"}. A command that waits
+for the engine (tune, summarize) first replies {"v": 1, "id": 7, "ok": true, "accepted":
+{"engine": {...}}} at once (valid, queued; what the engine is doing), then its result.
 """
 
 from __future__ import annotations
@@ -55,7 +57,20 @@ class ProtocolError(ControlError):
 
 
 class DaemonUnreachable(ControlError):
-    """No daemon answered on the socket in time."""
+    """Nothing listens on the control socket: no daemon runs there."""
+
+
+class DaemonNotAnswering(ControlError):
+    """Something listens on the control socket but sent no reply in time."""
+
+
+class StillRunning(ControlError):
+    """The daemon accepted the request; its result did not come within the timeout (the
+    request goes on). `accepted` is the daemon's note: what the engine was doing."""
+
+    def __init__(self, message: str, accepted: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.accepted = accepted
 
 
 @dataclass(frozen=True)
@@ -89,6 +104,14 @@ def encode_reply(request_id: RequestId, *, result: Any = None, error: str | None
         reply |= {"ok": False, "error": error}
     # allow_nan=False: NaN/Infinity are not JSON, and `streamd status --json | jq` must work.
     return json.dumps(reply, allow_nan=False).encode()
+
+
+def encode_accepted(request_id: RequestId, note: dict[str, Any]) -> bytes:
+    """The interim reply: the request is valid and queued; its result follows."""
+    reply: dict[str, Any] = {"v": PROTOCOL_VERSION}
+    if request_id is not None:
+        reply["id"] = request_id
+    return json.dumps(reply | {"ok": True, "accepted": note}, allow_nan=False).encode()
 
 
 def decode_reply(frame: bytes) -> dict[str, Any]:

@@ -23,11 +23,13 @@ from .protocol import (
     ControlError,
     ProtocolError,
     Request,
+    encode_accepted,
     encode_reply,
     encode_request,
     endpoint_for,
     parse_request,
 )
+from .replies import accepting
 
 log = structlog.get_logger(__name__)
 
@@ -204,7 +206,12 @@ class ControlServer:
                 log.debug("control reply not sent", error=str(e))
 
     async def _answer(self, envelope: list[bytes], request: Request) -> None:
-        await self._send(envelope, await self._run_handler(request))
+        async def send_accepted(note: dict[str, Any]) -> None:
+            await self._send(envelope, encode_accepted(request.id, note))
+
+        with accepting(send_accepted):  # the handler's accept() replies through it
+            reply = await self._run_handler(request)
+        await self._send(envelope, reply)
 
     async def _run_handler(self, request: Request) -> bytes:
         try:

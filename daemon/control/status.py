@@ -55,6 +55,9 @@ def status_document(
             "unsummarized": engine.unsummarized_tokens,
         },
         "queue": {"depth": queue.depth, "chars": queue.chars, "max_chars": queue.max_chars},
+        # What the engine does now and for how long; how far behind the stream it is.
+        "engine": engine.activity(),
+        "lag": engine.lag(queue),
         "summaries": _summaries(engine, metrics),
         "sources": _sources(metrics, sources, queue.queued_by_source()),
         "outputs": outputs.names,
@@ -72,6 +75,23 @@ def status_document(
             "ingest_retries": _by_label(metrics.ingest_retries.values()),
         },
     }
+
+
+def one_line(state: str, engine: Engine, queue: IngestQueue) -> str:
+    """One line for systemd's STATUS=: what the engine does and how far behind it is come
+    first ('ready' beside 0 tok/s said nothing of a summary running for 100 s)."""
+    stats = engine.stats
+    if stats is None:
+        return f"{state}: loading {engine.config.model.name}"
+    doing = engine.activity()
+    oldest = engine.lag(queue)["oldest_unread_s"]
+    lag = "nothing waits" if oldest is None else f"oldest unread {oldest:.0f} s"
+    return (
+        f"{state}: {doing['doing']} for {doing['for_s']:.0f} s, {lag}, "
+        f"{stats.tokens_ingested} tokens in, {engine.rate.per_second():.0f} tok/s, "
+        f"cache {stats.used}/{stats.max_capacity}, {engine.summaries_emitted} summaries, "
+        f"queue {queue.depth}"
+    )
 
 
 def _by_label(values: Mapping[tuple[str, ...], float]) -> dict[str, int]:
@@ -120,7 +140,16 @@ def _summaries(engine: Engine, metrics: StreamdMetrics) -> dict[str, Any]:
         if checked
         else None,
         "sentences_removed": int(metrics.summary_sentences_removed.value()),
+        # Triggers joined to a summary running, held back by the share, time budgets hit.
+        "merged": _total(metrics.scheduling.summaries_merged.values()),
+        "held_back": _total(metrics.scheduling.summaries_deferred.values()),
+        "time_limited": int(metrics.scheduling.summaries_time_limited.value()),
+        "max_seconds": engine.config.summary.max_seconds,
     }
+
+
+def _total(values: Mapping[tuple[str, ...], float]) -> int:
+    return int(sum(values.values()))
 
 
 def _claims_text(summaries: dict[str, Any]) -> str:
@@ -250,10 +279,12 @@ def render_status_table(doc: dict[str, Any]) -> str:
             f"{tokens['evicted']} evicted",
         ),
         ("queue", f"{doc['queue']['depth']} messages waiting"),
+        ("engine", engine_text(doc.get("engine"))),
+        ("lag", lag_text(doc.get("lag"))),
         (
             "summaries",
             f"{summaries['emitted']} emitted, {summaries['skipped']} skipped (nothing new), "
-            f"last {_age(summaries['last_age_s'])} ({every})",
+            f"{_scheduling_counts(summaries)}last {_age(summaries['last_age_s'])} ({every})",
         ),
         ("claims", _claims_text(summaries)),
         ("prefill", _latency_text(latency["prefill_chunk_s"])),
@@ -277,6 +308,56 @@ def _outputs_line(doc: dict[str, Any]) -> str:
         behind = [f"{counts[k]} {k}" for k in ("queued", "dropped") if counts.get(k)]
         parts.append(f"{name} ({', '.join(behind)})" if behind else name)
     return ", ".join(parts) or "none"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f} s" if value < 120 else f"{value / 60:.0f} min"
+
+
+def _scheduling_counts(summaries: dict[str, Any]) -> str:
+    """'2 merged, 1 held back, 1 cut by its time budget, ' where not zero."""
+    words = {"merged": "merged", "held_back": "held back", "time_limited": "cut by time"}
+    counts = [f"{summaries[key]} {text}" for key, text in words.items() if summaries.get(key)]
+    return "".join(f"{count}, " for count in counts)
+
+
+def doing_text(engine: dict[str, Any]) -> str:
+    """'summarizing (seconds) for 40 s', from `status`'s engine section."""
+    doing = str(engine.get("doing", "?"))
+    if engine.get("summary_trigger") and doing == "summarizing":
+        doing += f" ({engine['summary_trigger']})"
+    return f"{doing} for {_seconds(float(engine.get('for_s') or 0))}"
+
+
+def engine_text(engine: dict[str, Any] | None) -> str:
+    """'summarizing (seconds) for 40 s; summaries 24% of engine time (at most 25% while
+    behind)'. Also the `busy: ...` a control command prints when its wait runs out."""
+    if not engine:
+        return "-"
+    text = doing_text(engine)
+    share = engine.get("summary_share")
+    if share is not None:
+        most = engine["summary_share_max"]
+        text += f"; summaries {100 * share:.0f}% of engine time (at most {100 * most:.0f}%"
+        text += " while behind)"
+    held = engine.get("summaries_held_back")
+    if held:
+        text += f"; {', '.join(held)} summary held back: ingest is owed "
+        text += f"{_seconds(engine['ingest_owed_s'])} first"
+    return text
+
+
+def lag_text(lag: dict[str, Any] | None) -> str:
+    if not lag:
+        return "-"
+    oldest = lag["oldest_unread_s"]
+    if oldest is None:
+        return "keeping up (nothing waits)"
+    verdict = "keeping up" if lag["keeps_up"] else f"BEHIND (over {_seconds(lag['max_lag_s'])})"
+    return (
+        f"{verdict}: oldest unread {_seconds(oldest)} old, {lag['queued_messages']} messages, "
+        f"{lag['queued_chars']} chars (~{lag['queued_tokens_estimate']} tokens) queued"
+    )
 
 
 def _snapshot_line(snapshot: dict[str, Any] | None) -> str:

@@ -7,6 +7,7 @@ torch objects.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -31,6 +32,7 @@ class Summary:
     verification: Verification | None = None  # its claims, as checked
     # The exact stream text the model saw (for eval-summaries; not in the records).
     window_text: str = field(default="", repr=False)
+    time_limited: bool = False  # its time ran out: it ends at the last whole sentence
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,6 +80,22 @@ class SummaryRecord:
     def as_json(self) -> dict[str, Any]:
         """The JSON object (its keys in this order) for the outputs, the feed, snapshots."""
         return asdict(self)
+
+
+class Deadline:
+    """When a summary must stop writing (time.monotonic()), shared by the event loop,
+    which may bring it forward (a shutdown: cut()), and the engine thread, which asks
+    passed() between tokens. A float attribute: reading and writing it is atomic."""
+
+    def __init__(self, seconds: float | None = None) -> None:
+        self.at = float("inf") if not seconds else time.monotonic() + seconds
+
+    def passed(self) -> bool:
+        return time.monotonic() >= self.at
+
+    def cut(self) -> None:
+        """Stop at the next token: what is written so far, whole sentences only."""
+        self.at = min(self.at, time.monotonic())
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import torch
 from streamd.cache.hf import RingModel
 from streamd.facts.sentences import split_sentences
 
+from .api import Deadline
 from .grounding import SummaryPlan, Written
 
 Encode = Callable[[str], list[int]]  # text -> ids, special tokens split (stream text)
@@ -101,9 +102,22 @@ class GuidedDecoder:
             ids = [self.shape.pad_id] * (self.shape.tokens - len(ids)) + ids
         return ids
 
-    def run(self, plan: SummaryPlan, reply_open: list[int], budget: int) -> GuidedResult:
-        """Must run inside ring.begin_scratch() / end_scratch()."""
+    def run(
+        self,
+        plan: SummaryPlan,
+        reply_open: list[int],
+        budget: int,
+        deadline: Deadline | None = None,
+    ) -> GuidedResult:
+        """Must run inside ring.begin_scratch() / end_scratch(). Past the deadline the
+        model writes no more: a completion it is in the middle of is forgotten (whole
+        sentences only), and the later segments keep their facts openers alone."""
         began = time.perf_counter()
+        deadline = deadline or Deadline()
+
+        def stop(tokens: list[int]) -> bool:
+            return deadline.passed() or self._sentence_done(tokens)
+
         written: list[Written] = []
         pending = ""  # forced words not yet fed to the model
         carry: list[int] = []  # the model's kept tokens not yet in the cache
@@ -114,7 +128,7 @@ class GuidedDecoder:
         for segment in plan.segments:
             pending += (" " if written else "") + segment.opener
             limit = min(segment.tokens, budget - generated)
-            if limit <= 0:
+            if limit <= 0 or deadline.passed():
                 written.append(Written(segment, ""))
                 continue
             first = not started
@@ -128,7 +142,7 @@ class GuidedDecoder:
             logits = self._first_forward(ids) if first else self._opener_forward(ids)
             started = True
             before = self.ring.scratch_used
-            tokens = self.decoder.generate(logits, limit, self._sentence_done, seen, self.banned)
+            tokens = self.decoder.generate(logits, limit, stop, seen, self.banned)
             if first:
                 first_token_s = self.decoder.first_token_at - began
             # StaticDecoder asks `stop` once a block (16 steps on a GPU) and so writes past

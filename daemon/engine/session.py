@@ -21,7 +21,7 @@ from streamd.errors import ConfigError
 from streamd.facts.tracker import FactsTracker
 
 from ..snapshot import SessionState, check_restorable, text_digest
-from .api import Ingested, SessionStats, Summary
+from .api import Deadline, Ingested, SessionStats, Summary
 from .guided import GuidedDecoder, RequestShape, TokenGenerator, quote_token_ids
 from .loading import LoadedModel, load_model
 from .prompts import DEFAULT_SUMMARY_QUESTION, build_framing
@@ -229,10 +229,15 @@ class Session:
         lines = stream_lines(text)
         return lines[1:] if self.counters().evicted(self.ring.layout) else lines
 
-    def summarize(self, max_new_tokens: int | None = None, grounded: bool | None = None) -> Summary:
+    def summarize(
+        self,
+        max_new_tokens: int | None = None,
+        grounded: bool | None = None,
+        deadline: Deadline | None = None,
+    ) -> Summary:
         """A summary after the stream head; the stream cache is left bit-identical.
         Grounded (by default, the configured summary_mode): on the facts, checked
-        (summarizer.py); else the bare question."""
+        (summarizer.py); else the bare question. It ends at `deadline` (time_limited)."""
         if grounded is None:
             grounded = self.config.summary_mode == "grounded"
         budget = self.config.summary_max_tokens
@@ -243,9 +248,9 @@ class Session:
         with self._scratch():
             if grounded:
                 lines = self._window_lines(window_text)
-                written = self.summarizer.grounded(limit, window_text, lines)
+                written = self.summarizer.grounded(limit, window_text, lines, deadline)
             else:
-                written = self.summarizer.plain(limit, self.loaded.decode)
+                written = self.summarizer.plain(limit, self.loaded.decode, deadline)
         latency = time.perf_counter() - began
         return self._summary(written, counters, latency, window_text)
 
@@ -269,6 +274,7 @@ class Session:
             facts=written.facts,
             verification=written.verification,
             window_text=window_text,
+            time_limited=written.time_limited,
         )
 
     # ------------------------------------------------------------ control

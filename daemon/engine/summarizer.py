@@ -19,8 +19,10 @@ from streamd.cache.decode import pick_token
 from streamd.cache.hf import RingModel
 from streamd.facts.claims import Evidence, Policy, Verification
 from streamd.facts.records import SummaryFacts
+from streamd.facts.sentences import complete_sentences
 from streamd.facts.tracker import FactsTracker
 
+from .api import Deadline
 from .grounding import finish_summary, plan_summary
 from .guided import GuidedDecoder, TokenGenerator
 
@@ -77,6 +79,7 @@ class Draft:
     first_token_s: float
     facts: SummaryFacts | None = None  # grounded only
     verification: Verification | None = None  # grounded only
+    time_limited: bool = False  # the deadline stopped it
 
 
 @dataclass(frozen=True)
@@ -105,18 +108,32 @@ class Summarizer:
         self.facts = facts
         self.policy = policy
 
-    def plain(self, limit: int, decode: Callable[[list[int]], str]) -> Draft:
+    def plain(
+        self, limit: int, decode: Callable[[list[int]], str], deadline: Deadline | None = None
+    ) -> Draft:
+        """The bare question; past the deadline the text is cut to its last whole sentence."""
+        deadline = deadline or Deadline()
         began = time.perf_counter()
         logits = self.runner.scratch(self.runner.ids(self.framing.plain_request))
-        tokens = self.decoder.generate(logits[0, -1], limit)
+        tokens = self.decoder.generate(logits[0, -1], limit, lambda _: deadline.passed())
         first_token_s = self.decoder.first_token_at - began
-        return Draft(decode(tokens).strip(), len(tokens), first_token_s)
+        text = decode(tokens).strip()
+        limited = deadline.passed()
+        if limited:
+            text, _ = complete_sentences(text)  # ends where a sentence does
+        return Draft(text, len(tokens), first_token_s, time_limited=limited)
 
-    def grounded(self, limit: int, window_text: str, window_lines: list[str]) -> Draft:
+    def grounded(
+        self,
+        limit: int,
+        window_text: str,
+        window_lines: list[str],
+        deadline: Deadline | None = None,
+    ) -> Draft:
         """The facts since the last summary close here: the next one starts afresh."""
         facts = self.facts.summary_facts(window_lines)
         plan = plan_summary(facts)
-        result = self.guided.run(plan, self.framing.reply_open, limit)
+        result = self.guided.run(plan, self.framing.reply_open, limit, deadline)
         checked = finish_summary(
             result.written, Evidence(window_text, facts), self.policy, self.framing.echo_sources
         )
@@ -127,4 +144,5 @@ class Summarizer:
             result.first_token_s,
             facts,
             checked.verification,
+            time_limited=deadline is not None and deadline.passed(),
         )

@@ -25,11 +25,14 @@ from streamd.daemon.control.feed import SummaryFeed
 from streamd.daemon.control.protocol import (
     MAX_REQUEST_BYTES,
     ControlError,
+    DaemonNotAnswering,
     DaemonUnreachable,
     ProtocolError,
+    StillRunning,
     check_args,
     parse_request,
 )
+from streamd.daemon.control.replies import accept
 from streamd.daemon.control.server import ControlServer
 from streamd.daemon.tools.testing import WAIT_S
 from tests.daemon.daemon_testing import cli
@@ -53,6 +56,7 @@ class Daemon:
         if cmd == "summaries":
             return await self.feed.handle(args)
         if cmd == "summarize":  # slow: waits until the test releases it
+            await accept({"engine": {"doing": "summarizing", "for_s": 40.0}})  # as handlers.py
             await self.release.wait()
             return {"text": "done"}
         if cmd == "tune":
@@ -300,13 +304,27 @@ def test_no_socket_file_fails_at_once_with_the_hint(tmp_path: Path) -> None:
 
 
 @network
-def test_a_socket_nobody_answers_times_out(tmp_path: Path) -> None:
+def test_a_socket_that_listens_but_never_answers_is_not_called_not_running(
+    tmp_path: Path,
+) -> None:
+    """Issue #11, observation 7: "not running" only when nothing listens."""
     path = tmp_path / "silent.sock"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as silent:
         silent.bind(str(path))
         silent.listen()
-        with ControlClient(path, timeout_s=0.2) as client, pytest.raises(DaemonUnreachable):
+        with ControlClient(path, timeout_s=0.2) as client, pytest.raises(DaemonNotAnswering) as e:
             client.request("status")
+    assert "did not answer within 0.2 s" in str(e.value)
+    assert "is it running" not in str(e.value)
+
+
+def test_a_socket_file_nobody_listens_on_means_not_running(tmp_path: Path) -> None:
+    path = tmp_path / "stale.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as dead:
+        dead.bind(str(path))  # the file stays; the process that owned it is gone
+    with ControlClient(path, timeout_s=0.2) as client, pytest.raises(DaemonUnreachable) as e:
+        client.request("status")
+    assert "is it running?" in str(e.value)
 
 
 def test_oversized_request_is_refused_before_sending(tmp_path: Path) -> None:
@@ -320,8 +338,13 @@ async def test_a_late_reply_is_not_taken_for_the_next_one(
     sock_path: Path, server: ControlServer, daemon: Daemon
 ) -> None:
     def two_requests(client: ControlClient) -> dict[str, Any]:
-        with pytest.raises(DaemonUnreachable):
-            client.request("summarize", timeout_s=0.2)
+        notes: list[dict[str, Any]] = []
+        # Accepted at once, then no result within the timeout: still running, not gone.
+        with pytest.raises(StillRunning) as still:
+            client.request("summarize", timeout_s=0.5, on_accepted=notes.append)
+        assert (
+            notes == [still.value.accepted] == [{"engine": {"doing": "summarizing", "for_s": 40.0}}]
+        )
         daemon.release.set()  # its reply now arrives, late
         return client.request("status")
 
