@@ -14,6 +14,7 @@ from .paths import (
     find_control_socket,
 )
 from .schema import (
+    ACKED_SOCKET_NAME,
     BLOCK,
     DROP_OLDEST,
     QUEUE_MAX_CHARS,
@@ -28,10 +29,12 @@ from .schema import (
     OutputsConfig,
     SnapshotConfig,
     SourcesConfig,
+    SpoolConfig,
     SummaryConfig,
 )
 
 __all__ = [
+    "ACKED_SOCKET_NAME",
     "BLOCK",
     "DEFAULT_CONFIG_PATH",
     "DROP_OLDEST",
@@ -49,6 +52,7 @@ __all__ = [
     "SecurityConfig",
     "SnapshotConfig",
     "SourcesConfig",
+    "SpoolConfig",
     "SummaryConfig",
     "config_keys",
     "control_socket_candidates",
