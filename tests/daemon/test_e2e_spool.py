@@ -20,15 +20,18 @@ from typing import Any
 
 import pytest
 
-from streamd.daemon.spool_file import Record, encode
+from streamd.daemon.spool_file import Record, encode, read_records, segment_files
 from streamd.daemon.tools.testing import (
     CLI,
     WAIT_S,
+    Broker,
     clean_env,
     free_zmq_endpoint,
+    wait_until,
 )
 from tests.daemon.daemon_testing import (
     Daemon,
+    cli,
     daemon_args,
     log_events,
     row,
@@ -254,3 +257,51 @@ def test_a_torn_and_damaged_spool_is_replayed_as_far_as_it_checks_out(
     assert spool["skipped_bytes"] == len(damaged) + len(torn)
     assert "torn/damaged bytes skipped at start" in table
     assert "spool: torn or damaged records skipped" in daemon.log()
+
+
+def spooled_lines(folder: Path) -> set[str]:
+    """Every line the spool's files hold now (a record being written is skipped)."""
+    return {line for path in segment_files(folder) for r in read_records(path) for line in r.lines}
+
+
+def test_mqtt_messages_are_acknowledged_once_spooled_so_a_sigkill_loses_none(
+    tmp_path: Path, tiny_model_dir: Path, mosquitto: Broker
+) -> None:
+    """The broker keeps, and delivers again after a restart, every QoS 1 message the daemon
+    has not acknowledged, and the daemon acknowledges only what is on disk: at least once.
+    A SIGKILL as soon as lines come in (those paho had taken but the spool had not come
+    again), then more lines while the daemon is down (the persistent session keeps them)."""
+    port = str(mosquitto.port)
+    # No snapshot before the kills: nothing is trimmed, the files show every line spooled.
+    args = daemon_args(
+        tiny_model_dir, "--zmq-bind", free_zmq_endpoint(), "--mqtt-host", "127.0.0.1",
+        "--mqtt-port", port, "--mqtt-topic", "logs/#", "--mqtt-client-id",
+        f"streamd-spool-{port}", "--snapshot-every-seconds", "0",
+    )  # fmt: skip
+    lines = [f"mqtt line {i:04d} of the spool test" for i in range(200)]
+
+    def publish(some: list[str]) -> None:
+        sent = cli(
+            "send", "--mqtt-host", "127.0.0.1", "--mqtt-port", port, "--mqtt-topic",
+            "logs/app", stdin="".join(f"{line}\n" for line in some).encode(),
+        )  # fmt: skip
+        assert sent.returncode == 0, sent.stderr  # every line acknowledged by the broker
+
+    first = Daemon(tmp_path, args)
+    first.start()
+    try:
+        first.wait_status(lambda s: row(s, "mqtt").get("connected"), "the MQTT link")
+        publish(lines[:150])
+        first.wait_status(lambda s: row(s, "mqtt")["received"] > 0, "the lines coming in")
+        first.kill()
+    finally:
+        first.stop()
+    publish(lines[150:])
+    second = Daemon(tmp_path, args)
+    second.start()
+    try:
+        second.wait_ready()
+        folder = second.state_dir / "spool"
+        wait_until(lambda: spooled_lines(folder) >= set(lines), "every line spooled, once or more")
+    finally:
+        assert second.stop() == 0, second.log()
