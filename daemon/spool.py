@@ -143,14 +143,20 @@ class Spool:
         for sender, seq in report.senders.items():
             self.senders[sender] = max(self.senders.get(sender, 0), seq)
         self._next_seq = max(state.get("next_seq", 1), report.last_seq + 1)
+        # Taken in and trimmed as far as this, though its segment is still there.
+        self.trimmed_upto = state.get("trimmed_upto", 0)
         return report
 
-    def start_after(self, upto: int | None) -> None:
-        """The session holds every record up to `upto` (its snapshot's; None: nothing)."""
-        upto = upto or 0
+    def start_after(self, upto: int | None) -> int:
+        """The session holds every record up to `upto` (its snapshot's; None: nothing, or
+        without snapshots, what the last run trimmed); returns where the replay starts."""
+        upto = max(upto or 0, self.trimmed_upto)
         self._next_seq = max(self._next_seq, upto + 1)
         self.trimmed_upto = max(self.trimmed_upto, upto)
-        self.ledger.start_after(self._next_seq - 1)
+        # Not past `upto`: the records after it are outstanding until replayed and taken
+        # in, and a snapshot during the replay must not record (and trim) them.
+        self.ledger.start_after(upto)
+        return upto
 
     async def replay(self, upto: int | None) -> AsyncIterator[Record]:
         """The records written before this start and not in the session (after `upto`),

@@ -223,14 +223,14 @@ class SegmentWriter:
         return True
 
     def trim(self, upto: int, next_seq: int, senders: dict[str, int]) -> int:
-        """Delete the segments wholly at or below `upto`; the bytes freed."""
+        """Delete the segments wholly at or below `upto`; the bytes freed. The state is
+        written first, whether or not a segment goes: a restart replays only after
+        `upto` even from a segment still there."""
         doomed = [s for s in self.segments if s.last and s.last <= upto]
-        if not doomed:
-            return 0
         if self.segments and self.segments[-1] in doomed:
             self._close_active()  # the next append starts a new segment
         try:
-            write_state(self.directory, next_seq, senders)
+            write_state(self.directory, next_seq, senders, upto)
         except OSError as error:  # keep the segments: they still hold the dedup history
             log.warning("spool state not written; nothing trimmed", error=str(error))
             return 0
@@ -256,8 +256,9 @@ class SegmentWriter:
 
 
 def read_state(directory: Path) -> dict[str, Any]:
-    """{"next_seq": int, "senders": {id: seq}}; empty if absent or unreadable (the
-    segments still hold what they hold; a lost state file costs only dedup history)."""
+    """{"next_seq": int, "senders": {id: seq}, "trimmed_upto": int}; empty if absent or
+    unreadable (the segments still hold what they hold; a lost state file costs dedup
+    history, and records already taken in may be replayed once more)."""
     try:
         document = json.loads((directory / STATE_FILE).read_text())
     except (OSError, ValueError):
@@ -265,16 +266,18 @@ def read_state(directory: Path) -> dict[str, Any]:
     if not isinstance(document, dict):
         return {}
     senders = document.get("senders")
-    next_seq = document.get("next_seq")
+    next_seq, trimmed = document.get("next_seq"), document.get("trimmed_upto")
     return {
         "next_seq": next_seq if isinstance(next_seq, int) and next_seq > 0 else 1,
+        "trimmed_upto": trimmed if isinstance(trimmed, int) and trimmed > 0 else 0,
         "senders": {str(k): v for k, v in (senders or {}).items() if isinstance(v, int) and v >= 0}
         if isinstance(senders, dict)
         else {},
     }
 
 
-def write_state(directory: Path, next_seq: int, senders: dict[str, int]) -> None:
+def write_state(directory: Path, next_seq: int, senders: dict[str, int], trimmed: int = 0) -> None:
     """Atomically: a crash leaves the old state or the new one."""
-    data = json.dumps({"next_seq": next_seq, "senders": senders}).encode()
+    state = {"next_seq": next_seq, "senders": senders, "trimmed_upto": trimmed}
+    data = json.dumps(state).encode()
     replace_atomically(directory / STATE_FILE, data)

@@ -64,17 +64,18 @@ class SpooledIntake(Intake):
         """Queue what the spool holds after `upto` (the snapshot's position), then let the
         sources in. Replayed messages count as replayed, not received (an earlier run
         received them)."""
-        self.spool.start_after(upto)
+        after = self.spool.start_after(upto)
         try:
-            async for record in self.spool.replay(upto):
+            async for record in self.spool.replay(after):
                 await self.queue.put(Lines(record.source, record.lines, seq=record.seq), wait=True)
                 self.replayed[record.source] = self.replayed.get(record.source, 0) + 1
                 self.spool.metrics.replayed.inc(source=record.source)
                 self.spool.replayed += 1
+            # Past the records without lines (nothing to replay) at the end.
             self.spool.ledger.start_after(self.spool.scan.last_seq)
             self._metrics.queue_depth.set(self.queue.depth)
             if self.spool.replayed:
-                log.info("spool replayed", messages=self.spool.replayed, after=upto or 0)
+                log.info("spool replayed", messages=self.spool.replayed, after=after)
         finally:
             self.replay_done.set()
 

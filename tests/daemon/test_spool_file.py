@@ -76,7 +76,11 @@ def test_the_writer_rolls_segments_and_a_trim_keeps_the_state_first(tmp_path: Pa
     assert len(firsts) > 2 and firsts[0] == 1
     freed = writer.trim(firsts[2] - 1, next_seq=11, senders={"ab": 3})
     assert freed > 0 and writer.segments[0].first == firsts[2]
-    assert read_state(tmp_path) == {"next_seq": 11, "senders": {"ab": 3}}
+    assert read_state(tmp_path) == {
+        "next_seq": 11,
+        "senders": {"ab": 3},
+        "trimmed_upto": firsts[2] - 1,
+    }
     writer.close()
     report = scan(tmp_path)
     assert report.segments[0].first == firsts[2] and report.last_seq == 10
@@ -86,8 +90,8 @@ def test_a_missing_or_broken_state_file_reads_as_empty(tmp_path: Path) -> None:
     assert read_state(tmp_path) == {}
     (tmp_path / "state.json").write_text("{not json")
     assert read_state(tmp_path) == {}
-    write_state(tmp_path, 5, {"x": 2})
-    assert read_state(tmp_path) == {"next_seq": 5, "senders": {"x": 2}}
+    write_state(tmp_path, 5, {"x": 2}, 3)
+    assert read_state(tmp_path) == {"next_seq": 5, "senders": {"x": 2}, "trimmed_upto": 3}
 
 
 def test_the_ledger_marks_what_every_earlier_message_has_reached() -> None:
@@ -143,4 +147,5 @@ async def test_the_spool_appends_syncs_trims_and_reports(tmp_path: Path) -> None
         await spool.close()
     reopened = scan(tmp_path / "spool")
     assert reopened.last_seq == seqs[-1] and reopened.segments[0].first > 1
-    assert read_state(tmp_path / "spool")["next_seq"] == seqs[-1] + 1
+    state = read_state(tmp_path / "spool")  # written at close, whatever was trimmed
+    assert (state["next_seq"], state["trimmed_upto"]) == (seqs[-1] + 1, seqs[-1] - 5)
