@@ -331,15 +331,29 @@ class Spool:
                     self._write_one(writer, op)
                     dirty_since = dirty_since or time.time()
                 elif isinstance(op, _Trim):
-                    writer.sync()
-                    self._call(self._synced, writer.last_seq)
-                    freed = writer.trim(op.upto, op.next_seq, op.senders)
-                    self._call(self._trimmed, freed)
-            if sync and writer.sync():
+                    self._guarded(self._trim_one, writer, op)
+            if sync and self._guarded(self._sync, writer):
                 dirty_since = None
-            if sync:
-                self._call(self._synced, writer.last_seq)
-        writer.close()
+        self._guarded(writer.close)
+
+    def _guarded(self, fn: Callable[..., None], *args: Any) -> bool:
+        """The writer thread must outlive a failing disk: an error is reported to the loop
+        (counted, logged) and the thread goes on. False if it failed."""
+        try:
+            fn(*args)
+        except OSError as error:
+            self._call(self._failed, error)
+            return False
+        return True
+
+    def _sync(self, writer: SegmentWriter) -> None:
+        # A failed fsync acknowledges nothing: the acked senders resend, and wait.
+        writer.sync()
+        self._call(self._synced, writer.last_seq)
+
+    def _trim_one(self, writer: SegmentWriter, op: _Trim) -> None:
+        self._sync(writer)
+        self._call(self._trimmed, writer.trim(op.upto, op.next_seq, op.senders))
 
     def _write_one(self, writer: SegmentWriter, op: _Append) -> None:
         try:
