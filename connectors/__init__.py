@@ -24,7 +24,7 @@ from .mqtt_broker import MqttBrokerConfig
 from .mqtt_sink import MqttSink, MqttSinkConfig
 from .mqtt_source import MqttSource, MqttSourceConfig
 from .outputs import JsonlFileSink, Sink, StdoutSink, ZmqPubSink, json_line, last_seq
-from .sender import SendReport, send_lines_mqtt, send_lines_zmq
+from .sender import SendReport, send_lines_acked, send_lines_mqtt, send_lines_zmq
 from .zmq_sources import ZmqPullConfig, ZmqPullSource, ZmqSubConfig, ZmqSubSource
 
 __all__ = [
@@ -55,6 +55,7 @@ __all__ = [
     "decode_message",
     "json_line",
     "last_seq",
+    "send_lines_acked",
     "send_lines_mqtt",
     "send_lines_zmq",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 
@@ -20,3 +21,22 @@ def fsync_directory(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def replace_atomically(path: Path, data: bytes) -> None:
+    """Replace the file at `path` with `data` so that a crash at any moment leaves the old
+    content or the new, never a torn file: a temporary file in the same folder, fsync,
+    rename over the old one, fsync of the folder (the rename itself survives a power cut).
+    Raises OSError if it could not be written; the old file is then intact."""
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    fsync_directory(path.parent)

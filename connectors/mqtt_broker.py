@@ -189,10 +189,15 @@ class MqttLink:
     fails (or cannot be made) it logs, waits a capped doubling delay and
     connects again, forever.
 
-    reuse_client=True (a source) connects again with the same client object:
-    messages that it received but were not yet consumed stay in its queue and
-    are not lost. A publisher wants False: paho would resend its unacknowledged
-    publishes on reconnect, while the publisher sends them again itself.
+    manual_ack=True (a source that spools): no PUBACK goes out until the source
+    calls `acknowledge` (the message is on disk); the broker redelivers what was
+    not acknowledged when the link comes back (at least once).
+
+    reuse_client=True (a source that acknowledges on receipt) connects again with
+    the same client object: messages that it received but were not yet consumed
+    stay in its queue and are not lost. A publisher wants False: paho would
+    resend its unacknowledged publishes on reconnect, while the publisher sends
+    them again itself.
     """
 
     def __init__(
@@ -203,6 +208,7 @@ class MqttLink:
         session_expiry_s: int | None = None,
         tls: ssl.SSLContext | None = None,
         reuse_client: bool = True,
+        manual_ack: bool = False,
     ) -> None:
         self.broker = broker
         self.label = label  # names this link in logs: "mqtt source mqtt", "mqtt sink"
@@ -212,6 +218,7 @@ class MqttLink:
         self._session_expiry_s = session_expiry_s
         self._tls = tls
         self._reuse_client = reuse_client
+        self._manual_ack = manual_ack
 
     async def run(self, session: Session, prepare: Session | None = None) -> None:
         """Until cancelled (or until `session` returns): stay connected and run `session`.
@@ -238,7 +245,12 @@ class MqttLink:
             await self._wait_to_reconnect(backoff, error)
 
     def _new_client(self) -> aiomqtt.Client:
-        return make_client(self.broker, self._client_id, self._session_expiry_s, self._tls)
+        client = make_client(self.broker, self._client_id, self._session_expiry_s, self._tls)
+        if self._manual_ack:
+            # aiomqtt has no option for it; paho's own client has (manual_ack_set, ack):
+            # set before connecting, since a persistent session's queued messages come at once.
+            client._client.manual_ack_set(True)
+        return client
 
     def _note_connected(self, backoff: Backoff) -> None:
         self.connected = True
@@ -257,6 +269,11 @@ class MqttLink:
             delay_s=delay,
         )
         await asyncio.sleep(delay)
+
+
+def acknowledge(client: aiomqtt.Client, mid: int, qos: int) -> None:
+    """The PUBACK (QoS 1) or PUBCOMP (QoS 2) of a message, on a manual_ack link."""
+    client._client.ack(mid, qos)
 
 
 async def until_disconnected(client: aiomqtt.Client) -> None:

@@ -7,6 +7,8 @@ loop is `MqttLink` (mqtt_broker.py).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass, field
 
 import aiomqtt
@@ -14,9 +16,16 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from .checks import check_positive, require
 from .lifecycle import OpenClose
-from .messages import Deliver, RawMessage
-from .mqtt_broker import MqttBrokerConfig, MqttLink, check_topic_filter, tls_context
+from .messages import Deliver
+from .mqtt_broker import (
+    MqttBrokerConfig,
+    MqttLink,
+    acknowledge,
+    check_topic_filter,
+    tls_context,
+)
 from .pacing import LoopShare
+from .receipts import DurableMessage, Receipt
 
 # With a persistent session (fixed client id, clean_start=False, a session expiry interval)
 # the broker keeps our subscriptions and queues QoS 1 messages while the daemon is away
@@ -25,6 +34,7 @@ from .pacing import LoopShare
 # A day: covers a reboot or a long maintenance; after longer the broker may
 # drop the queue, and the stream's context would be stale anyway.
 DEFAULT_SESSION_EXPIRY_S = 24 * 3600
+FLUSH_ACKS_S = 1.0  # at a stop, how long the acknowledgements still due may take
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,11 @@ class MqttSource(OpenClose):
             label=f"mqtt source {config.name}",
             session_expiry_s=config.session_expiry_s,
             tls=tls_context(broker),
+            manual_ack=True,  # a PUBACK once the daemon holds the message: see _receive
+            # A new client per connection: messages the old one held unacknowledged come
+            # again from the broker, and an old packet id acknowledged on the new connection
+            # could name another message by then.
+            reuse_client=False,
         )
 
     @property
@@ -84,13 +99,40 @@ class MqttSource(OpenClose):
         await client.subscribe([(topic, options) for topic in self.config.topics])
 
     async def _receive(self, client: aiomqtt.Client, deliver: Deliver) -> None:
+        """Deliver each message; acknowledge it (PUBACK) from a task of our own once the
+        intake holds it on disk, so that the broker keeps and redelivers, after a restart,
+        what the daemon had not spooled. Acknowledgements go out in arrival order."""
+        acks: asyncio.Queue[tuple[int, int, Receipt] | None] = asyncio.Queue()
+        acker = asyncio.create_task(_acknowledge(client, acks), name=f"{self.name} acks")
         share = LoopShare()  # a queue that is never empty never yields either (pacing.py)
-        async for message in client.messages:
-            payload = message.payload
-            if not isinstance(payload, bytes):  # paho gives bytes; the type allows more
-                payload = b"" if payload is None else str(payload).encode()
-            # Size is not checked here: decode_message rejects messages over max_message_bytes
-            # (counted as too_large) like any other source's. The broker's own limit (Mosquitto:
-            # message_size_limit) bounds what can reach us at all.
-            await deliver(RawMessage(self.name, payload, topic=message.topic.value))
-            await share.turn()
+        try:
+            async for message in client.messages:
+                payload = message.payload
+                if not isinstance(payload, bytes):  # paho gives bytes; the type allows more
+                    payload = b"" if payload is None else str(payload).encode()
+                # Size is not checked here: decode_message rejects messages over
+                # max_message_bytes (too_large) like any other source's. The broker's own
+                # limit (Mosquitto: message_size_limit) bounds what can reach us at all.
+                raw = DurableMessage(self.name, payload, topic=message.topic.value)
+                await deliver(raw)
+                if message.qos:
+                    acks.put_nowait((message.mid, message.qos, raw.receipt))
+                await share.turn()
+        finally:
+            # Stopping (or the link failed): what was delivered is acknowledged first, if
+            # that is quick; the rest the broker delivers again (at least once).
+            acks.put_nowait(None)
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(acker, FLUSH_ACKS_S)
+
+
+async def _acknowledge(
+    client: aiomqtt.Client, acks: asyncio.Queue[tuple[int, int, Receipt] | None]
+) -> None:
+    """Until the None at the end of the queue."""
+    while (item := await acks.get()) is not None:
+        mid, qos, receipt = item
+        if receipt.durable is not None:
+            await receipt.durable()  # after the first, most are on disk already
+        with contextlib.suppress(aiomqtt.MqttError, OSError):  # a link that is gone
+            acknowledge(client, mid, qos)

@@ -34,19 +34,9 @@ class ZmqPush:
         # refuses our CURVE key (or wants one) takes nothing.
         self.socket.setsockopt(zmq.IMMEDIATE, 1)
         self.socket.setsockopt(zmq.LINGER, math.ceil(timeout_s * 1000))
-        if curve is not None:
-            make_curve_client(self.socket, curve)
-        self._handshakes = _HandshakeWatch(self.socket, curve is not None)
-        try:
-            self.socket.connect(address)
-        except zmq.ZMQError as error:  # e.g. tcp://host without a port: nothing to try
-            self._handshakes.close()
-            self.socket.close(linger=0)
-            why = zmq.strerror(error.errno) if error.errno else str(error)
-            raise ConfigError(
-                f"send address = {address!r}: cannot connect ({why}); "
-                "give e.g. tcp://127.0.0.1:5555 or ipc:///run/streamd/in.sock"
-            ) from None
+        self._handshakes = connect_watched(
+            self.socket, address, curve, "tcp://127.0.0.1:5555 or ipc:///run/streamd/in.sock"
+        )
 
     def submit(self, payload: bytes) -> list[Outcome]:
         outcome = self._send(payload)
@@ -75,7 +65,27 @@ class ZmqPush:
         self.socket.close()  # linger: up to timeout_s for queued lines to leave
 
 
-class _HandshakeWatch:
+def connect_watched(
+    socket: zmq.Socket[Any], address: str, curve: CurveClientKeys | None, examples: str
+) -> HandshakeWatch:
+    """CURVE if asked, a watch on the handshakes, then connect; an address that cannot
+    work (tcp://host without a port) is a ConfigError naming it, with `examples`."""
+    if curve is not None:
+        make_curve_client(socket, curve)
+    handshakes = HandshakeWatch(socket, curve is not None)
+    try:
+        socket.connect(address)
+    except zmq.ZMQError as error:  # nothing to try
+        handshakes.close()
+        socket.close(linger=0)
+        why = zmq.strerror(error.errno) if error.errno else str(error)
+        raise ConfigError(
+            f"send address = {address!r}: cannot connect ({why}); give e.g. {examples}"
+        ) from None
+    return handshakes
+
+
+class HandshakeWatch:
     """Why the receiver would not take our lines, from the socket's monitor events: it
     refused our CURVE key, wants CURVE (or does not speak it), or the handshake failed."""
 
@@ -100,19 +110,25 @@ class _HandshakeWatch:
         )
         self._monitor: zmq.Socket[Any] | None = socket.get_monitor_socket(self.EVENTS)
         self._failure: str | None = None
+        self.succeeded = 0  # handshakes that succeeded: more than one is a reconnect
 
     def last_failure(self) -> str | None:
         """Why handshakes fail, in words; None if none failed since one succeeded."""
+        self.read_events()
+        return self._failure
+
+    def read_events(self) -> None:
+        """Take in the monitor's events: failures, and connections made (`succeeded`)."""
         while self._monitor is not None and self._monitor.poll(0):
             event = recv_monitor_message(self._monitor)
             if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self._failure = None
+                self.succeeded += 1
                 continue
             why = self._describe(event["event"], event["value"])
             # Of the retries, one torn mid-handshake says less than a refusal: keep that.
             if why != self._generic or self._failure is None:
                 self._failure = why
-        return self._failure
 
     def _describe(self, event: int, value: int) -> str:
         if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:

@@ -14,6 +14,7 @@ import zmq
 from .checks import check_positive, check_zmq_address, require
 from .messages import MIB
 from .mqtt_broker import MqttBrokerConfig, check_topic_name
+from .send_acked import ZmqAcked
 from .send_channel import Channel, Outcome
 from .send_mqtt import MqttPublisher
 from .send_zmq import ZmqPush
@@ -66,6 +67,29 @@ def send_lines_zmq(
             return _send_each(lines, push, max_message_bytes)
         finally:
             push.close()
+
+
+def send_lines_acked(
+    lines: Iterable[str | bytes],
+    address: str,
+    timeout_s: float = DEFAULT_SEND_TIMEOUT_S,
+    max_message_bytes: int = MIB,
+    curve: CurveClientKeys | None = None,
+) -> SendReport:
+    """Send each line to the daemon's acked ROUTER socket (its --zmq-acked-bind) at
+    `address`; sent = acknowledged, i.e. spooled by the daemon (connectors/send_acked.py).
+
+    Lines are resent until acknowledged, across a daemon restart; those still
+    unacknowledged after `timeout_s` without any acknowledgement are reported unsent.
+    """
+    check_zmq_address("send address", address)
+    check_positive("send timeout_s", timeout_s)
+    with zmq.Context() as context:
+        channel = ZmqAcked(context, address, timeout_s, curve)
+        try:
+            return _send_each(lines, channel, max_message_bytes)
+        finally:
+            channel.close()
 
 
 def send_lines_mqtt(

@@ -85,7 +85,17 @@ def run(config_path: Path | None, **options: Any) -> None:
 @click.option(
     "--connect",
     metavar="ADDR",
-    help="The daemon's ZeroMQ PULL address (its --zmq-bind) [default: tcp://127.0.0.1:5555].",
+    help="The daemon's acked address (its --zmq-acked-bind) [default: ipc://intake.sock "
+    "beside the control socket]; with --push, its PULL address (its --zmq-bind) "
+    "[default: tcp://127.0.0.1:5555].",
+)
+@click.option(
+    "--push",
+    is_flag=True,
+    help="Send to a PULL socket (the daemon's --zmq-bind, or any ZeroMQ PULL) without "
+    "acknowledgements: at most once (lines in the receiver's buffers at a restart are lost "
+    "unseen). Without it, each line counts as sent once the daemon has spooled it, and is "
+    "resent across a restart.",
 )
 @click.option("--mqtt-host", metavar="HOST", help="Publish to this MQTT broker instead.")
 @click.option("--mqtt-port", type=click.IntRange(1, 65535), default=1883, help="Broker port.")
@@ -120,8 +130,9 @@ def run(config_path: Path | None, **options: Any) -> None:
     "--timeout",
     type=click.FloatRange(min=0.01),
     default=5.0,
-    help="Seconds a line may wait for the receiver; after one times out, the rest are "
-    "tried without waiting until one goes through.",
+    help="Seconds a line may wait for the receiver (acked: for an acknowledgement; give "
+    "more than a daemon restart takes to ride one out); after one times out, the rest are "
+    "tried without waiting long until one goes through.",
 )
 def send(
     connect: str | None,
@@ -135,25 +146,29 @@ def send(
     curve_secret_key: Path | None,
     curve_server_key: Path | None,
     timeout: float,
+    push: bool,
 ) -> None:
     """Send stdin to the daemon, one message per line, until EOF.
 
     \b
       journalctl -f -o cat | streamd send
-      tail -F app.log | streamd send --connect tcp://gpu01:5555
-      tail -F app.log | streamd send --connect tcp://gpu01:5555 \\
+      tail -F app.log | streamd send --connect tcp://gpu01:5556 --timeout 120
+      tail -F app.log | streamd send --push --connect tcp://gpu01:5555
+      tail -F app.log | streamd send --connect tcp://gpu01:5556 \\
           --curve-secret-key me.key_secret --curve-server-key streamd.key
       cat app.log | streamd send --mqtt-host broker.lan --mqtt-topic logs/app
 
-    Blank lines are skipped. Exits 0 once every line is sent; otherwise 1,
-    with the counts and the first reason on stderr.
+    Blank lines are skipped. By default each line is acknowledged by the daemon
+    once spooled (on disk) and resent until it is, across a daemon restart.
+    Exits 0 once every line is sent (acknowledged); otherwise 1, with the counts
+    and the first reason on stderr.
     """
     from .control import client as commands
 
     broker = {"host": mqtt_host, "port": mqtt_port, "username": mqtt_username}
     broker |= {"password": mqtt_password, "tls": mqtt_tls, "ca_file": mqtt_tls_ca}
     curve_files = (curve_secret_key, curve_server_key)
-    sys.exit(commands.send(connect, mqtt_topic, broker, timeout, curve_files))
+    sys.exit(commands.send(connect, mqtt_topic, broker, timeout, curve_files, push))
 
 
 # --- talking to a running daemon -----------------------------------------------------------

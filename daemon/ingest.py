@@ -11,7 +11,7 @@ import asyncio
 import functools
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import structlog
@@ -49,6 +49,7 @@ class Lines:
     source: str
     lines: tuple[str, ...]
     last: bool = True
+    seq: int = 0  # its spool position (0: not spooled); its parts share it
     chars: int = field(init=False, compare=False)  # each line and its newline
 
     def __post_init__(self) -> None:
@@ -91,6 +92,8 @@ class IngestQueue:
         self._head_chars = 0
         self._closed = False
         self._changed = asyncio.Condition()
+        # Told of each batch taken (the spool's ledger: what the engine now has).
+        self.on_take: Callable[[list[Lines]], None] | None = None
 
     @property
     def depth(self) -> int:
@@ -200,6 +203,8 @@ class IngestQueue:
             await self._changed.wait_for(lambda: bool(self._depth) or self._closed)
             batch = self._take_up_to(max_chars)
             self._changed.notify_all()
+        if self.on_take is not None:
+            self.on_take(batch)
         return batch
 
     async def close(self) -> None:
@@ -239,10 +244,10 @@ class IngestQueue:
             used, end = len(head.lines[start]) + 1, start + 1
         if end == len(head.lines):
             self._pop_head(fifo)
-            return Lines(head.source, head.lines[start:], last=head.last)
+            return Lines(head.source, head.lines[start:], last=head.last, seq=head.seq)
         self._no_longer_evictable(entry)  # begun
         self._head_lines, self._head_chars = end, self._head_chars + used
-        return Lines(head.source, head.lines[start:end], last=False)
+        return Lines(head.source, head.lines[start:end], last=False, seq=head.seq)
 
     def _pop_head(self, fifo: deque[_Entry]) -> Lines:
         entry = fifo.popleft()
@@ -262,7 +267,8 @@ class IngestQueue:
         items = [entry.item for entry in entries]
         if items and self._head_lines:
             head = items[0]
-            items[0] = Lines(head.source, head.lines[self._head_lines :], last=head.last)
+            rest = head.lines[self._head_lines :]
+            items[0] = Lines(head.source, rest, last=head.last, seq=head.seq)
         self._fifos.clear()
         self._evictable_count.clear()
         self._depth = self._chars = self._evictable_chars = 0
@@ -338,9 +344,11 @@ class Intake:
         queued, evicted = await self.queue.put_evicting(item)
         # In a flood this runs for every message: only the first drop per source is logged.
         for old in evicted:
+            self.settled(old)
             self.count_dropped(old.source, QUEUE_FULL)
             self._log_first("ingest queue full", old.source, QUEUE_FULL, _EVICTED, repeats=False)
         if not queued:
+            self.settled(item)
             self.count_dropped(item.source, QUEUE_FULL)
             self._log_first("ingest queue full", item.source, QUEUE_FULL, _REFUSED, repeats=False)
 
@@ -375,6 +383,9 @@ class Intake:
             detail=detail,
             note="further ones of this kind are only counted" if first else None,
         )
+
+    def settled(self, item: Lines) -> None:
+        """A message dropped by a policy, counted: the spool need not keep it."""
 
     def count_dropped(self, source: str, reason: str, messages: int = 1) -> None:
         self._metrics.ingest_dropped.inc(messages, source=source, reason=reason)

@@ -84,6 +84,10 @@ RUN_OPTIONS = (
               "POLICY"),
     RunOption("--zmq-bind", "sources.zmq_pull", "Bind a ZeroMQ PULL socket here for `streamd "
               "send` (repeatable; replaces the default).", "ADDR", multiple=True),
+    RunOption("--zmq-acked-bind", "sources.zmq_acked", "Bind a ZeroMQ ROUTER socket here for "
+              "acknowledged delivery: `streamd send` keeps each line until the daemon has "
+              "spooled it, and resends it after a restart (repeatable; unset: ipc://intake.sock "
+              "beside the control socket).", "ADDR", multiple=True),
     RunOption("--zmq-sub", "sources.zmq_sub", "Connect a ZeroMQ SUB socket to this publisher "
               "(repeatable).", "ADDR", multiple=True),
     RunOption("--zmq-pull-backpressure", "sources.zmq_pull_backpressure", "When the ingest "
@@ -119,6 +123,17 @@ RUN_OPTIONS = (
               "more tokens than this per character (combining marks not counted; 256 tokens "
               "of slack) as token_heavy: stacked combining marks cost a token a byte. 0: "
               "off.", "X"),
+
+
+    RunOption("--spool/--no-spool", "spool.enabled", "Append what sources hand over to a spool "
+              "in the state directory before it counts as received, and replay it at start: "
+              "a restart or a crash loses nothing received."),
+    RunOption("--spool-max-bytes", "spool.max_bytes", "Bound of the spool's files. When full, "
+              "block sources wait for room (a snapshot trims the spool); drop-oldest sources "
+              "drop new messages, counted as spool_full.", "BYTES"),
+    RunOption("--spool-sync-every-seconds", "spool.sync_every_seconds", "fsync the spool at "
+              "least this often (acknowledged lines are fsynced before they are "
+              "acknowledged).", "S"),
     RunOption("--stdout/--no-stdout", "outputs.stdout", "Write each summary as a JSON line on "
               "stdout."),
     RunOption("--jsonl", "outputs.jsonl", "Append each summary to this JSONL file, fsynced.",

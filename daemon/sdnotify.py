@@ -81,3 +81,11 @@ async def watchdog_loop(interval_s: float) -> None:
     while True:
         watchdog()
         await asyncio.sleep(interval_s / 2)
+
+
+async def extend_timeout_loop(every_s: float, usec: int) -> None:
+    """While a long start runs (a model loading), ask for `usec` more every `every_s`,
+    until cancelled: a load that hangs is still caught."""
+    while True:
+        extend_timeout(usec)
+        await asyncio.sleep(every_s)

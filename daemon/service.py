@@ -27,7 +27,7 @@ from .control.server import ControlServer, SharedFolder
 from .control.status import READY, STARTING, STOPPING, one_line, source_counts
 from .engine.api import SummaryRecord
 from .engine.gpu import cuda_uuid
-from .ingest import SHUTDOWN, IngestQueue, Intake
+from .ingest import SHUTDOWN, IngestQueue
 from .lifecycle import (
     EXIT_CONFIG,
     EXIT_FAILURE,
@@ -45,8 +45,17 @@ from .metrics import MetricsServer, StreamdMetrics
 from .scheduler import Engine
 from .shutdown import CLOSING_RESERVE_S, StopClock, final_summary
 from .snapshot_keeper import SnapshotKeeper
+from .spooled_intake import SpooledIntake, build_intake, spool_of
 from .token_guard import token_guard
-from .wiring import Outputs, SourceSpec, ZmqKeys, build_sinks, build_sources, open_zmq_security
+from .wiring import (
+    Outputs,
+    SourceSpec,
+    ZmqKeys,
+    build_sinks,
+    build_sources,
+    count_reconnects,
+    open_zmq_security,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -66,8 +75,9 @@ class Service:
         self.feed = SummaryFeed()
         self.queue = IngestQueue(config.ingest.queue_max_chars)
         self.engine = Engine(config, self.metrics, self._publish)
-        self.intake = Intake(self.queue, self.metrics, tokens=token_guard(config, self.engine))
-        self.snapshots = SnapshotKeeper(config, self.engine, self.metrics)
+        tokens = token_guard(config, self.engine)
+        self.intake = build_intake(config, self.queue, self.metrics, tokens)  # spooled by default
+        self.snapshots = SnapshotKeeper(config, self.engine, self.metrics, spool_of(self.intake))
         self.outputs = Outputs([], self.metrics)
         self.sources: list[SourceSpec] = []
         self.zmq_keys = ZmqKeys()  # CURVE keys, read at startup (security.*)
@@ -138,6 +148,8 @@ class Service:
         # Before anything binds: a CURVE socket must never take a connection unvetted.
         self.zmq_keys = await open_zmq_security(self.config, self._resources)
         await self._open_outputs()
+        if isinstance(self.intake, SpooledIntake):  # checked before any source can deliver
+            await opened(self.intake.open(self._resources), "spool.enabled")
         await self._open_sources()
         if not await self._until_exit(self._load_model()):
             return  # a signal came while the model loaded: straight to shutdown
@@ -207,7 +219,7 @@ class Service:
             self.sources.append(spec)
 
     async def _load_model(self) -> None:
-        extend = asyncio.create_task(_extend_start_timeout())
+        extend = asyncio.create_task(sdnotify.extend_timeout_loop(EXTEND_EVERY_S, EXTEND_BY_USEC))
         try:
             stats = await self.engine.load()
             self.gpu_uuid = await self.engine.run_on_thread(cuda_uuid, stats.device)
@@ -221,6 +233,9 @@ class Service:
 
     def _start_tasks(self) -> None:
         self._ingest_task = self._spawn(self.engine.run_ingest(self.queue), "ingest")
+        if isinstance(self.intake, SpooledIntake):
+            replay = self.intake.replay(self.snapshots.spool_upto)
+            self._helpers.append(asyncio.create_task(replay, name="spool replay"))
         self._timer_task = self._spawn(self.engine.run_timer(), "summary timer")
         self._helpers.append(self._spawn(self.snapshots.run(), "snapshots"))
         for spec in self.sources:
@@ -232,6 +247,8 @@ class Service:
         async def deliver(message: Any) -> None:
             await self.intake.deliver(message, wait_when_full=spec.wait_when_full)
 
+        if isinstance(self.intake, SpooledIntake):  # what an earlier run spooled goes first
+            await self.intake.replay_done.wait()
         await spec.source.run(deliver)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
@@ -262,18 +279,7 @@ class Service:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.should_exit.wait(), STATUS_EVERY_S)
             sdnotify.status(self.one_line_status())
-            self._count_reconnects()
-
-    def _count_reconnects(self) -> None:
-        """Copy the MQTT links' failure counts into streamd_source_reconnects_total."""
-        for spec in self.sources:
-            link = getattr(spec.source, "link", None)
-            if link is None:
-                continue
-            name = spec.source.name
-            counted = self.metrics.source_reconnects.value(source=name)
-            if link.connection_errors > counted:
-                self.metrics.source_reconnects.inc(link.connection_errors - counted, source=name)
+            count_reconnects(self.sources, self.metrics)
 
     def one_line_status(self) -> str:
         """systemd's STATUS= (`systemctl status`): state, engine activity, lag, counts."""
@@ -372,7 +378,7 @@ class Service:
 
     def source_links(self) -> dict[str, bool | None]:
         """Source names for status, with whether each broker link is up (None: no link)."""
-        self._count_reconnects()  # so that status shows the reconnects up to now
+        count_reconnects(self.sources, self.metrics)  # status shows the reconnects up to now
         return {spec.source.name: getattr(spec.source, "connected", None) for spec in self.sources}
 
     def _ready_fields(self) -> dict[str, Any]:
@@ -386,9 +392,3 @@ class Service:
             "control": str(self.config.control.socket),
             "startup_s": round(self.uptime_s, 3),
         }
-
-
-async def _extend_start_timeout() -> None:
-    while True:
-        sdnotify.extend_timeout(EXTEND_BY_USEC)
-        await asyncio.sleep(EXTEND_EVERY_S)

@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import stat
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from streamd.cache.layout import CacheLayout
-from streamd.connectors.durable import fsync_directory, write_all
+from streamd.connectors.durable import fsync_directory, replace_atomically
 from streamd.errors import ConfigError
 
 FORMAT = "streamd-session-snapshot"
@@ -95,6 +94,10 @@ class Snapshot:
     config: dict[str, Any]  # the effective config (secrets redacted), for people
     written_at: float  # Unix time
     version: int = VERSION
+    # The spool position the session includes: every spooled message up to it is in the
+    # window (or was dropped, counted). A resume replays only the spool after it. None:
+    # taken without a spool (replay all the spool holds).
+    spool_upto: int | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,7 @@ def encode(snapshot: Snapshot) -> bytes:
         "last_summary": snapshot.last_summary,
         "session": session,
         "config": snapshot.config,
+        "spool_upto": snapshot.spool_upto,
     }
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
@@ -185,6 +189,9 @@ def decode(data: bytes) -> Snapshot:
     last = document.get("last_summary")
     if last is not None and not isinstance(last, dict):
         raise SnapshotCorrupt("last_summary: must be an object or null")
+    spool_upto = document.get("spool_upto")
+    if spool_upto is not None and not _is_int(spool_upto):
+        raise SnapshotCorrupt("spool_upto: must be an int from 0 to below 2^62, or null")
     written_at = float(top.get("written_at", float))
     if not 0 <= written_at < 1e11:  # a Unix time: -Infinity or NaN would break `status`
         raise SnapshotCorrupt(f"written_at {written_at}: not a time")
@@ -195,6 +202,7 @@ def decode(data: bytes) -> Snapshot:
         config=top.get("config", dict),
         written_at=written_at,
         version=version,
+        spool_upto=spool_upto,
     )
 
 
@@ -236,22 +244,9 @@ def save(path: Path, snapshot: Snapshot) -> int:
 
     Raises OSError if it could not be written; the old snapshot is then intact.
     """
-    # Temporary file in the same directory, fsync, rename over the old one, fsync the
-    # directory: a crash at any moment leaves the old snapshot or the new one, never a torn one.
     data = encode(snapshot)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        try:
-            write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    fsync_directory(path.parent)  # the rename itself survives a power cut
+    replace_atomically(path, data)
     return len(data)
 
 

@@ -21,8 +21,12 @@ from .engine.prompts import DEFAULT_SYSTEM_PROMPT
 from .metrics import StreamdMetrics
 from .scheduler import Engine
 from .snapshot import Expected, SessionState, Snapshot
+from .spool import Spool
 
 log = structlog.get_logger(__name__)
+
+PRESSURE_PAUSE_S = 1.0  # between snapshots taken because the spool is full
+UNSNAPSHOTTED_TRIM_S = 1.0  # without snapshots, the spool is trimmed this often
 
 
 @dataclass(frozen=True)
@@ -39,9 +43,13 @@ class WindowSeen:
 
 
 class SnapshotKeeper:
-    def __init__(self, config: Config, engine: Engine, metrics: StreamdMetrics) -> None:
+    def __init__(
+        self, config: Config, engine: Engine, metrics: StreamdMetrics, spool: Spool | None = None
+    ) -> None:
         self.path = config.state_dir / store.FILE_NAME
         self.settings = config.snapshot
+        self._spool = spool  # trimmed up to what each snapshot written holds
+        self.spool_upto: int | None = None  # the spool position of the session resumed
         self._engine = engine
         self._metrics = metrics
         self._stop = asyncio.Event()
@@ -90,6 +98,7 @@ class SnapshotKeeper:
             await self._set_aside(store.FAILED, f"{type(error).__name__}: {error}")
             return
         self.window = WindowSeen.of(state)
+        self.spool_upto = snapshot.spool_upto
         age = max(0.0, time.time() - snapshot.written_at)
         self.resumed = {
             "window_tokens": len(state.window_ids),
@@ -112,20 +121,37 @@ class SnapshotKeeper:
     # -------------------------------------------------------------- timer
 
     async def run(self) -> None:
-        """Every snapshot.every_seconds, a snapshot if the stream moved; until final()."""
-        every = self.settings.every_seconds
-        if not (self.settings.enabled and every):
-            await self._stop.wait()
+        """Every snapshot.every_seconds, a snapshot if the stream moved, and one sooner when
+        the spool is full (a snapshot lets it trim); until final(). Without snapshots the
+        spool is trimmed as the engine takes messages in."""
+        if not self.settings.enabled:
+            await self._trim_without_snapshots()
             return
+        every = self.settings.every_seconds or None
+        pressure = self._spool.pressure if self._spool is not None else asyncio.Event()
         while not self._stop.is_set():
+            woke = await _first_of(self._stop, pressure, every)
+            if self._stop.is_set():
+                return
+            pressure.clear()
+            await self.take("spool full" if woke is pressure else "periodic")
+            if woke is pressure:  # at most one such snapshot a second...
+                await asyncio.sleep(PRESSURE_PAUSE_S)
+                if self._spool is not None and self._spool.waiting:
+                    pressure.set()  # ...for as long as the spool stays full
+
+    async def _trim_without_snapshots(self) -> None:
+        while not self._stop.is_set():
+            if self._spool is not None:
+                self._spool.trim(self._spool.ledger.done_mark)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), every)
-            if not self._stop.is_set():
-                await self.take("periodic")
+                await asyncio.wait_for(self._stop.wait(), UNSNAPSHOTTED_TRIM_S)
 
     async def final(self) -> None:
         """At shutdown, after the final summary: no more timer snapshots, then the last one."""
         self._stop.set()
+        if not self.settings.enabled and self._spool is not None:
+            self._spool.trim(self._spool.ledger.done_mark)
         await self.take("shutdown")
 
     async def take(self, why: str) -> None:
@@ -145,11 +171,15 @@ class SnapshotKeeper:
         # Read before the capture: a summary that lands meanwhile is newer than the window,
         # and a resume then counts its tokens as not yet summarized (the safe side).
         emitted, last = engine.summaries_emitted, engine.last_summary
+        # Read just before the capture is submitted: the engine thread runs its calls in
+        # order, so the capture holds every message handed to it by now (spool_ledger.py).
+        upto = self._spool.ledger.handed_mark if self._spool is not None else None
         try:
             # Captured on the engine thread between two engine calls, so a snapshot never holds
             # half a batch; encoding and the file write run in a worker thread.
             state = await engine.capture_state()
-            snapshot = Snapshot(state, emitted, last, engine.config.as_dict(), time.time())
+            config = engine.config.as_dict()
+            snapshot = Snapshot(state, emitted, last, config, time.time(), spool_upto=upto)
             size = await asyncio.to_thread(store.save, self.path, snapshot)
         except Exception as error:
             # The previous snapshot stays; _taken_at is unchanged, so the next tick tries again.
@@ -158,6 +188,8 @@ class SnapshotKeeper:
             log.warning("snapshot not written; the previous one stays", why=why, error=str(error))
             return
         self._taken_at = (state.position, emitted)
+        if self._spool is not None and upto is not None:
+            self._spool.trim(upto)  # the snapshot on disk holds all of it now
         self.write_error = None
         self.window = WindowSeen.of(state)
         self.last_written_epoch_s = snapshot.written_at
@@ -195,3 +227,16 @@ class SnapshotKeeper:
             "problem": self.problem,
             "write_error": self.write_error,
         }
+
+
+async def _first_of(
+    stop: asyncio.Event, pressure: asyncio.Event, timeout_s: float | None
+) -> asyncio.Event | None:
+    """Wait until one of the events is set (which one) or timeout_s passes (None)."""
+    waits = {asyncio.ensure_future(e.wait()): e for e in (stop, pressure)}
+    try:
+        done, _ = await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in waits:
+            task.cancel()
+    return waits[next(iter(done))] if done else None

@@ -1,6 +1,6 @@
 """The daemon's connectors, built from its Config: sources in, summary outputs out.
 
-Source names label the counters in `status` and the metrics: zmq-pull (with
+Source names label the counters in `status` and the metrics: zmq-pull and zmq-acked (with
 -2, -3... when several addresses are bound), zmq-sub, mqtt.
 """
 
@@ -29,6 +29,7 @@ from streamd.connectors import (
     ZmqSubConfig,
     ZmqSubSource,
 )
+from streamd.connectors.zmq_acked import ZmqAckedConfig, ZmqAckedSource
 from streamd.connectors.zmq_security import (
     CurveClientKeys,
     CurveKeyPair,
@@ -127,6 +128,11 @@ def build_sources(config: Config, keys: ZmqKeys | None = None) -> list[SourceSpe
         pull = ZmqPullSource(ZmqPullConfig(bind=bind, name=name, curve=keys.server))
         block = sources.zmq_pull_backpressure == BLOCK
         specs.append(SourceSpec(pull, "sources.zmq_pull", wait_when_full=block))
+    for index, bind in enumerate(config.acked_binds()):
+        name = "zmq-acked" if index == 0 else f"zmq-acked-{index + 1}"
+        acked = ZmqAckedSource(ZmqAckedConfig(bind=bind, name=name, curve=keys.server))
+        # Acknowledged delivery always waits: a sender holds what we do not acknowledge.
+        specs.append(SourceSpec(acked, "sources.zmq_acked", wait_when_full=True))
     if sources.zmq_sub:
         sub = ZmqSubSource(ZmqSubConfig(connect=sources.zmq_sub, curve=keys.sub_client))
         specs.append(SourceSpec(sub, "sources.zmq_sub", wait_when_full=False))
@@ -152,6 +158,18 @@ def build_sinks(config: Config, keys: ZmqKeys | None = None) -> list[tuple[Sink,
         mqtt = MqttSinkConfig(broker=config.sources.mqtt.broker(), topic=outputs.mqtt_topic)
         sinks.append((MqttSink(mqtt), "outputs.mqtt_topic"))
     return sinks
+
+
+def count_reconnects(sources: list[SourceSpec], metrics: StreamdMetrics) -> None:
+    """Copy the MQTT links' failure counts into streamd_source_reconnects_total."""
+    for spec in sources:
+        link = getattr(spec.source, "link", None)
+        if link is None:
+            continue
+        name = spec.source.name
+        counted = metrics.source_reconnects.value(source=name)
+        if link.connection_errors > counted:
+            metrics.source_reconnects.inc(link.connection_errors - counted, source=name)
 
 
 class Outputs:

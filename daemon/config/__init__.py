@@ -15,6 +15,7 @@ from .paths import (
 )
 from .scheduling import EngineConfig, ShutdownConfig
 from .schema import (
+    ACKED_SOCKET_NAME,
     BLOCK,
     DROP_OLDEST,
     QUEUE_MAX_CHARS,
@@ -29,10 +30,12 @@ from .schema import (
     OutputsConfig,
     SnapshotConfig,
     SourcesConfig,
+    SpoolConfig,
     SummaryConfig,
 )
 
 __all__ = [
+    "ACKED_SOCKET_NAME",
     "BLOCK",
     "DEFAULT_CONFIG_PATH",
     "DROP_OLDEST",
@@ -52,6 +55,7 @@ __all__ = [
     "ShutdownConfig",
     "SnapshotConfig",
     "SourcesConfig",
+    "SpoolConfig",
     "SummaryConfig",
     "config_keys",
     "control_socket_candidates",

@@ -43,6 +43,9 @@ if TYPE_CHECKING:
 # About 2M tokens of text: minutes of backlog for a GPU, bounded memory for the host.
 QUEUE_MAX_CHARS = 8 * 1024 * 1024
 MAX_TOKENS_PER_CHAR = 8.0  # ingest.max_tokens_per_char (daemon/token_guard.py)
+
+
+ACKED_SOCKET_NAME = "intake.sock"  # the default acked bind, beside the control socket
 # sun_path of a Unix socket holds 108 bytes including the terminating NUL.
 MAX_SOCKET_PATH_BYTES = 107
 # What a source does when the ingest queue is full (sources.*backpressure).
@@ -209,10 +212,16 @@ class SourcesConfig(Section):
     zmq_pull_backpressure: str = field(default=BLOCK, metadata=BACKPRESSURE.meta)
     # Only drop-oldest works for SUB: see _check.
     zmq_sub_backpressure: str = field(default=DROP_OLDEST, metadata=BACKPRESSURE.meta)
+    # ROUTER binds for acknowledged delivery (`streamd send`): a line is acknowledged once
+    # spooled, and a sender resends what was not. Unset: ipc://intake.sock beside the
+    # control socket (Config.acked_binds); [] turns it off.
+    zmq_acked: tuple[str, ...] | None = None
 
     def _check(self) -> None:
         _check_endpoints(self, "zmq_pull")
         _check_endpoints(self, "zmq_sub")
+        if self.zmq_acked:
+            _check_endpoints(self, "zmq_acked")
         if self.zmq_sub_backpressure == BLOCK:
             raise self.invalid("zmq_sub_backpressure", _SUB_CANNOT_BLOCK)
 
@@ -307,6 +316,25 @@ class SnapshotConfig(Section):
 
 
 @dataclass(frozen=True)
+class SpoolConfig(Section):
+    """The durable intake: what a source hands over is appended to state_dir/spool before it
+    counts as received, replayed at start, and trimmed once ingested and snapshotted."""
+
+    section: ClassVar[str] = "spool"
+
+    # Off: received lines live only in memory until ingested (a restart loses the queue).
+    enabled: bool = True
+    # Bound on the spool's files. Once full, block sources (PULL, acked senders) wait for
+    # room, which a snapshot makes; drop-oldest ones drop the new message (spool_full).
+    max_bytes: int = field(
+        default=256 * 1024 * 1024, metadata=Rule(at_least=16 * 1024, hint="bytes").meta
+    )
+    # Writes of sources without acknowledgement reach the disk (fsync) at least this often;
+    # an acknowledged line is fsynced before its acknowledgement, whatever this says.
+    sync_every_seconds: float = field(default=1.0, metadata=Rule(at_least=0.001).meta)
+
+
+@dataclass(frozen=True)
 class Config(Section):
     section: ClassVar[str] = ""
 
@@ -322,6 +350,8 @@ class Config(Section):
     snapshot: SnapshotConfig = field(default_factory=SnapshotConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
+
+    spool: SpoolConfig = field(default_factory=SpoolConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     state_dir: Path = field(default_factory=default_state_dir, metadata=_ABSOLUTE_PATH.meta)
 
@@ -330,6 +360,9 @@ class Config(Section):
             why = "needs sources.mqtt.host (the broker to publish on)"
             raise self.outputs.invalid("mqtt_topic", why)
         self._check_no_feedback_loop()
+        if self.sources.zmq_acked and not self.spool.enabled:
+            why = "acknowledges lines once spooled: it needs spool.enabled = true"
+            raise self.sources.invalid("zmq_acked", why)
         check_exposure(self.zmq_binds(), self.security)
         check_distinct_binds(self.zmq_binds())
         self._check_metrics_exposure()
@@ -368,9 +401,19 @@ class Config(Section):
     def zmq_binds(self) -> list[Bind]:
         """Every endpoint the daemon binds a ZeroMQ socket to, with its setting."""
         binds = [Bind(self.sources, "zmq_pull", endpoint) for endpoint in self.sources.zmq_pull]
+        binds += [Bind(self.sources, "zmq_acked", endpoint) for endpoint in self.acked_binds()]
         if self.outputs.zmq_pub is not None:
             binds.append(Bind(self.outputs, "zmq_pub", self.outputs.zmq_pub))
         return binds
+
+    def acked_binds(self) -> tuple[str, ...]:
+        """sources.zmq_acked, or by default ipc://intake.sock beside the control socket:
+        a local `streamd send` finds it there, and each daemon (and test) has its own."""
+        if self.sources.zmq_acked is not None:
+            return self.sources.zmq_acked
+        if not self.spool.enabled:  # acknowledged means spooled: without a spool, none
+            return ()
+        return (f"ipc://{self.control.socket.parent / ACKED_SOCKET_NAME}",)
 
     def as_dict(self, redact: bool = True) -> dict[str, Any]:
         """Plain JSON-able data (paths as text, lists); secrets are '***' unless redact=False."""

@@ -319,11 +319,19 @@ def send(
     broker: dict[str, Any],
     timeout_s: float,
     curve_files: tuple[Path | None, Path | None] = (None, None),
+    push: bool = False,
 ) -> int:
-    """Each stdin line to the daemon's PULL socket (default), or to an MQTT topic when
+    """Each stdin line to the daemon's acked socket (default: acknowledged once spooled),
+    its PULL socket with `push` (at most once), or to an MQTT topic when
     broker["host"] is set (broker: MqttBrokerConfig's fields). curve_files: our key pair
     file and the daemon's public key file, for a daemon whose binds are CURVE servers."""
-    from streamd.connectors import ConfigError, SendReport, send_lines_mqtt, send_lines_zmq
+    from streamd.connectors import (
+        ConfigError,
+        SendReport,
+        send_lines_acked,
+        send_lines_mqtt,
+        send_lines_zmq,
+    )
     from streamd.connectors.mqtt_broker import MqttBrokerConfig
     from streamd.connectors.zmq_security import CurveClientKeys, load_key_pair, load_public_key
     from streamd.connectors.zmq_sources import DEFAULT_PULL_BIND
@@ -332,6 +340,8 @@ def send(
     if (secret_file is None) != (server_file is None):
         why = "our key pair and the daemon's public key"
         return _fail(f"--curve-secret-key and --curve-server-key go together ({why})", EXIT_USAGE)
+    if push and topic is not None:
+        return _fail("--push is for ZeroMQ (--connect), not MQTT", EXIT_USAGE)
     if secret_file is not None and topic is not None:
         return _fail("--curve-* keys are for ZeroMQ (--connect), not MQTT", EXIT_USAGE)
     if broker.get("host") is None and topic is not None:
@@ -351,7 +361,12 @@ def send(
             if secret_file is not None and server_file is not None:
                 own = load_key_pair("--curve-secret-key", secret_file)
                 curve = CurveClientKeys(own, load_public_key("--curve-server-key", server_file))
-            report = send_lines_zmq(lines, connect or DEFAULT_PULL_BIND, timeout_s, curve=curve)
+            if push:
+                address = connect or DEFAULT_PULL_BIND
+                report = send_lines_zmq(lines, address, timeout_s, curve=curve)
+            else:
+                address = connect or default_acked_address()
+                report = send_lines_acked(lines, address, timeout_s, curve=curve)
     except ConfigError as error:
         return _fail(str(error), EXIT_USAGE)
     except KeyboardInterrupt:
@@ -359,3 +374,10 @@ def send(
     if not report.ok:
         return _fail(f"send: {report.describe()}")
     return EXIT_OK
+
+
+def default_acked_address() -> str:
+    """The default daemon's acked socket: intake.sock beside the control socket it uses."""
+    from ..config import ACKED_SOCKET_NAME, find_control_socket
+
+    return f"ipc://{find_control_socket().parent / ACKED_SOCKET_NAME}"

@@ -13,12 +13,13 @@ from ..config import Config, ConfigError
 from ..engine.gpu import NvmlReader
 from ..engine.session_config import window_for
 from ..scheduler import EngineError
+from ..spooled_intake import spool_status
 from .protocol import TUNE_KEYS, ControlError, check_args
 from .replies import accept
 from .status import READY, STARTING, status_document
 
 if TYPE_CHECKING:
-    from ..ingest import IngestQueue
+    from ..ingest import IngestQueue, Intake
     from ..metrics import StreamdMetrics
     from ..scheduler import Engine
     from ..wiring import Outputs
@@ -53,6 +54,8 @@ class ServiceView(Protocol):
     def outputs(self) -> Outputs: ...
     @property
     def snapshots(self) -> SnapshotStatus: ...
+    @property
+    def intake(self) -> Intake: ...
     @property
     def feed(self) -> SummaryFeed: ...
     def source_links(self) -> dict[str, bool | None]: ...
@@ -94,6 +97,7 @@ class ControlHandler:
             outputs=s.outputs,
             gpu=gpu,
             snapshot=s.snapshots.status(),
+            spool=spool_status(s.intake),
         )
 
     def _require_ready(self, cmd: str) -> None:

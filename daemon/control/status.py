@@ -28,6 +28,7 @@ def status_document(
     outputs: Outputs,
     gpu: dict[str, Any],
     snapshot: dict[str, Any] | None = None,
+    spool: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Plain JSON. The keys other programs rely on (the issue's contract): state, model,
     cache{max_capacity, used, pinned, window, bytes}, tokens{ingested, evicted},
@@ -68,6 +69,9 @@ def status_document(
             "summary_tpot_s": _quantiles(metrics.inter_token_latency),
         },
         "snapshot": snapshot,
+        # The durable intake (daemon/spool.py): per source, received + replayed =
+        # ingested + dropped + rejected + queued + deferred (replayed_by_source, ...).
+        "spool": spool,
         "errors": {
             "engine": _by_label(metrics.engine_errors.values()),
             "outputs": _by_label(metrics.output_errors.values()),
@@ -291,6 +295,7 @@ def render_status_table(doc: dict[str, Any]) -> str:
         ("TTFT", _latency_text(latency["summary_ttft_s"])),
         ("TPOT", _latency_text(latency["summary_tpot_s"])),
         ("snapshot", _snapshot_line(doc.get("snapshot"))),
+        ("spool", _spool_line(doc.get("spool"))),
         ("outputs", _outputs_line(doc)),
         ("sources", ""),
         *_source_lines(doc["sources"]),
@@ -375,6 +380,22 @@ def _snapshot_line(snapshot: dict[str, Any] | None) -> str:
     for problem in (snapshot.get("problem"), snapshot.get("write_error")):
         if problem:
             text += f"; {problem}"
+    return text
+
+
+def _spool_line(spool: dict[str, Any] | None) -> str:
+    if not spool or not spool.get("enabled"):
+        return "off"
+    text = (
+        f"{spool['records']} messages not yet in a snapshot, {spool['bytes'] / 2**20:.1f} / "
+        f"{spool['max_bytes'] / 2**20:.0f} MiB, oldest {_age(spool['oldest_age_s'])}"
+    )
+    if spool["replayed"]:
+        text += f"; replayed {spool['replayed']} at start"
+    if spool["skipped_bytes"]:
+        text += f"; {spool['skipped_bytes']} torn/damaged bytes skipped at start"
+    if spool["last_error"]:
+        text += f"; {spool['errors']} failed writes, last: {spool['last_error']}"
     return text
 
 

@@ -187,7 +187,7 @@ def test_streamd_send_names_a_bad_tls_file_in_one_line_and_exits_2(tmp_path: Pat
 
 
 def test_streamd_send_names_an_address_it_cannot_connect_to_and_exits_2() -> None:
-    result = cli("send", "--connect", "tcp://gpu01", stdin=b"a\n")
+    result = cli("send", "--push", "--connect", "tcp://gpu01", stdin=b"a\n")
     assert result.returncode == 2, result.stderr
     assert result.stderr.splitlines() == [
         "streamd: send address = 'tcp://gpu01': cannot connect (Invalid argument); "

@@ -29,6 +29,7 @@ def test_defaults_pull_blocks_and_sub_and_mqtt_drop_the_oldest(tmp_path: Path) -
     assert config.sources.mqtt.backpressure == "drop-oldest"
     assert policies(config) == {
         "sources.zmq_pull": True,
+        "sources.zmq_acked": True,  # a sender waits for what is not acknowledged
         "sources.zmq_sub": False,
         "sources.mqtt": False,
     }
@@ -36,7 +37,7 @@ def test_defaults_pull_blocks_and_sub_and_mqtt_drop_the_oldest(tmp_path: Path) -
 
 def test_pull_may_drop_the_oldest_instead(tmp_path: Path) -> None:
     config = load(tmp_path, "", STREAMD_SOURCES_ZMQ_PULL_BACKPRESSURE="drop-oldest")
-    assert policies(config) == {"sources.zmq_pull": False}
+    assert policies(config) == {"sources.zmq_pull": False, "sources.zmq_acked": True}
 
 
 def test_an_unknown_policy_names_the_choices_and_where_it_came_from(tmp_path: Path) -> None:

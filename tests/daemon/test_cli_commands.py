@@ -164,7 +164,7 @@ def test_run_asking_for_a_gpu_where_there_is_none_is_a_bad_setting(tmp_path: Pat
 
 def test_send_reports_what_it_could_not_send(free_port: int) -> None:
     address = f"tcp://127.0.0.1:{free_port}"
-    done = cli("send", "--connect", address, "--timeout", "0.2", stdin=b"a\n\nb\nc\n")
+    done = cli("send", "--push", "--connect", address, "--timeout", "0.2", stdin=b"a\n\nb\nc\n")
     assert done.returncode == 1
     assert done.stderr.startswith("streamd: send: sent 0 lines, 3 not sent, 1 blank skipped;")
     assert f"no receiver at {address}" in done.stderr

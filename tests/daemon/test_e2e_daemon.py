@@ -102,7 +102,7 @@ def test_status_reports_a_ready_daemon(daemon: Daemon, tiny_model_dir: Path) -> 
     assert all(isinstance(cache[key], int) for key in ("used", "pinned", "window", "bytes"))
     assert cache["bytes"] > 0
     assert status["gpu"] == {"available": False, "reason": "no GPU"}
-    assert set(status["sources"]) == {"zmq-pull", "zmq-sub", "mqtt"}
+    assert set(status["sources"]) == {"zmq-pull", "zmq-acked", "zmq-sub", "mqtt"}
     assert status["outputs"] == ["jsonl", "zmq-pub", "mqtt"]
     assert {"ingested", "evicted", "per_second_1m"} <= set(status["tokens"])
     assert {"emitted", "last_age_s"} <= set(status["summaries"])
@@ -122,7 +122,7 @@ def test_lines_sent_over_zmq_and_mqtt_are_counted_by_source(
 ) -> None:
     before = daemon.status()
     assert before is not None
-    send(daemon, "--connect", endpoints.pull, lines=sample_log_lines(12))
+    send(daemon, "--push", "--connect", endpoints.pull, lines=sample_log_lines(12))
     mqtt = ["--mqtt-host", "127.0.0.1", "--mqtt-port", str(endpoints.broker.port)]
     # The last line is an envelope without text: rejected, and counted with its reason.
     lines = sample_log_lines(5) + b'{"text": 5}\n'
@@ -283,7 +283,7 @@ def test_summaries_lists_recent_ones_and_follow_prints_new_ones(daemon: Daemon) 
 def test_tune_max_capacity_changes_status_and_what_the_cache_holds(
     daemon: Daemon, endpoints: Endpoints
 ) -> None:
-    send(daemon, "--connect", endpoints.pull, lines=sample_log_lines(20))
+    send(daemon, "--push", "--connect", endpoints.pull, lines=sample_log_lines(20))
     full = daemon.wait_status(lambda s: s["cache"]["used"] == 256, "a full cache of 256")
     pinned = full["cache"]["pinned"]
 
@@ -297,7 +297,7 @@ def test_tune_max_capacity_changes_status_and_what_the_cache_holds(
 
     grow = daemon.ctl("tune", "--max-capacity", "256")
     assert grow.stdout.strip() == "max_capacity: 128 -> 256"
-    send(daemon, "--connect", endpoints.pull, lines=sample_log_lines(20))
+    send(daemon, "--push", "--connect", endpoints.pull, lines=sample_log_lines(20))
     daemon.wait_status(lambda s: s["cache"]["used"] == 256, "the cache to fill 256 again")
 
 
@@ -331,7 +331,7 @@ def test_tuned_triggers_write_summaries(
     assert tuned.stdout.strip().startswith(f"{name}: 0") and tuned.stdout.strip().endswith(value)
     try:
         seen = {r["seq"] for r in daemon.summaries()}
-        send(daemon, "--connect", endpoints.pull, lines=sample_log_lines(10))
+        send(daemon, "--push", "--connect", endpoints.pull, lines=sample_log_lines(10))
         wait_until(
             lambda: any(
                 r["trigger"] == trigger and r["seq"] not in seen for r in daemon.summaries()
@@ -346,7 +346,7 @@ def test_tuned_triggers_write_summaries(
 
 
 def test_prometheus_endpoint_counts_by_source(daemon: Daemon, endpoints: Endpoints) -> None:
-    send(daemon, "--connect", endpoints.pull, lines=sample_log_lines(2))
+    send(daemon, "--push", "--connect", endpoints.pull, lines=sample_log_lines(2))
     url = f"http://127.0.0.1:{endpoints.metrics_port}/metrics"
     with urllib.request.urlopen(url, timeout=5) as response:
         text = response.read().decode()

@@ -27,7 +27,7 @@ def test_the_default_model_summarizes_real_logs_sent_to_the_daemon(tmp_path: Pat
         assert first["state"] == "starting"
         assert daemon.ctl("status").returncode == 3
         daemon.wait_ready(timeout_s=180)
-        sent = cli("send", "--connect", pull, stdin=sample_log_lines(12))
+        sent = cli("send", "--push", "--connect", pull, stdin=sample_log_lines(12))
         assert sent.returncode == 0, sent.stderr
         summaries = wait_until(daemon.summaries, "a summary in the JSONL file", timeout_s=120)
     finally:

@@ -191,7 +191,7 @@ def test_a_sender_killed_mid_message_leaves_no_partial_message(daemon: Daemon, p
             )
         finally:
             sender.kill()  # SIGKILL, in the middle of the multipart message
-    done = cli("send", "--connect", pull, stdin=sample_log_lines(3))
+    done = cli("send", "--push", "--connect", pull, stdin=sample_log_lines(3))
     assert done.returncode == 0, done.stderr
 
     after = daemon.wait_status(
@@ -209,7 +209,7 @@ def test_streamd_send_killed_mid_stream_loses_only_its_unfinished_line(
     before = row(
         daemon.wait_status(lambda s: s["queue"]["depth"] == 0, "a quiet queue"), "zmq-pull"
     )
-    command = [*CLI, "send", "--connect", pull]
+    command = [*CLI, "send", "--push", "--connect", pull]
     with subprocess.Popen(command, stdin=subprocess.PIPE, env=clean_env()) as sender:
         try:
             assert sender.stdin is not None
@@ -222,7 +222,7 @@ def test_streamd_send_killed_mid_stream_loses_only_its_unfinished_line(
             sender.stdin.flush()
         finally:
             sender.kill()  # SIGKILL, mid-stream
-    done = cli("send", "--connect", pull, stdin=sample_log_lines(4))
+    done = cli("send", "--push", "--connect", pull, stdin=sample_log_lines(4))
     assert done.returncode == 0, done.stderr
 
     after = daemon.wait_status(

@@ -29,7 +29,7 @@ def send_and_wait(daemon: Daemon, pull: str, lines: int) -> dict[str, Any]:
     """Send `lines` log lines and wait until all of them are ingested."""
     before = daemon.status()
     assert before is not None
-    done = cli("send", "--connect", pull, stdin=sample_log_lines(lines))
+    done = cli("send", "--push", "--connect", pull, stdin=sample_log_lines(lines))
     assert done.returncode == 0, done.stderr
     target = before["sources"]["zmq-pull"]["ingested"] + lines
     return daemon.wait_status(

@@ -198,7 +198,8 @@ def test_allow_insecure_binds_beyond_loopback_and_says_so(
         assert [(w["level"], w["endpoints"]) for w in warnings] == [
             ("warning", [f"tcp://0.0.0.0:{port}"])
         ]
-        done = cli("send", "--connect", f"tcp://127.0.0.1:{port}", stdin=sample_log_lines(3))
+        address = f"tcp://127.0.0.1:{port}"
+        done = cli("send", "--push", "--connect", address, stdin=sample_log_lines(3))
         assert done.returncode == 0, done.stderr
         daemon.wait_status(lambda s: s["sources"]["zmq-pull"]["ingested"] == 3, "3 lines in")
     finally:
@@ -258,7 +259,7 @@ def secured(
 
 def send_with(secured: Secured, lines: bytes, *options: str) -> subprocess.CompletedProcess[str]:
     address = f"tcp://127.0.0.1:{secured.pull_port}"
-    return cli("send", "--connect", address, "--timeout", "2", *options, stdin=lines)
+    return cli("send", "--push", "--connect", address, "--timeout", "2", *options, stdin=lines)
 
 
 def friend_options(keys: Keys) -> list[str]:

@@ -42,7 +42,7 @@ def test_sigterm_writes_a_final_summary_and_systemd_hears_every_step(
         daemon.wait_ready()
         assert notify.saw("READY=1")
         wait_until(lambda: notify.saw("WATCHDOG=1"), "a watchdog ping")
-        done = cli("send", "--connect", pull, stdin=sample_log_lines(8))
+        done = cli("send", "--push", "--connect", pull, stdin=sample_log_lines(8))
         assert done.returncode == 0, done.stderr
         daemon.wait_status(lambda s: s["sources"]["zmq-pull"]["received"] == 8, "8 lines")
     finally:
@@ -101,7 +101,7 @@ def test_a_second_sigterm_abandons_a_slow_shutdown_and_exits_1(
     daemon.start()
     try:
         daemon.wait_ready()
-        assert cli("send", "--connect", pull, stdin=sample_log_lines(4)).returncode == 0
+        assert cli("send", "--push", "--connect", pull, stdin=sample_log_lines(4)).returncode == 0
         daemon.wait_status(lambda s: s["tokens"]["ingested"] > 0, "the lines ingested")
         daemon.signal(signal.SIGTERM)
         daemon.wait_status(lambda s: s["state"] == "stopping", "the shutdown to begin")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from streamd.daemon import snapshot
+from streamd.connectors import durable
 from streamd.daemon.config import ConfigError, load_config
 from streamd.daemon.snapshot import (
     Expected,
@@ -69,10 +70,10 @@ def test_a_write_that_fails_midway_leaves_the_old_snapshot_whole(
     before = path.read_bytes()
 
     def disk_full_halfway(fd: int, data: bytes) -> None:  # fault injection
-        snapshot.os.write(fd, data[: len(data) // 2])
+        os.write(fd, data[: len(data) // 2])
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(snapshot, "write_all", disk_full_halfway)
+    monkeypatch.setattr(durable, "write_all", disk_full_halfway)
     with pytest.raises(OSError, match="No space left"):
         save(path, make_snapshot(summaries=4))
     assert path.read_bytes() == before

@@ -33,7 +33,7 @@ def test_stdout_holds_only_summary_records_and_stderr_the_events(
             return bool(done.stdout.strip()) and json.loads(done.stdout)["state"] == "ready"
 
         wait_until(ready, "the daemon to be ready")
-        sent = cli("send", "--connect", endpoint, stdin=b"disk /dev/sda1 is 91% full\n")
+        sent = cli("send", "--push", "--connect", endpoint, stdin=b"disk /dev/sda1 is 91% full\n")
         assert sent.returncode == 0, sent.stderr
         wait_until(lambda: '"ingested": 1' in cli("status", "--json", *at).stdout, "ingest")
         assert cli("summarize", "--json", *at).returncode == 0
