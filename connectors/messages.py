@@ -85,7 +85,7 @@ class RejectReason(StrEnum):
     TOO_LARGE = "too_large"
     BAD_JSON_ENVELOPE = "bad_json_envelope"
     # Far more tokens than characters (stacked combining marks): decided by the daemon,
-    # which has the tokenizer (daemon/token_guard.py), not by decode_message.
+    # which has the tokenizer (daemon/intake/token_guard.py), not by decode_message.
     TOKEN_HEAVY = "token_heavy"
 
 

@@ -22,7 +22,7 @@ from wsgiref.types import StartResponse, WSGIEnvironment
 import prometheus_client as prom
 import structlog
 
-from .scheduling_metrics import SchedulingMetrics
+from .scheduling.gauges import SchedulingMetrics
 
 log = structlog.get_logger(__name__)
 

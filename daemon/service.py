@@ -27,7 +27,9 @@ from .control.server import ControlServer, SharedFolder
 from .control.status import READY, STARTING, STOPPING, one_line, source_counts
 from .engine.api import SummaryRecord
 from .engine.gpu import cuda_uuid
-from .ingest import SHUTDOWN, IngestQueue
+from .intake.ingest import SHUTDOWN, IngestQueue
+from .intake.spooled_intake import SpooledIntake, build_intake, spool_of
+from .intake.token_guard import token_guard
 from .lifecycle import (
     EXIT_CONFIG,
     EXIT_FAILURE,
@@ -42,11 +44,9 @@ from .lifecycle import (
 )
 from .logsetup import configure_logging
 from .metrics import MetricsServer, StreamdMetrics
-from .scheduler import Engine
+from .scheduling.scheduler import Engine
 from .shutdown import CLOSING_RESERVE_S, StopClock, final_summary
 from .snapshot_keeper import SnapshotKeeper
-from .spooled_intake import SpooledIntake, build_intake, spool_of
-from .token_guard import token_guard
 from .wiring import (
     Outputs,
     SourceSpec,

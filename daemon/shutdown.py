@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 if TYPE_CHECKING:
-    from .scheduler import Engine
+    from .scheduling.scheduler import Engine
 
 log = structlog.get_logger(__name__)
 

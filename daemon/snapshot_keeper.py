@@ -18,10 +18,10 @@ import structlog
 from . import snapshot as store
 from .config import Config
 from .engine.prompts import DEFAULT_SYSTEM_PROMPT
+from .intake.spool import Spool
 from .metrics import StreamdMetrics
-from .scheduler import Engine
+from .scheduling.scheduler import Engine
 from .snapshot import Expected, SessionState, Snapshot
-from .spool import Spool
 
 log = structlog.get_logger(__name__)
 

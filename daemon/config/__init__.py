@@ -28,11 +28,10 @@ from .schema import (
     ModelConfig,
     MqttConfig,
     OutputsConfig,
-    SnapshotConfig,
     SourcesConfig,
-    SpoolConfig,
     SummaryConfig,
 )
+from .state import SnapshotConfig, SpoolConfig
 
 __all__ = [
     "ACKED_SOCKET_NAME",

@@ -36,13 +36,14 @@ from .rules import (
     Section,
 )
 from .scheduling import EngineConfig, ShutdownConfig
+from .state import SnapshotConfig, SpoolConfig
 
 if TYPE_CHECKING:
     from streamd.connectors import MqttBrokerConfig
 
 # About 2M tokens of text: minutes of backlog for a GPU, bounded memory for the host.
 QUEUE_MAX_CHARS = 8 * 1024 * 1024
-MAX_TOKENS_PER_CHAR = 8.0  # ingest.max_tokens_per_char (daemon/token_guard.py)
+MAX_TOKENS_PER_CHAR = 8.0  # ingest.max_tokens_per_char (daemon/intake/token_guard.py)
 
 
 ACKED_SOCKET_NAME = "intake.sock"  # the default acked bind, beside the control socket
@@ -298,40 +299,6 @@ class LogConfig(Section):
     )
     # auto: JSON lines when stdout is not a terminal, a console renderer when it is.
     format: str = field(default="auto", metadata=Rule(choices=("auto", "json", "console")).meta)
-
-
-@dataclass(frozen=True)
-class SnapshotConfig(Section):
-    """Session snapshots in state_dir: a restarted daemon re-reads the window it had."""
-
-    section: ClassVar[str] = "snapshot"
-
-    # Off: no snapshot is written and none is resumed at start.
-    enabled: bool = True
-    # A snapshot is a JSON file of the window's token ids (a few bytes a token), written
-    # only if the stream moved: a minute of text is what a crash may lose.
-    every_seconds: float = field(
-        default=60.0, metadata=Rule(at_least=0, hint="0: only at shutdown").meta
-    )
-
-
-@dataclass(frozen=True)
-class SpoolConfig(Section):
-    """The durable intake: what a source hands over is appended to state_dir/spool before it
-    counts as received, replayed at start, and trimmed once ingested and snapshotted."""
-
-    section: ClassVar[str] = "spool"
-
-    # Off: received lines live only in memory until ingested (a restart loses the queue).
-    enabled: bool = True
-    # Bound on the spool's files. Once full, block sources (PULL, acked senders) wait for
-    # room, which a snapshot makes; drop-oldest ones drop the new message (spool_full).
-    max_bytes: int = field(
-        default=256 * 1024 * 1024, metadata=Rule(at_least=16 * 1024, hint="bytes").meta
-    )
-    # Writes of sources without acknowledgement reach the disk (fsync) at least this often;
-    # an acknowledged line is fsynced before its acknowledgement, whatever this says.
-    sync_every_seconds: float = field(default=1.0, metadata=Rule(at_least=0.001).meta)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import zmq
 
 from ..config import find_control_socket
 from ..engine.grounding import top_patterns_text
+from .engine_text import doing_text
 from .protocol import (
     MAX_REQUEST_BYTES,
     STOPPING_REPLY,
@@ -32,7 +33,7 @@ from .protocol import (
     encode_request,
     endpoint_for,
 )
-from .status import READY, doing_text, render_status_table
+from .status import READY, render_status_table
 
 FOLLOW_WAIT_S = 30.0
 # 0 done (status: the daemon is ready), 1 the daemon is unreachable or refused (the

@@ -12,16 +12,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..config import Config, ConfigError
 from ..engine.gpu import NvmlReader
 from ..engine.session_config import window_for
-from ..scheduler import EngineError
-from ..spooled_intake import spool_status
+from ..intake.spooled_intake import spool_status
+from ..scheduling.scheduler import EngineError
 from .protocol import TUNE_KEYS, ControlError, check_args
 from .replies import accept
 from .status import READY, STARTING, status_document
 
 if TYPE_CHECKING:
-    from ..ingest import IngestQueue, Intake
+    from ..intake.ingest import IngestQueue, Intake
     from ..metrics import StreamdMetrics
-    from ..scheduler import Engine
+    from ..scheduling.scheduler import Engine
     from ..wiring import Outputs
     from .feed import SummaryFeed
 

@@ -8,10 +8,12 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from .engine_text import engine_text, lag_text
+
 if TYPE_CHECKING:  # the CLI imports this module for the table: keep it light
-    from ..ingest import IngestQueue
+    from ..intake.ingest import IngestQueue
     from ..metrics import Histogram, StreamdMetrics
-    from ..scheduler import Engine
+    from ..scheduling.scheduler import Engine
     from ..wiring import Outputs
 
 STARTING, READY, STOPPING = "starting", "ready", "stopping"
@@ -69,7 +71,7 @@ def status_document(
             "summary_tpot_s": _quantiles(metrics.inter_token_latency),
         },
         "snapshot": snapshot,
-        # The durable intake (daemon/spool.py): per source, received + replayed =
+        # The durable intake (daemon/intake/spool.py): per source, received + replayed =
         # ingested + dropped + rejected + queued + deferred (replayed_by_source, ...).
         "spool": spool,
         "errors": {
@@ -315,54 +317,11 @@ def _outputs_line(doc: dict[str, Any]) -> str:
     return ", ".join(parts) or "none"
 
 
-def _seconds(value: float) -> str:
-    return f"{value:.0f} s" if value < 120 else f"{value / 60:.0f} min"
-
-
 def _scheduling_counts(summaries: dict[str, Any]) -> str:
     """'2 merged, 1 held back, 1 cut by its time budget, ' where not zero."""
     words = {"merged": "merged", "held_back": "held back", "time_limited": "cut by time"}
     counts = [f"{summaries[key]} {text}" for key, text in words.items() if summaries.get(key)]
     return "".join(f"{count}, " for count in counts)
-
-
-def doing_text(engine: dict[str, Any]) -> str:
-    """'summarizing (seconds) for 40 s', from `status`'s engine section."""
-    doing = str(engine.get("doing", "?"))
-    if engine.get("summary_trigger") and doing == "summarizing":
-        doing += f" ({engine['summary_trigger']})"
-    return f"{doing} for {_seconds(float(engine.get('for_s') or 0))}"
-
-
-def engine_text(engine: dict[str, Any] | None) -> str:
-    """'summarizing (seconds) for 40 s; summaries 24% of engine time (at most 25% while
-    behind)'. Also the `busy: ...` a control command prints when its wait runs out."""
-    if not engine:
-        return "-"
-    text = doing_text(engine)
-    share = engine.get("summary_share")
-    if share is not None:
-        most = engine["summary_share_max"]
-        text += f"; summaries {100 * share:.0f}% of engine time (at most {100 * most:.0f}%"
-        text += " while behind)"
-    held = engine.get("summaries_held_back")
-    if held:
-        text += f"; {', '.join(held)} summary held back: ingest is owed "
-        text += f"{_seconds(engine['ingest_owed_s'])} first"
-    return text
-
-
-def lag_text(lag: dict[str, Any] | None) -> str:
-    if not lag:
-        return "-"
-    oldest = lag["oldest_unread_s"]
-    if oldest is None:
-        return "keeping up (nothing waits)"
-    verdict = "keeping up" if lag["keeps_up"] else f"BEHIND (over {_seconds(lag['max_lag_s'])})"
-    return (
-        f"{verdict}: oldest unread {_seconds(oldest)} old, {lag['queued_messages']} messages, "
-        f"{lag['queued_chars']} chars (~{lag['queued_tokens_estimate']} tokens) queued"
-    )
 
 
 def _snapshot_line(snapshot: dict[str, Any] | None) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from streamd.daemon.spool_file import Record, encode, read_records, segment_files
+from streamd.daemon.intake.spool_file import Record, encode, read_records, segment_files
 from streamd.daemon.tools.testing import (
     CLI,
     WAIT_S,

@@ -18,9 +18,9 @@ import torch
 from streamd.daemon.engine.api import SummaryRecord
 from streamd.daemon.engine.loading import LoadedModel
 from streamd.daemon.engine.session import Session, SessionConfig
-from streamd.daemon.ingest import IngestQueue, Lines
+from streamd.daemon.intake.ingest import IngestQueue, Lines
 from streamd.daemon.metrics import StreamdMetrics
-from streamd.daemon.scheduler import Engine
+from streamd.daemon.scheduling.scheduler import Engine
 from streamd.daemon.tools.testing import WAIT_S
 from tests.daemon.daemon_testing import tiny_config
 

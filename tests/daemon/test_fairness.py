@@ -12,7 +12,7 @@ from streamd.daemon.config import ConfigError, load_config
 from streamd.daemon.engine.api import Deadline
 from streamd.daemon.engine.loading import LoadedModel
 from streamd.daemon.engine.session import Session, SessionConfig
-from streamd.daemon.fairness import SummaryShare, lag_status
+from streamd.daemon.scheduling.fairness import SummaryShare, lag_status
 from streamd.daemon.shutdown import StopClock
 from streamd.facts.sentences import complete_sentences
 

@@ -25,9 +25,9 @@ from streamd.daemon.control.status import READY
 from streamd.daemon.engine.api import Ingested, SummaryRecord
 from streamd.daemon.engine.gpu import NO_ANSWER, NvmlReader, gpu_status
 from streamd.daemon.engine.session import OnChunk, OnRetry, Session
-from streamd.daemon.ingest import IngestQueue, Lines
+from streamd.daemon.intake.ingest import IngestQueue, Lines
 from streamd.daemon.metrics import StreamdMetrics
-from streamd.daemon.scheduler import Engine, RateWindow, utc_timestamp
+from streamd.daemon.scheduling.scheduler import Engine, RateWindow, utc_timestamp
 from streamd.daemon.service import Service, StartupError
 from streamd.daemon.tools.testing import WAIT_S
 from tests.daemon.daemon_testing import tiny_config

@@ -9,7 +9,7 @@ import pytest
 
 from streamd.connectors import RawMessage
 from streamd.daemon.control.status import source_counts
-from streamd.daemon.ingest import IngestQueue, Intake, Lines, joined_text
+from streamd.daemon.intake.ingest import IngestQueue, Intake, Lines, joined_text
 from streamd.daemon.metrics import StreamdMetrics
 from streamd.daemon.tools.testing import WAIT_S
 

@@ -12,9 +12,9 @@ import pytest
 
 from streamd.daemon.config import Config
 from streamd.daemon.engine.api import SummaryRecord
-from streamd.daemon.ingest import IngestQueue, Lines
+from streamd.daemon.intake.ingest import IngestQueue, Lines
 from streamd.daemon.metrics import StreamdMetrics
-from streamd.daemon.scheduler import Engine
+from streamd.daemon.scheduling.scheduler import Engine
 from streamd.daemon.snapshot import window_digest
 from streamd.daemon.snapshot_keeper import SnapshotKeeper
 from streamd.daemon.tools.testing import WAIT_S

@@ -1,4 +1,4 @@
-"""The spool's files (daemon/spool_file.py) and its ledger (daemon/spool_ledger.py): records
+"""The spool's files (daemon/intake/spool_file.py) and its ledger (spool_ledger.py): records
 checked on open, damage skipped and counted, a torn tail cut off, and the watermarks."""
 
 from __future__ import annotations
@@ -7,9 +7,8 @@ import asyncio
 from pathlib import Path
 
 from streamd.daemon.config import SpoolConfig
-from streamd.daemon.metrics import StreamdMetrics
-from streamd.daemon.spool import Spool
-from streamd.daemon.spool_file import (
+from streamd.daemon.intake.spool import Spool
+from streamd.daemon.intake.spool_file import (
     Record,
     SegmentWriter,
     encode,
@@ -19,7 +18,8 @@ from streamd.daemon.spool_file import (
     segment_path,
     write_state,
 )
-from streamd.daemon.spool_ledger import Ledger
+from streamd.daemon.intake.spool_ledger import Ledger
+from streamd.daemon.metrics import StreamdMetrics
 
 
 def record(seq: int, *lines: str, sender: str = "", sender_seq: int = 0) -> Record:

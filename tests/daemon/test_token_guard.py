@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from streamd.daemon.engine.loading import LoadedModel
-from streamd.daemon.token_guard import TOKEN_SLACK, TokenGuard
+from streamd.daemon.intake.token_guard import TOKEN_SLACK, TokenGuard
 
 ZALGO = ("a" + "\u0301\u0308\u0323\u0330" * 10 + " ") * 100
 

@@ -1,7 +1,7 @@
 """Intake through the spool: a message counts as received once it is on disk.
 
 `SpooledIntake.deliver` decodes a message (a rejected one never reaches the spool),
-appends its lines to the spool (daemon/spool.py) and only then counts it received and
+appends its lines to the spool (daemon/intake/spool.py) and only then counts it received and
 queues it for the engine. An acked message (connectors/zmq_acked.py) is first checked
 against its sender's last spooled seq: a duplicate (a resend) is dropped and acknowledged
 again, a gap waits for the resend. At start, what an earlier run spooled and the session
@@ -25,9 +25,9 @@ from streamd.connectors import Accepted, RawMessage
 from streamd.connectors.receipts import DurableMessage
 from streamd.connectors.zmq_acked import AckedMessage
 
-from .config import Config
+from ..config import Config
+from ..metrics import StreamdMetrics
 from .ingest import IngestQueue, Intake, Lines
-from .metrics import StreamdMetrics
 from .spool import Spool, SpoolWriteError
 from .spool_file import Record
 from .token_guard import TokenGuard

@@ -9,11 +9,11 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 
-from .config import Config
-from .engine.api import Deadline, SummaryRecord
+from ..config import Config
+from ..engine.api import Deadline, SummaryRecord
+from ..metrics import StreamdMetrics
 from .engine_thread import INGESTING, SUMMARIZING, EngineError, EngineThread
 from .fairness import SummaryShare
-from .metrics import StreamdMetrics
 
 # Writes one summary under a deadline and hands back its record (Engine._write_summary).
 Write = Callable[[str, Deadline], Awaitable[SummaryRecord]]

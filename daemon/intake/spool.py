@@ -1,6 +1,6 @@
 """The durable intake: received messages appended to disk before they count as received.
 
-`Spool` is the event loop's side. One writer thread owns the files (daemon/spool_file.py):
+`Spool` is the event loop's side. One writer thread owns the files (daemon/intake/spool_file.py):
 it writes appends in order, in batches, and fsyncs when someone waits for durability (an
 acknowledgement) or at least every `sync_every_seconds`; the loop awaits futures and never
 the disk. Bounded by `max_bytes`: a block source waits for room, which trimming makes
@@ -22,9 +22,9 @@ from typing import Any
 
 import structlog
 
+from ..config import SpoolConfig
+from ..metrics import StreamdMetrics
 from . import spool_file as files
-from .config import SpoolConfig
-from .metrics import StreamdMetrics
 from .spool_file import Record, ScanReport, Segment, SegmentWriter
 from .spool_ledger import Ledger
 

@@ -19,14 +19,13 @@ import asyncio
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from streamd.connectors import Accepted, DecoderConfig, RawMessage, Rejected, decode_message
 from streamd.connectors.messages import RejectReason
 
 if TYPE_CHECKING:
-    from .config import Config
-    from .scheduler import Engine
+    from ..config import Config
 
 # Short messages never count as heavy: a line of a few emoji is cheap however it tokenizes.
 TOKEN_SLACK = 256
@@ -89,7 +88,13 @@ def _marks(line: str) -> int:
     return sum(1 for char in line if unicodedata.category(char)[0] == "M")
 
 
-def token_guard(config: Config, engine: Engine) -> TokenGuard:
+class _HasCounter(Protocol):
+    """The scheduler's Engine: its token_counter is set once the model is loaded."""
+
+    token_counter: Callable[[Sequence[str]], int] | None
+
+
+def token_guard(config: Config, engine: _HasCounter) -> TokenGuard:
     """The daemon's: ingest.max_tokens_per_char, counting with the engine's tokenizer copy."""
     return TokenGuard(config.ingest.max_tokens_per_char, lambda: engine.token_counter)
 

@@ -16,16 +16,10 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from streamd.connectors import (
-    DEFAULT_DECODER,
-    Accepted,
-    DecoderConfig,
-    RawMessage,
-    Rejected,
-)
+from streamd.connectors import DEFAULT_DECODER, Accepted, DecoderConfig, RawMessage, Rejected
 
-from .config import QUEUE_MAX_CHARS
-from .metrics import StreamdMetrics
+from ..config import QUEUE_MAX_CHARS
+from ..metrics import StreamdMetrics
 from .token_guard import TokenGuard, decode_weighed, settle
 
 log = structlog.get_logger(__name__)

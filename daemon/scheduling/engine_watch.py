@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import Config
+from ..config import Config
 from .engine_thread import ACTIVITIES, INGESTING, SUMMARIZING, EngineThread
-from .scheduling_metrics import SchedulingMetrics
+from .gauges import SchedulingMetrics
 from .summary_gate import SummaryGate
 
 

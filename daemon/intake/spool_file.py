@@ -1,7 +1,7 @@
 """The spool on disk: segment files of checksummed records, and the small state file.
 
 File work only (no asyncio, no torch), called from the spool's writer thread and from
-worker threads. daemon/spool.py decides what is written and when it is trimmed.
+worker threads. daemon/intake/spool.py decides what is written and when it is trimmed.
 
 A segment, `state_dir/spool/<first seq, 20 digits>.seg`, is a run of records:
 

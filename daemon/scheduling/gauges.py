@@ -4,14 +4,20 @@ refreshed by the scheduler about once a second, and whenever `status` is asked."
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from .metrics import Registry
+
+class _Registry(Protocol):
+    """daemon/metrics.py's Registry, as far as these metrics use it (named here, not
+    imported: metrics.py builds SchedulingMetrics)."""
+
+    def gauge(self, name: str, help_text: str, labels: Sequence[str] = ...) -> Any: ...
+    def counter(self, name: str, help_text: str, labels: Sequence[str] = ...) -> Any: ...
 
 
 class SchedulingMetrics:
-    def __init__(self, r: Registry) -> None:
+    def __init__(self, r: _Registry) -> None:
         self.engine_activity = r.gauge(
             "streamd_engine_activity",
             "1 for what the engine thread is doing now (idle, ingesting, summarizing, tuning, "

@@ -14,9 +14,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
-from .config import Config
-from .engine.api import Deadline, Ingested, SessionStats, Summary, SummaryRecord
-from .engine.session_config import SessionConfig
+from ..config import Config
+from ..engine.api import Deadline, Ingested, SessionStats, Summary, SummaryRecord
+from ..engine.session_config import SessionConfig
+from ..intake.ingest import ENGINE_ERROR, SHUTDOWN, IngestQueue, Lines, joined_text, messages_ending
+from ..metrics import Counter, StreamdMetrics
+from ..snapshot import SessionState, Snapshot
 from .engine_thread import (
     INGESTING,
     LOADING,
@@ -30,9 +33,6 @@ from .engine_thread import (
 )
 from .engine_watch import Gauges, engine_status
 from .fairness import CHARS_PER_TOKEN, lag_status
-from .ingest import ENGINE_ERROR, SHUTDOWN, IngestQueue, Lines, joined_text, messages_ending
-from .metrics import Counter, StreamdMetrics
-from .snapshot import SessionState, Snapshot
 from .summary_gate import SummaryGate
 
 log = structlog.get_logger(__name__)
@@ -44,7 +44,7 @@ GAUGES_EVERY_S = 1.0  # the engine and lag gauges, refreshed this often while in
 PREVIEW_CHARS = 120  # of the first line of a failed batch, in the log
 
 if TYPE_CHECKING:  # torch: loaded on the engine thread, when the session is built
-    from .engine.session import Session
+    from ..engine.session import Session
 
 T = TypeVar("T")
 SummaryHandler = Callable[[SummaryRecord], Awaitable[None]]
@@ -138,7 +138,7 @@ class Engine:
         return self._thread.stop(timeout_s)
 
     def _open_session(self, config: Config) -> SessionStats:  # on the engine thread
-        from .engine.session import Session
+        from ..engine.session import Session
 
         self._session = (self._session_factory or Session)(SessionConfig.of(config))
         loaded = getattr(self._session, "loaded", None)  # a test's stand-in may have none

@@ -1,0 +1,1 @@
+"""Intake: decode and limit what sources hand over, spool it, queue it for the engine."""
