@@ -114,7 +114,8 @@ def store(key: str, model: Any, tokenizer: Any) -> Path | None:
             os.replace(building, models / key)
         finally:
             shutil.rmtree(building, ignore_errors=True)  # gone already once renamed
-    except OSError as error:
+    except (OSError, RuntimeError, ValueError) as error:  # a full disk, a model that
+        # safetensors will not save (shared storage): the load goes on without the cache
         if usable_entry(key) is not None:  # another process stored it first
             return models / key
         log.warning("model cache not written: the next start converts again", error=str(error))

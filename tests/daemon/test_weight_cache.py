@@ -34,10 +34,11 @@ def test_a_second_load_uses_the_converted_weights_and_gives_the_same_logits(
 
 
 def test_a_damaged_entry_is_removed_never_used(
-    tiny_loaded: LoadedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(weight_cache.CACHE_ENV, str(tmp_path))
-    entry = weight_cache.store("k1", tiny_loaded.model, tiny_loaded.tokenizer)
+    fresh = load_model(str(tiny_model_dir), device="cpu")  # as loaded: the shared one is fused
+    entry = weight_cache.store("k1", fresh.model, fresh.tokenizer)
     assert entry is not None and weight_cache.usable_entry("k1") == entry
     weights = entry / "model.safetensors"
     data = bytearray(weights.read_bytes())
@@ -48,11 +49,20 @@ def test_a_damaged_entry_is_removed_never_used(
     assert weight_cache.usable_entry("another key") is None  # nothing there: nothing to use
 
 
-def test_an_unwritable_cache_costs_only_the_speed_up(
-    tiny_loaded: LoadedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_an_unwritable_cache_or_an_unsavable_model_costs_only_the_speed_up(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     monkeypatch.setenv(weight_cache.CACHE_ENV, str(blocker))
-    assert weight_cache.store("k2", tiny_loaded.model, tiny_loaded.tokenizer) is None
+    fresh = load_model(str(tiny_model_dir), device="cpu")
+    assert weight_cache.store("k2", fresh.model, fresh.tokenizer) is None
     assert blocker.read_text() == "not a folder"
+    # A model whose weights share storage (the decode step's fused views) is not saved.
+    monkeypatch.setenv(weight_cache.CACHE_ENV, str(tmp_path / "cache"))
+    model = fresh.model
+    layer = model.model.layers[0].self_attn
+    both = torch.cat([layer.q_proj.weight.data, layer.k_proj.weight.data])
+    layer.q_proj.weight.data = both[: layer.q_proj.weight.shape[0]]
+    assert weight_cache.store("k3", model, fresh.tokenizer) is None
+    assert weight_cache.usable_entry("k3") is None

@@ -151,3 +151,17 @@ def test_a_run_too_short_to_judge_is_said_so() -> None:
     assert short.ratio is None
     check = flat_check("daemon RSS", [short], bound=1.2)
     assert not check.ok and "--duration" in check.detail
+
+
+def test_a_replay_after_a_sigkill_and_what_a_sigterm_left_in_the_spool_still_reconcile() -> None:
+    # Run 1: 100 received and ingested, 20 of them after the last snapshot; SIGKILL. Run 2:
+    # the spool replays those 20 (ingested again); 25 more arrive, 20 ingested and 5 left in
+    # the spool at the SIGTERM (deferred).
+    counts = Counts(received=125, ingested=140, replayed=20, deferred=5)
+    assert counts.balanced  # 125 + 20 = 140 + 5
+    report = reconcile_source("zmq-pull", Delivery.EXACT, {"good": 125}, counts)
+    reached = next(c for c in report.checks if "acceptable" in c.name)
+    assert reached.ok, reached.detail
+    short = Counts(received=125, ingested=130, replayed=20, deferred=5)  # 10 lost
+    assert not short.balanced
+    assert not reconcile_source("zmq-pull", Delivery.EXACT, {"good": 125}, short).ok

@@ -70,8 +70,8 @@ def subscribed(doc: dict[str, Any]) -> bool:
 
 
 def status_counts(doc: dict[str, Any]) -> dict[str, Counts]:
-    rows = doc.get("sources", {})
-    return {source: Counts.from_status(rows.get(source)) for source in SOURCES}
+    rows, spool = doc.get("sources", {}), doc.get("spool")
+    return {source: Counts.from_status(rows.get(source), spool, source) for source in SOURCES}
 
 
 def settled(doc: dict[str, Any], runs: list[DaemonRun], sent: dict[str, int], jsonl: Path) -> bool:
@@ -82,7 +82,8 @@ def settled(doc: dict[str, Any], runs: list[DaemonRun], sent: dict[str, int], js
         return False
     earlier = runs[:-1]
     for source in SOURCES:
-        now = Counts.from_status(doc["sources"].get(source)) - run.baseline[source]
+        row = doc["sources"].get(source)
+        now = Counts.from_status(row, doc.get("spool"), source) - run.baseline[source]
         counted = total([*(r.counted(source) for r in earlier), now])
         if counted.queued or not counted.balanced or counted.received < sent[source]:
             return False
