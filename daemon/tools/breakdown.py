@@ -9,9 +9,10 @@ exp(mean NLL of the variant - mean NLL of the oracle) over the same targets in i
 
 from __future__ import annotations
 
+import bisect
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -226,48 +227,40 @@ def _score_variant(
 # ------------------------------------------------------------------ the table
 
 
-Bucketer = Callable[[Variant, int], str]
-
-
-def _edges_label(value: int, edges: Sequence[int]) -> str:
-    low = 0
-    for edge in edges:
-        if value < edge:
-            return f"{low}-{edge}"
-        low = edge
-    return f">={low}"
+def _bucket_label(index: int, edges: Sequence[int]) -> str:
+    """The label of bucket `index` (bisect_right's) of `edges`: "0-1024", ">=8192"."""
+    if index == len(edges):
+        return f">={edges[-1]}"
+    return f"{edges[index - 1] if index else 0}-{edges[index]}"
 
 
 def bucket_ratios(
-    variant: Variant, oracle: Sequence[float], keys: Sequence[str]
+    variant: Variant, oracle: Sequence[float], values: Sequence[int], edges: Sequence[int]
 ) -> dict[str, tuple[float, int]]:
-    """Per bucket key: (ratio to the oracle, targets in it), keys in first-seen order."""
-    groups: dict[str, list[int]] = {}
-    for index, key in enumerate(keys):
-        groups.setdefault(key, []).append(index)
+    """Per bucket of `values` (one per target) between `edges`, low to high: (ratio to the
+    oracle, targets in it)."""
+    groups: dict[int, list[int]] = {}
+    for index, value in enumerate(values):
+        groups.setdefault(bisect.bisect_right(edges, value), []).append(index)
     return {
-        key: (ratio([variant.nll[i] for i in at], [oracle[i] for i in at]), len(at))
-        for key, at in sorted(groups.items(), key=lambda item: _sort_key(item[0]))
+        _bucket_label(bucket, edges): (
+            ratio([variant.nll[i] for i in at], [oracle[i] for i in at]),
+            len(at),
+        )
+        for bucket, at in sorted(groups.items())
     }
-
-
-def _sort_key(label: str) -> float:
-    head = label.lstrip(">=").split("-")[0].rstrip("%")
-    return float(head) + (0.5 if label.startswith(">=") else 0.0)
 
 
 def variant_buckets(
     variant: Variant, result: WindowResult
 ) -> dict[str, dict[str, tuple[float, int]]]:
     """The three splits of one variant: by stream position, chunk offset, rebase distance."""
-    positions = [_edges_label(t, POSITION_EDGES) for t in result.targets]
     chunk_edges = [max(1, int(variant.chunk * f)) for f in OFFSET_FRACTIONS]
-    offsets = [_edges_label(o, chunk_edges) for o in variant.chunk_offset]
-    rebases = [_edges_label(d, REBASE_EDGES) for d in variant.since_rebase]
+    oracle = result.oracle_nll
     return {
-        "position": bucket_ratios(variant, result.oracle_nll, positions),
-        "chunk offset": bucket_ratios(variant, result.oracle_nll, offsets),
-        "since rebase": bucket_ratios(variant, result.oracle_nll, rebases),
+        "position": bucket_ratios(variant, oracle, result.targets, POSITION_EDGES),
+        "chunk offset": bucket_ratios(variant, oracle, variant.chunk_offset, chunk_edges),
+        "since rebase": bucket_ratios(variant, oracle, variant.since_rebase, REBASE_EDGES),
     }
 
 

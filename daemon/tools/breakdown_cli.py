@@ -105,10 +105,7 @@ def run_breakdown(
     grid: dict[str, Any],
 ) -> None:
     """Load the model, stream the text under every variant of `grid`, print the table."""
-    import torch
-
     from ..engine.loading import load_model
-    from ..engine.prompts import build_framing
     from .breakdown import BreakdownOptions, breakdown, render_breakdown
     from .evaluate import read_text_tokens
 
@@ -126,8 +123,18 @@ def run_breakdown(
     progress(f"loading {model}...")
     loaded = or_exit(lambda: load_model(model, device))
     text_ids = or_exit(lambda: read_text_tokens(loaded.tokenizer, text_path, tokens))
-    prompt = build_framing(loaded.tokenizer).prefix if grid["prompt"] else ""
-    prefix_ids = loaded.encode(prompt, allow_special=True) if prompt else []
-    ids = torch.tensor(prefix_ids + text_ids, device=loaded.device)
-    report = breakdown(loaded.model, ids, len(prefix_ids), options, loaded.name, progress)
+    ids, prefix_tokens = stream_ids(loaded, text_ids, with_prompt=grid["prompt"])
+    report = breakdown(loaded.model, ids, prefix_tokens, options, loaded.name, progress)
     click.echo(json.dumps(report.as_json()) if as_json else render_breakdown(report))
+
+
+def stream_ids(loaded: Any, text_ids: list[int], *, with_prompt: bool) -> tuple[Any, int]:
+    """The ids to stream ([N] on the model's device): the daemon's pinned prompt first if
+    asked, then the text; and how many of them are the prompt's."""
+    import torch
+
+    from ..engine.prompts import build_framing
+
+    prompt = build_framing(loaded.tokenizer).prefix if with_prompt else ""
+    prefix_ids = loaded.encode(prompt, allow_special=True) if prompt else []
+    return torch.tensor(prefix_ids + text_ids, device=loaded.device), len(prefix_ids)

@@ -14,8 +14,9 @@ from pathlib import Path
 import torch
 
 from streamd.daemon.engine.loading import load_model
-from streamd.daemon.engine.prompts import build_framing
 from streamd.daemon.tools.breakdown import BreakdownOptions, breakdown, render_breakdown
+from streamd.daemon.tools.breakdown_cli import IntList, stream_ids
+from streamd.daemon.tools.evaluate import read_text_tokens
 
 
 def main() -> None:
@@ -31,31 +32,28 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=256)
     parser.add_argument("--prompt", action="store_true", help="stream the daemon's prefix first")
     args = parser.parse_args()
-    ints = lambda text: tuple(int(x) for x in text.split(","))  # noqa: E731
     options = BreakdownOptions(
-        windows=ints(args.windows),
-        sinks=ints(args.sinks),
-        chunks=ints(args.chunks),
+        windows=IntList(2).convert(args.windows, None, None),
+        sinks=IntList(0).convert(args.sinks, None, None),
+        chunks=IntList(1).convert(args.chunks, None, None),
         placements=tuple(args.placements.split(",")),
         samples=args.samples,
     )
     loaded = load_model("default", "cuda" if torch.cuda.is_available() else "cpu", args.dtype)
-    prefix = build_framing(loaded.tokenizer).prefix if args.prompt else ""
-    prefix_ids = loaded.encode(prefix, allow_special=True) if prefix else []
     args.out.mkdir(parents=True, exist_ok=True)
     for text in args.texts:
-        body = loaded.tokenizer(text.read_text(), add_special_tokens=False).input_ids
-        ids = torch.tensor(prefix_ids + body[: args.tokens], device=loaded.device)
+        text_ids = read_text_tokens(loaded.tokenizer, text, args.tokens)
+        ids, prefix_tokens = stream_ids(loaded, text_ids, with_prompt=args.prompt)
         began = time.time()
         report = breakdown(
             loaded.model,
             ids,
-            len(prefix_ids),
+            prefix_tokens,
             options,
             loaded.name,
             progress=lambda line: print(line, file=sys.stderr, flush=True),
         )
-        name = f"{text.stem}-{'prompt' if prefix else 'plain'}"
+        name = f"{text.stem}-{'prompt' if args.prompt else 'plain'}"
         (args.out / f"{name}.json").write_text(json.dumps(report.as_json()))
         table = render_breakdown(report)
         (args.out / f"{name}.txt").write_text(table + "\n")
