@@ -21,6 +21,8 @@ from typing import Any
 
 import structlog
 
+from streamd.connectors.durable import fsync_directory
+
 log = structlog.get_logger(__name__)
 
 MANIFEST = "streamd-manifest.json"
@@ -112,6 +114,7 @@ def store(key: str, model: Any, tokenizer: Any) -> Path | None:
             save_model(model, str(building / "model.safetensors"))
             _write_manifest(building, key)
             os.replace(building, models / key)
+            fsync_directory(models)  # the rename, too, survives a power cut
         finally:
             shutil.rmtree(building, ignore_errors=True)  # gone already once renamed
     except (OSError, RuntimeError, ValueError) as error:  # a full disk, a model that
