@@ -24,11 +24,11 @@ from .control.feed import SummaryFeed
 from .control.handlers import ControlHandler
 from .control.protocol import ControlError
 from .control.server import ControlServer, SharedFolder
-from .control.status import READY, STARTING, STOPPING, one_line, source_counts
+from .control.status import READY, STARTING, STOPPING, counts_with_repairs, one_line
 from .engine.api import SummaryRecord
 from .engine.gpu import cuda_uuid
 from .intake.ingest import SHUTDOWN, IngestQueue
-from .intake.spooled_intake import SpooledIntake, build_intake, spool_of
+from .intake.spooled_intake import SpooledIntake, build_intake, spool_counts, spool_of
 from .intake.token_guard import token_guard
 from .lifecycle import (
     EXIT_CONFIG,
@@ -295,9 +295,13 @@ class Service:
         await self._until_forced(self._finish_stream(clock))
         await self._close_everything()
         code = EXIT_FAILURE if self.force_exit.is_set() or self.failed else EXIT_OK
-        # The final counts: per source, received = ingested + dropped + rejected.
-        counts = source_counts(self.metrics, self.source_links(), self.queue.queued_by_source())
-        log.info("stopped", exit_code=code, sources=counts, shutdown_s=round(clock.elapsed(), 3))
+        # The final counts: per source, received + replayed = ingested + dropped + rejected
+        # + deferred (the spool's replayed and deferred; the queue is empty by now).
+        counts = counts_with_repairs(
+            self.metrics, self.source_links(), self.queue.queued_by_source()
+        )
+        spool, elapsed_s = spool_counts(self.intake), round(clock.elapsed(), 3)
+        log.info("stopped", exit_code=code, sources=counts, spool=spool, shutdown_s=elapsed_s)
         return code
 
     async def _close_sources(self) -> None:

@@ -173,16 +173,24 @@ def _sources(
 ) -> dict[str, Any]:
     """The counts, what the decoder repaired by kind, and "connected" and "reconnects"
     (lost links and failed attempts) for sources that hold a broker connection (MQTT)."""
-    rows = source_counts(metrics, links, queued)
+    rows = counts_with_repairs(metrics, links, queued)
+    for name, connected in links.items():
+        if connected is not None:
+            rows[name]["connected"] = connected
+            rows[name]["reconnects"] = int(metrics.source_reconnects.value(source=name))
+    return rows
+
+
+def counts_with_repairs(
+    metrics: StreamdMetrics, names: Iterable[str], queued: Mapping[str, int] | None = None
+) -> dict[str, dict[str, Any]]:
+    """source_counts, and per source what the decoder repaired (repaired_by_kind)."""
+    rows = source_counts(metrics, names, queued)
     for row in rows.values():
         row["repaired_by_kind"] = {}
     for (source, kind), value in metrics.ingest_repaired.values().items():
         if source in rows:  # it is: a repaired message was received
             rows[source]["repaired_by_kind"][kind] = int(value)
-    for name, connected in links.items():
-        if connected is not None:
-            rows[name]["connected"] = connected
-            rows[name]["reconnects"] = int(metrics.source_reconnects.value(source=name))
     return rows
 
 

@@ -137,8 +137,8 @@ class Spool:
 
     def _scan(self) -> ScanReport:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o750)
-        report = files.scan(self.directory)
         state = files.read_state(self.directory)
+        report = files.scan(self.directory, state.get("totals"))
         self.senders = dict(state.get("senders", {}))
         for sender, seq in report.senders.items():
             self.senders[sender] = max(self.senders.get(sender, 0), seq)
@@ -294,6 +294,8 @@ class Spool:
             "errors": int(self.metrics.errors.value()),
             "last_error": self.last_error,
             "senders": len(self.senders),
+            # Messages ever spooled (since the state directory was made), by source.
+            "spooled_by_source": dict(self.scan.totals.by_source),
         }
 
     # ---------------------------------------------------- the writer thread
@@ -303,7 +305,9 @@ class Spool:
         self._loop.call_soon_threadsafe(fn, *args)
 
     def _write_loop(self) -> None:
-        writer = SegmentWriter(self.directory, self._segment_bytes(), self._shared.segments)
+        writer = SegmentWriter(
+            self.directory, self._segment_bytes(), self._shared.segments, self.scan.totals
+        )
         dirty_since: float | None = None
         running = True
         while running:

@@ -99,6 +99,24 @@ class Segment:
 
 
 @dataclass
+class Totals:
+    """Records ever written, by source, counted up to seq `upto`: the spool's lifetime
+    counts. The state file holds them as of its writing and the segments the records after
+    it, so they stay exact across restarts and SIGKILLs (records come in seq order)."""
+
+    upto: int = 0
+    by_source: dict[str, int] = field(default_factory=dict)
+
+    def add(self, record: Record) -> None:
+        if record.seq > self.upto:
+            self.by_source[record.source] = self.by_source.get(record.source, 0) + 1
+            self.upto = record.seq
+
+    def as_json(self) -> dict[str, Any]:
+        return {"upto": self.upto, "by_source": dict(self.by_source)}
+
+
+@dataclass
 class ScanReport:
     """What opening the spool found."""
 
@@ -108,6 +126,7 @@ class ScanReport:
     skipped_bytes: int = 0  # torn or damaged, skipped (and cut off at a segment's end)
     damaged: int = 0  # places where the scan had to skip
     senders: dict[str, int] = field(default_factory=dict)  # highest seq per acked sender
+    totals: Totals = field(default_factory=Totals)
 
 
 def segment_path(directory: Path, first_seq: int) -> Path:
@@ -142,10 +161,11 @@ def _next_good(data: bytes, offset: int) -> int:
     return len(data)
 
 
-def scan(directory: Path) -> ScanReport:
+def scan(directory: Path, totals: Totals | None = None) -> ScanReport:
     """Read every segment, checking each record; damaged stretches are skipped and counted,
-    a torn tail is cut off. Never raises for bad content (only for I/O errors)."""
-    report = ScanReport()
+    a torn tail is cut off. Never raises for bad content (only for I/O errors). The report's
+    totals are `totals` (the state file's) with the records after them added."""
+    report = ScanReport(totals=totals or Totals())
     for path in segment_files(directory):
         segment = Segment(path)
         data = path.read_bytes()
@@ -176,6 +196,7 @@ def _note(report: ScanReport, segment: Segment, record: Record) -> None:
     if not segment.first:
         segment.first, segment.first_time = record.seq, record.time
     segment.last = record.seq
+    report.totals.add(record)
     if record.sender:
         seen = report.senders.get(record.sender, 0)
         report.senders[record.sender] = max(seen, record.sender_seq)
@@ -184,10 +205,17 @@ def _note(report: ScanReport, segment: Segment, record: Record) -> None:
 class SegmentWriter:
     """The writer thread's files: the active segment's descriptor, rolling and trimming."""
 
-    def __init__(self, directory: Path, segment_bytes: int, segments: list[Segment]) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        segment_bytes: int,
+        segments: list[Segment],
+        totals: Totals | None = None,
+    ) -> None:
         self.directory = directory
         self.segment_bytes = segment_bytes
         self.segments = segments  # shared with the loop's side, which only reads it
+        self.totals = totals or Totals()  # the loop's side only reads it
         self.last_seq = max((s.last for s in self.segments), default=0)
         self._fd: int | None = None
         self._dirty = False
@@ -215,6 +243,8 @@ class SegmentWriter:
         segment.first = segment.first or records[0].seq
         segment.first_time = segment.first_time or records[0].time
         segment.last = self.last_seq = records[-1].seq
+        for record in records:
+            self.totals.add(record)
 
     def sync(self) -> bool:
         if self._fd is not None and self._dirty:
@@ -230,7 +260,7 @@ class SegmentWriter:
         if self.segments and self.segments[-1] in doomed:
             self._close_active()  # the next append starts a new segment
         try:
-            write_state(self.directory, next_seq, senders, upto)
+            write_state(self.directory, next_seq, senders, upto, self.totals)
         except OSError as error:  # keep the segments: they still hold the dedup history
             log.warning("spool state not written; nothing trimmed", error=str(error))
             return 0
@@ -256,8 +286,8 @@ class SegmentWriter:
 
 
 def read_state(directory: Path) -> dict[str, Any]:
-    """{"next_seq": int, "senders": {id: seq}, "trimmed_upto": int}; empty if absent or
-    unreadable (the segments still hold what they hold; a lost state file costs dedup
+    """{"next_seq": int, "senders": {id: seq}, "trimmed_upto": int, "totals": Totals}; empty
+    if absent or unreadable (the segments still hold what they hold; a lost state file costs dedup
     history, and records already taken in may be replayed once more)."""
     try:
         document = json.loads((directory / STATE_FILE).read_text())
@@ -268,6 +298,7 @@ def read_state(directory: Path) -> dict[str, Any]:
     senders = document.get("senders")
     next_seq, trimmed = document.get("next_seq"), document.get("trimmed_upto")
     return {
+        "totals": _read_totals(document.get("totals")),
         "next_seq": next_seq if isinstance(next_seq, int) and next_seq > 0 else 1,
         "trimmed_upto": trimmed if isinstance(trimmed, int) and trimmed > 0 else 0,
         "senders": {str(k): v for k, v in (senders or {}).items() if isinstance(v, int) and v >= 0}
@@ -276,8 +307,31 @@ def read_state(directory: Path) -> dict[str, Any]:
     }
 
 
-def write_state(directory: Path, next_seq: int, senders: dict[str, int], trimmed: int = 0) -> None:
+def _read_totals(document: Any) -> Totals:
+    """The state's totals; from nothing (an older state file, or damage) if they are not
+    well formed: then they count only what the segments still hold."""
+    if not isinstance(document, dict):
+        return Totals()
+    upto, by_source = document.get("upto"), document.get("by_source")
+    if not isinstance(upto, int) or upto < 0 or not isinstance(by_source, dict):
+        return Totals()
+    counts = {str(k): v for k, v in by_source.items() if isinstance(v, int) and v >= 0}
+    return Totals(upto, counts)
+
+
+def write_state(
+    directory: Path,
+    next_seq: int,
+    senders: dict[str, int],
+    trimmed: int = 0,
+    totals: Totals | None = None,
+) -> None:
     """Atomically: a crash leaves the old state or the new one."""
-    state = {"next_seq": next_seq, "senders": senders, "trimmed_upto": trimmed}
+    state = {
+        "next_seq": next_seq,
+        "senders": senders,
+        "trimmed_upto": trimmed,
+        "totals": (totals or Totals()).as_json(),
+    }
     data = json.dumps(state).encode()
     replace_atomically(directory / STATE_FILE, data)

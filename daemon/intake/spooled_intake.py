@@ -228,6 +228,17 @@ def spool_status(intake: Intake) -> dict[str, Any]:
     return intake.status()
 
 
+def spool_counts(intake: Intake) -> dict[str, Any]:
+    """What the spool adds to a run's per-source counts: {replayed_by_source,
+    deferred_by_source}; {} without a spool."""
+    if not isinstance(intake, SpooledIntake):
+        return {}
+    return {
+        "replayed_by_source": dict(intake.replayed),
+        "deferred_by_source": dict(intake.deferred),
+    }
+
+
 def _durable(spool: Spool, seq: int) -> Callable[[], asyncio.Future[None]]:
     return lambda: asyncio.ensure_future(spool.synced(seq))
 

@@ -11,6 +11,7 @@ from streamd.daemon.intake.spool import Spool
 from streamd.daemon.intake.spool_file import (
     Record,
     SegmentWriter,
+    Totals,
     encode,
     read_records,
     read_state,
@@ -80,6 +81,7 @@ def test_the_writer_rolls_segments_and_a_trim_keeps_the_state_first(tmp_path: Pa
         "next_seq": 11,
         "senders": {"ab": 3},
         "trimmed_upto": firsts[2] - 1,
+        "totals": Totals(10, {"zmq-pull": 10}),
     }
     writer.close()
     report = scan(tmp_path)
@@ -91,7 +93,35 @@ def test_a_missing_or_broken_state_file_reads_as_empty(tmp_path: Path) -> None:
     (tmp_path / "state.json").write_text("{not json")
     assert read_state(tmp_path) == {}
     write_state(tmp_path, 5, {"x": 2}, 3)
-    assert read_state(tmp_path) == {"next_seq": 5, "senders": {"x": 2}, "trimmed_upto": 3}
+    assert read_state(tmp_path) == {
+        "next_seq": 5,
+        "senders": {"x": 2},
+        "trimmed_upto": 3,
+        "totals": Totals(),
+    }
+    (tmp_path / "state.json").write_text('{"next_seq": 5, "totals": {"upto": -1, "by_source": 3}}')
+    assert read_state(tmp_path)["totals"] == Totals()  # malformed: counted from the segments
+
+
+def test_lifetime_totals_survive_a_trim_and_a_crash_after_it(tmp_path: Path) -> None:
+    """The state file counts what a trim deleted; the segments count what came after the
+    last state write (a SIGKILL writes no state): each record counted once, by source."""
+    writer = SegmentWriter(tmp_path, segment_bytes=200, segments=[])
+    sources = ["zmq-acked", "mqtt", "zmq-acked"] * 6  # 18 records
+    for seq, source in enumerate(sources, start=1):
+        r = Record(seq, source, (f"line {seq}" + "x" * 30,), 1.7e9 + seq)
+        writer.append([r], encode(r))
+        if seq == 9:
+            writer.sync()
+            assert writer.trim(6, next_seq=10, senders={}) > 0  # segments with 1..6 deleted
+    writer.sync()  # then a crash: no state written after seq 9
+    expected = {"zmq-acked": 12, "mqtt": 6}
+    assert writer.totals.by_source == expected
+    state = read_state(tmp_path)
+    assert state["totals"] == Totals(9, {"zmq-acked": 6, "mqtt": 3})
+    report = scan(tmp_path, state["totals"])  # the next start
+    assert report.totals == Totals(18, expected)
+    assert report.segments[0].first > 1  # the deleted records are not there to count again
 
 
 def test_the_ledger_marks_what_every_earlier_message_has_reached() -> None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from streamd.daemon.tools.soak.options import SoakOptionError, SoakOptions
-from streamd.daemon.tools.soak.runner import schedule
+from streamd.daemon.tools.soak.options import SoakOptionError, SoakOptions, schedule
 from tests.daemon.daemon_testing import cli
 
 
@@ -26,7 +25,14 @@ def test_the_command_refuses_it_before_starting_anything() -> None:
     assert "working in" not in done.stderr  # no broker, no daemon, no folder
 
 
-def test_faults_are_spread_over_the_run_with_the_kill_between_broker_restarts() -> None:
-    events = schedule(SoakOptions(duration_s=100, broker_restarts=3, kill_daemon_once=True))
-    assert events == [(20.0, "broker"), (40.0, "daemon"), (60.0, "broker"), (80.0, "broker")]
-    assert schedule(SoakOptions(broker_restarts=0, kill_daemon_once=False)) == []
+def test_faults_are_spread_over_the_run_with_the_daemon_stops_between_broker_restarts() -> None:
+    options = SoakOptions(duration_s=120, broker_restarts=3, sigterms=1, sigkills=1)
+    assert schedule(options) == [
+        (20.0, "broker"), (40.0, "sigterm"), (60.0, "broker"), (80.0, "sigkill"),
+        (100.0, "broker"),
+    ]  # fmt: skip
+    two_kills = schedule(SoakOptions(duration_s=60, broker_restarts=0, sigterms=0, sigkills=2))
+    assert two_kills == [(20.0, "sigkill"), (40.0, "sigkill")]
+    assert schedule(SoakOptions(broker_restarts=0, sigterms=0, sigkills=0)) == []
+    with pytest.raises(SoakOptionError, match=r"--sigkills = -1: must be at least 0"):
+        SoakOptions(sigkills=-1)

@@ -22,7 +22,13 @@ _TRAFFIC: tuple[tuple[str, str, Any, str], ...] = (
         float,
         "Seconds of traffic, faults included (model loading and settling come on top).",
     ),
-    ("--senders", "senders", int, "ZeroMQ PUSH senders, and as many MQTT QoS 1 publishers."),
+    (
+        "--senders",
+        "senders",
+        int,
+        "ZeroMQ senders with acknowledged delivery (`streamd send`'s), and as many MQTT QoS 1 "
+        "publishers.",
+    ),
     (
         "--rate",
         "rate",
@@ -36,8 +42,10 @@ _TRAFFIC: tuple[tuple[str, str, Any, str], ...] = (
         float,
         "Share of messages spoiled: invalid UTF-8, NUL bytes, or a JSON envelope cut short.",
     ),
-    ("--blobs", "blobs", int, "10 MB blobs per transport."),
+    ("--blobs", "blobs", int, "10 MB blobs over MQTT (refused as too large)."),
     ("--broker-restarts", "broker_restarts", int, "SIGTERM + start."),
+    ("--sigterms", "sigterms", int, "Daemon SIGTERM + start on the same state dir, mid-flood."),
+    ("--sigkills", "sigkills", int, "Daemon SIGKILL + start on the same state dir, mid-flood."),
 )
 _JUDGING: tuple[tuple[str, str, Any, str], ...] = (
     (
@@ -58,6 +66,20 @@ _JUDGING: tuple[tuple[str, str, Any, str], ...] = (
         "drain_timeout_s",
         float,
         "Seconds the daemon gets to take in what was sent before counters are read.",
+    ),
+    (
+        "--watchdog-sec",
+        "watchdog_s",
+        float,
+        "The daemon's WatchdogSec (it pings every half of it): fail if a gap between pings "
+        "exceeds it.",
+    ),
+    (
+        "--status-p99",
+        "status_p99_s",
+        float,
+        "Fail if `status`, asked every 0.5 s while a daemon runs, answers slower at the 99th "
+        "percentile (or not at all).",
     ),
     ("--seed", "seed", int, "Seed of the message mix."),
 )
@@ -87,9 +109,4 @@ def soak_options(command: F) -> F:
         "folder, removed if the soak passes].",
     )(command)
     command = session_options(_table(_JUDGING, command))
-    command = click.option(
-        "--kill-daemon-once/--no-kill-daemon",
-        default=SoakOptions().kill_daemon_once,
-        help="SIGKILL the daemon once, mid-run, and start it again on the same state dir.",
-    )(command)
     return _table(_TRAFFIC, command)

@@ -8,7 +8,7 @@ checked to stay flat in every run.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -133,8 +133,11 @@ class SourceReport:
     delivery: Delivery
     sent: Mapping[str, int]  # by kind (payloads.Kind)
     never_received: Mapping[str, int]  # by kind: refused before the daemon could count them
-    counts: Counts  # summed over the daemon's runs
+    counts: Counts  # summed over the daemon's runs whose counts are known
     checks: tuple[Check, ...]
+    spooled: int | None = None  # spooled over all runs (the spool's lifetime total)
+    must_spool: int | None = None  # of what was sent: what the spool must hold
+    complete: bool = True  # every run's counts are known (no SIGKILL)
 
     @property
     def sent_total(self) -> int:
@@ -162,6 +165,9 @@ class SourceReport:
             "never_received_by_kind": dict(self.never_received),
             "expected_received": self.expected_received,
             "duplicates": self.duplicates,
+            "spooled": self.spooled,
+            "must_spool": self.must_spool,
+            "counts_of_every_run": self.complete,
             **self.counts.as_json(),
             "reconciled": self.ok,
             "checks": [check.__dict__ for check in self.checks],
@@ -175,20 +181,39 @@ def reconcile_source(
     counts: Counts,
     never_received: Mapping[str, int] | None = None,
     repairs_reported: bool = True,
+    spooled: tuple[int, int] | None = None,
+    complete: bool = True,
 ) -> SourceReport:
     """The checks of one source; repairs_reported: the daemon's status counts repairs
-    (repaired_by_kind), so they are checked too."""
+    (repaired_by_kind), so they are checked too. spooled: (spooled, must spool), the spool's
+    lifetime total and what it must hold of what was sent. Without every run's counts
+    (complete False: a SIGKILLed run's died with it), the checks that need them all
+    (received, by reason, reached the session) give way to the spool's total."""
     never = dict(never_received or {})
-    report = SourceReport(source, delivery, dict(sent), never, counts, ())
-    checks = (
-        _balance(report),
-        _delivery(report),
-        *_rejections(report),
-        *(_repairs(report) if repairs_reported else []),
-        _reached_session(report),
-        Check(f"{source}: nothing left queued", counts.queued == 0, f"queued {counts.queued}"),
+    total, must = spooled if spooled is not None else (None, None)
+    report = SourceReport(source, delivery, dict(sent), never, counts, (), total, must, complete)
+    checks = [_balance(report)]
+    if complete:
+        checks.append(_delivery(report))
+        checks += _rejections(report)
+        checks += _repairs(report) if repairs_reported else []
+        checks.append(_reached_session(report))
+    if spooled is not None:
+        checks.append(_spooled(report))
+    checks.append(
+        Check(f"{source}: nothing left queued", counts.queued == 0, f"queued {counts.queued}")
     )
-    return SourceReport(source, delivery, report.sent, never, counts, checks)
+    return replace(report, checks=tuple(checks))
+
+
+def _spooled(report: SourceReport) -> Check:
+    """Over every run, SIGKILLed ones too: acked ZeroMQ spools each message sent exactly
+    once (a resend is dropped as a duplicate), MQTT QoS 1 at least once."""
+    got, must = report.spooled or 0, report.must_spool or 0
+    detail = f"spooled {got} over all runs, {must} sent that must be"
+    if report.delivery is Delivery.EXACT:
+        return Check(f"{report.source}: spooled exactly once", got == must, detail)
+    return Check(f"{report.source}: spooled at least once", got >= must, detail)
 
 
 def _within(report: SourceReport, got: int, expected: int, per_duplicate: int = 1) -> bool:
@@ -285,11 +310,12 @@ def summaries_checks(
     shrank: Sequence[str],
     repeated_seq: int = 0,
 ) -> list[Check]:
-    """The JSONL holds one line per summary the daemon runs emitted (status) plus the one
-    written at shutdown; every line is whole JSON, the file never got smaller, and no
-    seq number comes twice (a restarted daemon numbers on from the file)."""
+    """The JSONL holds one line per summary the last daemon run emitted (status) plus the
+    one written at shutdown (jsonl_lines: those the run wrote); every line is whole JSON,
+    the file never got smaller, and no seq number comes twice (a restarted daemon numbers
+    on from the file)."""
     written = Check(
-        "summaries: every summary emitted is in the JSONL",
+        "summaries: every summary the last run emitted is in the JSONL",
         jsonl_lines == emitted + at_shutdown,
         f"{jsonl_lines} lines, {emitted} emitted + {at_shutdown} at shutdown",
     )

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .liveness import Liveness
 from .payloads import Kind
 from .reconcile import Check, SourceReport, Trend
 
@@ -21,12 +22,14 @@ class Faults:
     daemon_kills: int
     resubscribed_after_s: tuple[float, ...]  # per broker restart: until the daemon's link was up
     ready_after_s: tuple[float, ...]  # per daemon start: until it answered "ready"
+    daemon_sigterms: int = 0
 
 
 @dataclass(frozen=True)
 class Summaries:
     jsonl_lines: int
-    emitted: int  # by the daemon runs, from their status
+    last_run_lines: int  # written by the last daemon run (its earlier runs were cut short)
+    emitted: int  # by the last daemon run, from its status
     at_shutdown: int
     # Records whose seq an earlier record has (a check: a restarted daemon numbers on
     # from the JSONL's last record, so this stays 0).
@@ -51,8 +54,9 @@ class SoakResult:
     faults: Faults
     memory: Memory
     daemon_exit_code: int
-    checks: tuple[Check, ...]  # the counts: sources, summaries, faults
+    checks: tuple[Check, ...]  # the counts: sources, summaries, faults, liveness
     memory_checks: tuple[Check, ...]
+    liveness: Liveness | None = None
 
     @property
     def reconciled(self) -> bool:
@@ -77,6 +81,7 @@ class SoakResult:
             "summaries": self.summaries.__dict__,
             "restarts": {
                 "broker": self.faults.broker_restarts,
+                "daemon_sigterm": self.faults.daemon_sigterms,
                 "daemon_sigkill": self.faults.daemon_kills,
                 "resubscribed_after_s": list(self.faults.resubscribed_after_s),
                 "ready_after_s": list(self.faults.ready_after_s),
@@ -90,6 +95,7 @@ class SoakResult:
                 },
                 "gpu": [t.as_json() for t in self.memory.gpu] or None,
             },
+            "liveness": None if self.liveness is None else self.liveness.as_json(),
             "daemon_exit_code": self.daemon_exit_code,
             "checks": [check.__dict__ for check in (*self.checks, *self.memory_checks)],
         }
@@ -160,9 +166,9 @@ def render_table(result: SoakResult) -> str:
     s, f, m = result.settings, result.faults, result.memory
     lines = [
         f"streamd soak: {result.elapsed_s:.0f} s, model {s['model']} on {s['device']}, "
-        f"{s['senders']} ZeroMQ + {s['senders']} MQTT senders at {s['rate']:g} msg/s each, "
-        f"{s['malformed']:.0%} malformed, {s['blobs']} blobs of {s['blob_bytes'] / 1e6:g} MB "
-        "per transport",
+        f"{s['senders']} acked ZeroMQ + {s['senders']} MQTT senders at {s['rate']:g} msg/s "
+        f"each, {s['malformed']:.0%} malformed, {s['blobs']} MQTT blobs of "
+        f"{s['blob_bytes'] / 1e6:g} MB",
         "",
         *_counts_table(result.sources),
         "",
@@ -170,16 +176,17 @@ def render_table(result: SoakResult) -> str:
         "",
         *_reason_lines(result.sources),
         "",
-        f"summaries: {result.summaries.jsonl_lines} JSONL lines = {result.summaries.emitted} "
-        f"emitted + {result.summaries.at_shutdown} at shutdown"
+        f"summaries: {result.summaries.jsonl_lines} JSONL lines; the last run wrote "
+        f"{result.summaries.last_run_lines} = {result.summaries.emitted} emitted + "
+        f"{result.summaries.at_shutdown} at shutdown"
         + (
             f"; {result.summaries.repeated_seq} seq numbers written twice"
             if result.summaries.repeated_seq
             else ""
         ),
         f"restarts: broker {f.broker_restarts} (daemon re-subscribed after "
-        f"{_seconds(f.resubscribed_after_s)}), daemon SIGKILL {f.daemon_kills} "
-        f"(ready after {_seconds(f.ready_after_s)})",
+        f"{_seconds(f.resubscribed_after_s)}), daemon SIGTERM {f.daemon_sigterms} and "
+        f"SIGKILL {f.daemon_kills} mid-flood (ready after {_seconds(f.ready_after_s)})",
         f"memory after a {m.warmup_s:g} s warm-up, peak RSS in MiB (bound x{m.bound:g}):",
         *["  " + line for line in _trend_lines("RSS", m.rss)],
         "  peak RSS (VmHWM) by run: "

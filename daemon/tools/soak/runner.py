@@ -1,8 +1,9 @@
 """The soak's timeline: start everything, offer traffic, inject the faults, settle, reconcile.
 
-broker up -> daemon ready and subscribed -> senders and monitor start
--> at evenly spaced times: broker restarts (traffic goes on) and, in the
-   middle, one daemon SIGKILL -> at the end, settle and SIGTERM the daemon
+broker up -> daemon ready and subscribed -> senders, monitor and probes start
+-> at evenly spaced times, the traffic going on: broker restarts, daemon SIGTERM + start
+   and daemon SIGKILL + start (on the same state directory: the spool and the snapshot
+   carry the stream over) -> at the end, settle and SIGTERM the daemon
 """
 
 from __future__ import annotations
@@ -18,27 +19,40 @@ from typing import Any
 
 import zmq
 
-from ..testing import DaemonProcess, WaitTimeout, free_tcp_port, wait_until
+from ..testing import DaemonProcess, WaitTimeout, clean_env, free_tcp_port, wait_until
 from .broker import start_soak_broker
 from .daemon_runs import (
     SOURCES,
+    TOPIC_ROOT,
     DaemonRun,
     jsonl_lines,
+    must_spool,
     read_jsonl,
+    run_args,
     sent_totals,
     settled,
+    spool_state,
+    spooled_totals,
+    start_counts,
     status_counts,
+    stopped_counts,
     subscribed,
 )
+from .liveness import LiveWindow, NotifyListener, StatusProbe, liveness
 from .monitor import Monitor
-from .options import SoakOptions
+from .options import SIGTERM, SoakOptions, schedule
 from .payloads import Mix
 from .reconcile import flat_check, summaries_checks
 from .report import Faults, SoakResult, Summaries
 from .senders import MqttSender, Sender, SenderStuck, ZmqSender
-from .verdict import fault_checks, memory_trends, source_reports
+from .verdict import (
+    fault_checks,
+    liveness_checks,
+    memory_trends,
+    source_reports,
+    spool_check,
+)
 
-TOPIC_ROOT = "soak"
 BROKER_DOWN_S = 1.0  # long enough that every client sees the broker gone
 RESUBSCRIBE_TIMEOUT_S = 60.0  # the daemon's reconnect backoff is capped at 30 s
 QUIET_S = 1.0  # settled: the counters stayed the same this long
@@ -47,16 +61,6 @@ TICK_S = 0.5
 HEARTBEAT_S = 30.0  # a progress line this often while the traffic runs
 
 Progress = Callable[[str], None]
-
-
-def schedule(options: SoakOptions) -> list[tuple[float, str]]:
-    """(seconds after the traffic starts, "broker" or "daemon"), evenly spaced; the daemon
-    kill in the middle, between broker restarts."""
-    events = ["broker"] * options.broker_restarts
-    if options.kill_daemon_once:
-        events.insert(len(events) // 2, "daemon")
-    step = options.duration_s / (len(events) + 1)
-    return [(step * (i + 1), event) for i, event in enumerate(events)]
 
 
 class Soak:
@@ -68,7 +72,10 @@ class Soak:
         self.runs: list[DaemonRun] = []
         self.resubscribed_after: list[float] = []
         self.ready_after: list[float] = []
-        self.broker_restarts = self.daemon_kills = 0
+        self.broker_restarts = self.daemon_kills = self.daemon_sigterms = 0
+        self.stop_codes: list[int] = []  # of the mid-flood SIGTERMs
+        self.windows: list[LiveWindow] = []
+        self.spooled: dict[str, int] | None = None  # the spool's lifetime totals, settled
         self.repairs_reported = False  # the daemon's status has repaired_by_kind
         self.began = self.last_heartbeat = time.monotonic()  # of the traffic (see _drive)
         self.senders: list[Sender] = []
@@ -84,44 +91,31 @@ class Soak:
             self.broker = start_soak_broker(self.workdir / "broker")
             cleanup.callback(self.broker.stop)
             self.progress(f"broker: mosquitto on {self.broker.host}:{self.broker.port}")
+            self.notify = NotifyListener(self.workdir / "notify.sock")
+            self.notify.start()
+            cleanup.callback(self.notify.stop)
+            env = clean_env(
+                NOTIFY_SOCKET=str(self.notify.path),
+                WATCHDOG_USEC=str(int(self.options.watchdog_s * 1e6)),
+            )
             self.daemon = DaemonProcess(
-                self._run_args(), self.workdir / "control.sock", self.workdir / "daemon.log"
+                run_args(self.options, self.workdir, self.zmq_address, self.broker),
+                self.workdir / "control.sock",
+                self.workdir / "daemon.log",
+                env,
             )
             self.monitor = Monitor(self.jsonl, self.daemon.status)
             self.monitor.start()
             cleanup.callback(self.monitor.stop)
+            self.probe = StatusProbe(self.daemon.status)
+            self.probe.start()
+            cleanup.callback(self.probe.stop)
             cleanup.callback(self._kill_daemon_if_running)
             self._start_daemon()
             cleanup.enter_context(self._traffic())
             self._drive()
             exit_code, at_shutdown = self._finish()
         return self._result(time.monotonic() - started, exit_code, at_shutdown)
-
-    def _run_args(self) -> list[str]:
-        o, broker = self.options, self.broker
-        return [
-            # Its reconciliation does not yet carry a spool's replays across daemon runs (a
-            # run's baseline is read after the replay): without one unless daemon_args say.
-            "--no-spool",
-            # First: the soak's settings below must win (click keeps an option's last value).
-            *o.daemon_args,
-            "--config", str(self.workdir / "streamd.toml"),
-            "--state-dir", str(self.workdir / "state"),
-            "--control-socket", str(self.workdir / "control.sock"),
-            "--model", o.model, "--device", o.device, "--max-capacity", str(o.max_capacity),
-            "--summary-every-tokens", str(o.summary_every_tokens),
-            # Token trigger only: it fires after a batch, so once nothing is queued no
-            # summary is pending, and the JSONL's lines match the status' count exactly.
-            "--summary-every-seconds", "0",
-            "--no-stdout", "--jsonl", str(self.jsonl),
-            "--zmq-bind", self.zmq_address,
-            "--mqtt-host", broker.host, "--mqtt-port", str(broker.port),
-            "--mqtt-topic", f"{TOPIC_ROOT}/#",
-            # Fixed across daemon restarts: the broker keeps the session under this id.
-            "--mqtt-client-id", f"streamd-soak-{broker.port}",
-            "--metrics-port", str(free_tcp_port()),
-            "--log-format", "json",
-        ]  # fmt: skip
 
     @contextlib.contextmanager
     def _traffic(self) -> Iterator[None]:
@@ -141,13 +135,15 @@ class Soak:
         o = self.options
         blob_times = [o.duration_s * (i + 0.5) / o.blobs for i in range(o.blobs)]
         senders = self.senders
+        # Acknowledgements stall while a daemon restarts: never give up within a start.
+        acked_timeout_s = o.start_timeout_s + o.drain_timeout_s
         for i in range(o.senders):
             common = {"rate": o.rate, "blob_bytes": o.blob_bytes}
-            blobs = blob_times if i == 0 else []  # one sender per transport carries the blobs
+            blobs = blob_times if i == 0 else []  # one MQTT publisher carries the blobs
             senders.append(
                 ZmqSender(
-                    f"soak-zmq-{i}", context, self.zmq_address,
-                    mix=Mix(o.malformed, seed=o.seed * 1000 + i), blob_times=blobs, **common,
+                    f"soak-zmq-{i}", context, self.zmq_address, acked_timeout_s,
+                    mix=Mix(o.malformed, seed=o.seed * 1000 + i), blob_times=[], **common,
                 )
             )  # fmt: skip
             senders.append(
@@ -165,7 +161,7 @@ class Soak:
             if event == "broker":
                 self._restart_broker(self._elapsed_s())
             else:
-                self._kill_and_restart_daemon(self._elapsed_s())
+                self._restart_daemon(event, self._elapsed_s())
         self._wait_until(self.began + self.options.duration_s)
 
     def _elapsed_s(self) -> float:
@@ -208,15 +204,31 @@ class Soak:
         self.resubscribed_after.append(round(time.monotonic() - went, 2))
         self.progress(f"{at_s:.0f} s: broker restarted; the daemon re-subscribed")
 
-    def _kill_and_restart_daemon(self, at_s: float) -> None:
-        self._settle("before the SIGKILL")
-        self.monitor.unwatch()
-        self.daemon.kill()
-        self.daemon_kills += 1
-        self.progress(f"{at_s:.0f} s: daemon SIGKILLed (run {len(self.runs)} settled first)")
+    def _restart_daemon(self, how: str, at_s: float) -> None:
+        """SIGTERM (a clean stop: its counts come from its "stopped" event) or SIGKILL (its
+        counts die with it), mid-flood; then a start on the same state directory."""
+        self._end_live_window()
+        run = self.runs[-1]
+        run.ended_by = how
+        if how == SIGTERM:
+            self.stop_codes.append(self.daemon.stop())
+            self.daemon_sigterms += 1
+            run.final = stopped_counts(self.daemon.log_path, self._clean_stops())
+        else:
+            self.daemon.kill()
+            self.daemon_kills += 1
+        self.progress(f"{at_s:.0f} s: daemon {how.upper()} mid-flood (run {len(self.runs)})")
         self._start_daemon()
-        for sender in self.senders:
-            sender.resume()
+
+    def _clean_stops(self) -> int:
+        """How many runs logged a "stopped" event before the one that just stopped."""
+        return sum(1 for run in self.runs[:-1] if run.ended_by == SIGTERM)
+
+    def _end_live_window(self) -> None:
+        self.probe.live(False)
+        self.monitor.unwatch()
+        if self.windows and self.windows[-1].end is None:
+            self.windows[-1].end = time.monotonic()
 
     # ------------------------------------------------------- daemon runs
 
@@ -230,13 +242,15 @@ class Soak:
             self.options.start_timeout_s,
         )
         self.ready_after.append(round(time.monotonic() - went, 2))
+        self.windows.append(LiveWindow(time.monotonic()))
+        self.probe.live(True)
         rows = doc["sources"].values()
         self.repairs_reported = all("repaired_by_kind" in row for row in rows)
         self.runs.append(
             DaemonRun(
                 index=len(self.runs),
                 ready_at_s=self.monitor.now_s(),
-                baseline=status_counts(doc),
+                baseline=start_counts(),
                 emitted_baseline=int(doc["summaries"]["emitted"]),
                 jsonl_lines_at_start=jsonl_lines(self.jsonl),
             )
@@ -262,16 +276,16 @@ class Soak:
             sender.pause()
         self.progress(f"settling {when}: senders paused; {self._traffic_line()}")
         for sender in self.senders:
-            if isinstance(sender, MqttSender):
-                sender.wait_acked(self.options.drain_timeout_s)
-        run, sent = self.runs[-1], sent_totals(self._sent_by_source())
+            sender.wait_acked(self.options.drain_timeout_s)
+        run, expected = self.runs[-1], must_spool(self._sent_by_source())
         try:
-            doc = self._quiet_status(lambda d: settled(d, self.runs, sent, self.jsonl), when)
+            doc = self._quiet_status(lambda d: settled(d, run, expected, self.jsonl), when)
         except WaitTimeout as timeout:  # the checks will say what did not add up
             self.progress(f"{timeout}; reading the counters as they are")
             doc = self.daemon.status() or {}
         run.final = status_counts(doc)
         run.emitted_final = int(doc.get("summaries", {}).get("emitted", run.emitted_baseline))
+        self.spooled = spooled_totals(doc)
 
     def _quiet_status(self, check: Callable[[dict[str, Any]], bool], when: str) -> dict[str, Any]:
         """The first status that passes `check` and has not changed for QUIET_S."""
@@ -303,8 +317,11 @@ class Soak:
         """Settle, then SIGTERM: (the daemon's exit code, summaries written at shutdown)."""
         self._settle("at the end")
         before = len(read_jsonl(self.jsonl)[0])  # records: the index into them below
+        self._end_live_window()
+        self.runs[-1].ended_by = "end"
         exit_code = self.daemon.stop()
-        self.monitor.unwatch()
+        stopped = stopped_counts(self.daemon.log_path, self._clean_stops())
+        self.runs[-1].final = stopped or self.runs[-1].final  # the settled status, if none
         records, _ = read_jsonl(self.jsonl)
         at_shutdown = sum(1 for r in records[before:] if r.get("trigger") == "shutdown")
         self.progress(f"daemon stopped (exit code {exit_code})")
@@ -313,23 +330,30 @@ class Soak:
     # ------------------------------------------------------------ result
 
     def _result(self, elapsed_s: float, exit_code: int, at_shutdown: int) -> SoakResult:
-        sources = source_reports(self.runs, self._sent_by_source(), self.repairs_reported)
+        sent = self._sent_by_source()
+        sources = source_reports(self.runs, sent, self.repairs_reported, self.spooled)
         records, torn = read_jsonl(self.jsonl)
         seqs = [record.get("seq") for record in records]
+        last = self.runs[-1]
         summaries = Summaries(
             jsonl_lines=len(records) + torn,
-            emitted=sum(run.emitted for run in self.runs),
+            last_run_lines=len(records) + torn - last.jsonl_lines_at_start,
+            emitted=last.emitted,
             at_shutdown=at_shutdown,
             repeated_seq=len(seqs) - len(set(seqs)),
         )
         memory = memory_trends(self.options, self.runs, self.monitor)
+        live = liveness(self.notify.pings, self.windows, self.probe.latencies)
+        done = (self.broker_restarts, self.daemon_sigterms, self.daemon_kills)
         checks = [
             *(check for report in sources for check in report.checks),
+            spool_check(spool_state(self.workdir / "state")),
             *summaries_checks(
-                summaries.jsonl_lines, torn, summaries.emitted, at_shutdown,
+                summaries.last_run_lines, torn, summaries.emitted, at_shutdown,
                 self.monitor.jsonl_shrank, summaries.repeated_seq,
             ),
-            *fault_checks(self.options, self.broker_restarts, self.daemon_kills, exit_code),
+            *fault_checks(self.options, done, exit_code, self.stop_codes),
+            *liveness_checks(self.options, live),
         ]  # fmt: skip
         memory_checks = [flat_check("daemon RSS", memory.rss, memory.bound)]
         if memory.gpu:
@@ -339,6 +363,7 @@ class Soak:
             self.daemon_kills,
             tuple(self.resubscribed_after),
             tuple(self.ready_after),
+            self.daemon_sigterms,
         )
         return SoakResult(
             settings=self.options.as_json(),
@@ -350,6 +375,7 @@ class Soak:
             daemon_exit_code=exit_code,
             checks=tuple(checks),
             memory_checks=tuple(memory_checks),
+            liveness=live,
         )
 
 

@@ -1,7 +1,7 @@
 """The soak's senders: threads that offer the mix at a steady rate and count what they SENT.
 
-Sent means the other side took responsibility for it (ZeroMQ: queued on a PUSH socket
-connected to the daemon; MQTT: a QoS 1 publish the broker acknowledged). A message that could
+Sent means the other side took responsibility for it (ZeroMQ: the daemon acknowledged it,
+spooled; MQTT: a QoS 1 publish the broker acknowledged). A message that could
 not go out is not counted, so sent is what the daemon must account for.
 """
 
@@ -16,11 +16,13 @@ import paho.mqtt.client as paho
 import zmq
 from paho.mqtt.enums import CallbackAPIVersion
 
+from streamd.connectors.send_acked import ZmqAcked
+from streamd.connectors.send_channel import Outcome
+
 from .payloads import Kind, Mix, spoil
 
 POLL_MS = 100  # how often a blocked send looks up to see whether it was paused
 PAUSE_TIMEOUT_S = 30.0  # a sender that cannot stop between two messages is stuck
-BLOB_SEND_TIMEOUT_S = 10.0
 # QoS 1 publishes awaiting the broker's acknowledgement, per publisher: enough to
 # hide the round trip, few enough that a broker restart leaves a small resend.
 MAX_UNACKED = 200
@@ -115,58 +117,54 @@ class Sender(threading.Thread):
     def _offer(self, kind: Kind, payload: bytes) -> None:
         raise NotImplementedError
 
+    def wait_acked(self, timeout_s: float) -> None:
+        """Once paused: until what was offered is taken (sent) or known lost; SenderStuck
+        if it is not taken within timeout_s."""
+        raise NotImplementedError
+
     def close(self) -> None:
         """Release sockets and clients (after the thread has ended)."""
 
 
 class ZmqSender(Sender):
-    """One PUSH socket connected to the daemon's PULL address; a blob goes on a socket of
-    its own, because libzmq drops the connection it arrives on (ZMQ_MAXMSGSIZE) and the
-    good lines must not share that fate."""
+    """`streamd send`'s acknowledged delivery (connectors/send_acked.py) to the daemon's
+    acked intake: a message counts as sent once the daemon acknowledged it (it is spooled),
+    and the unacknowledged window is resent after a daemon restart. No blobs: the acked
+    intake's frame limit would tear the connection the window shares (the frame limits have
+    tests of their own)."""
 
-    source = "zmq-pull"
+    source = "zmq-acked"
 
-    def __init__(self, name: str, context: zmq.Context[Any], address: str, **kwargs: Any) -> None:
+    def __init__(
+        self, name: str, context: zmq.Context[Any], address: str, timeout_s: float, **kwargs: Any
+    ) -> None:
         super().__init__(name, **kwargs)
-        self.context = context
-        self.address = address
-        self.socket = self._connect()
-
-    def _connect(self) -> zmq.Socket[Any]:
-        socket = self.context.socket(zmq.PUSH)
-        socket.setsockopt(zmq.IMMEDIATE, 1)  # queue only to a connected daemon
-        socket.setsockopt(zmq.LINGER, 0)  # at close, anything unsent was not counted
-        socket.connect(self.address)
-        return socket
+        self.channel = ZmqAcked(context, address, timeout_s)
+        self._kinds: deque[Kind] = deque()  # of the messages awaiting an outcome, in order
+        self.given_up: list[str] = []  # why, for each message the channel gave up on
 
     def _offer(self, kind: Kind, payload: bytes) -> None:
-        if kind is Kind.BLOB:
-            self._offer_blob(payload)
-        elif self._send(self.socket, payload):
-            self._count(kind)
+        self._kinds.append(kind)
+        self._settle(self.channel.submit(payload))
 
-    def _send(self, socket: zmq.Socket[Any], payload: bytes) -> bool:
-        """Wait for room (the daemon pushes back when its queue is full) unless paused."""
-        while not self._interrupted:
-            if socket.poll(POLL_MS, zmq.POLLOUT):
-                try:
-                    socket.send(payload, zmq.NOBLOCK)
-                    return True
-                except zmq.Again:
-                    continue  # the daemon went between poll and send
-        return False
+    def _settle(self, outcomes: list[Outcome]) -> None:
+        for outcome in outcomes:
+            kind = self._kinds.popleft()
+            if outcome is None:
+                self._count(kind)
+            else:
+                self.given_up.append(outcome)
 
-    def _offer_blob(self, payload: bytes) -> None:
-        socket = self._connect()
-        try:
-            if socket.poll(int(BLOB_SEND_TIMEOUT_S * 1000), zmq.POLLOUT):
-                socket.send(payload, zmq.NOBLOCK)
-                self._count(Kind.BLOB)
-        finally:
-            socket.close(linger=int(BLOB_SEND_TIMEOUT_S * 1000))
+    # Before exact counts, with the thread paused: until the daemon acknowledged every
+    # message (the channel gives up after its own timeout without an acknowledgement).
+    def wait_acked(self, _timeout_s: float) -> None:
+        self._settle(self.channel.settle_all())
+        if self.given_up:
+            why = f"{self.name}: {len(self.given_up)} messages never acknowledged"
+            raise SenderStuck(f"{why}: {self.given_up[0]}")
 
     def close(self) -> None:
-        self.socket.close(linger=0)
+        self.channel.close()
 
 
 class MqttSender(Sender):
