@@ -11,7 +11,7 @@ import click
 
 from .cli_options import DEFAULT_MODEL, or_exit
 from .run_options import run_options
-from .tools.cli import bench, demo, eval_command, soak
+from .tools.cli import bench, demo, eval_command, keepup, soak
 from .tools.eval_summaries_cli import eval_summaries
 from .tools.models import models
 
@@ -32,6 +32,7 @@ def main() -> None:
     Watch it:     streamd status; streamd summaries --follow
     Steer it:     streamd tune --max-capacity 2048; streamd summarize
     Soak it:      streamd soak --duration 600
+    Time it:      streamd keepup --rate 5 --duration 600
     Pick a model: streamd models; streamd models --check /srv/models/NAME
     """
 
@@ -301,7 +302,7 @@ def summaries(control_socket: Path | None, as_json: bool, follow: bool, last: in
     sys.exit(commands.summaries(control_socket, as_json, follow, last))
 
 
-for command in (demo, eval_command, bench, soak, eval_summaries, models):
+for command in (demo, eval_command, bench, soak, keepup, eval_summaries, models):
     main.add_command(command)
 
 if __name__ == "__main__":

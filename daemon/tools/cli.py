@@ -1,4 +1,4 @@
-"""The tool commands: demo, eval, bench and soak (eval-summaries has its module)."""
+"""The tool commands: demo, eval, bench, soak and keepup (eval-summaries has its module)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from ..cli_options import (
 )
 from .bench.shapes import SHAPES
 from .breakdown_cli import breakdown_options, run_breakdown
+from .keepup.flags import keepup_options
 from .soak.flags import soak_options
 
 
@@ -309,3 +310,48 @@ def soak(json_path: Path | None, **settings: Any) -> None:
 
     options = or_exit(lambda: SoakOptions(**settings))
     sys.exit(run_command(options, json_path, click.echo, progress))
+
+
+@click.command()
+@keepup_options
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the result as JSON to this file (every status sample included).",
+)
+def keepup(report_path: Path | None, **settings: Any) -> None:
+    """Does the daemon keep up with a steady stream while it summarizes? Measure it.
+
+    It starts `streamd run` of its own (--model, --device, a temporary state dir and
+    control socket, a summary every --summary-every-seconds into a JSONL file, stdout
+    off), waits until it is ready, then feeds it real log lines (the bundled
+    daemon/data/*.log, cycled, or --log FILE) through `streamd send` at --rate lines/s
+    for --duration seconds. Every --sample-every seconds it reads the daemon's status:
+    the queue, the age of the oldest unread message (the lag), tokens/s, what the
+    engine does, the summaries so far, and the daemon's RSS; every 30 s it prints one
+    line of that. At the end it lets the daemon take in the rest, stops it with
+    SIGTERM and judges:
+
+    \b
+      lines     every line sent, on schedule, acknowledged and ingested
+      lag       the oldest unread message never older than --max-lag, and the
+                last third's worst lag at most the first third's + --lag-slack
+      summaries one starts --summary-every-seconds (+- --interval-tolerance)
+                after the previous one ended (the daemon's period restarts when a
+                summary ends: outputs are that plus the summary's own time apart)
+      daemon    exits 0 on SIGTERM
+
+    \b
+      streamd keepup --report keepup.json                # the issue: 5 lines/s, 600 s, CPU
+      streamd keepup --duration 60                       # a one-minute smoke run
+      streamd keepup --rate 20 --device cuda --model /srv/models/NAME
+
+    Exit 0 when it keeps up, 1 when a check fails (the daemon's files are kept), 2
+    when the measurement cannot run.
+    """
+    from .keepup.command import run_command
+    from .keepup.options import KeepupOptions
+
+    options = or_exit(lambda: KeepupOptions(**settings))
+    sys.exit(run_command(options, report_path, click.echo, progress))

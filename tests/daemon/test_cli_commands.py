@@ -28,12 +28,12 @@ def test_the_cli_default_model_is_the_loaders() -> None:
 
 
 def test_the_shared_options_default_to_the_daemons_settings() -> None:
-    """demo, eval, bench, soak and eval-summaries share one --max-capacity and --chunk:
-    each command shows the daemon's own default."""
+    """demo, eval, bench, soak, keepup and eval-summaries share one --max-capacity and
+    --chunk: each command shows the daemon's own default."""
     from streamd.daemon.config import CacheConfig
 
     daemon = CacheConfig()
-    for command in ("demo", "eval", "bench", "soak", "eval-summaries"):
+    for command in ("demo", "eval", "bench", "soak", "keepup", "eval-summaries"):
         params = {p.name: p for p in cli_module.main.commands[command].params}
         assert params["max_capacity"].default == daemon.max_capacity, command
         if "chunk" in params:
