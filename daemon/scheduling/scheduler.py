@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
@@ -34,11 +32,11 @@ from .engine_thread import (
 from .engine_watch import Gauges, engine_status
 from .fairness import CHARS_PER_TOKEN, lag_status
 from .summary_gate import SummaryGate
+from .tally import RateWindow, epoch_of, utc_timestamp
 
 log = structlog.get_logger(__name__)
 
 BATCH_CHUNKS = 2  # text per engine call: about this many prefill chunks
-RATE_WINDOW_S = 60.0  # `status` shows the ingest rate over the last minute
 TIMER_TICK_S = 1.0  # longest sleep of the seconds trigger: a `tune` is seen within this
 GAUGES_EVERY_S = 1.0  # the engine and lag gauges, refreshed this often while ingest runs
 PREVIEW_CHARS = 120  # of the first line of a failed batch, in the log
@@ -49,45 +47,6 @@ if TYPE_CHECKING:  # torch: loaded on the engine thread, when the session is bui
 T = TypeVar("T")
 SummaryHandler = Callable[[SummaryRecord], Awaitable[None]]
 SessionFactory = Callable[[SessionConfig], "Session"]
-
-
-class RateWindow:
-    """Tokens per second over the last window_s seconds."""
-
-    def __init__(self, window_s: float = RATE_WINDOW_S) -> None:
-        self.window_s = window_s
-        self._since = time.monotonic()
-        self._events: deque[tuple[float, int]] = deque()
-
-    def reset(self) -> None:
-        """Start the window now (when the model is loaded: loading is not ingest time)."""
-        self._since = time.monotonic()
-        self._events.clear()
-
-    def add(self, tokens: int) -> None:
-        self._events.append((time.monotonic(), tokens))
-
-    def per_second(self) -> float:
-        now = time.monotonic()
-        while self._events and self._events[0][0] < now - self.window_s:
-            self._events.popleft()
-        # In the first minute, divide by the time that has passed, not a whole minute.
-        span = min(self.window_s, max(now - self._since, 1e-3))
-        return sum(tokens for _, tokens in self._events) / span
-
-
-def epoch_of(stamp: object) -> float | None:
-    """utc_timestamp()'s text back to Unix time; None for anything else."""
-    try:
-        return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
-def utc_timestamp(epoch_s: float) -> str:
-    """ISO 8601 in UTC with milliseconds: 2025-01-31T12:00:00.123Z."""
-    moment = datetime.fromtimestamp(epoch_s, UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Engine:
