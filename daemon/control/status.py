@@ -42,6 +42,9 @@ def status_document(
     had to repair). Everything else is for people and may grow. Latencies are null until
     the first observation."""
     stats, config = engine.stats, engine.config
+    # Tokens and chunks from one reading (the engine thread counts both per chunk):
+    # 'ingested' beside the chunk latency's count never mixes two moments.
+    before, prefilled = engine.tokens.before_start, engine.tokens.prefilled
     return {
         "state": state,
         "pid": os.getpid(),
@@ -53,7 +56,8 @@ def status_document(
         "gpu": gpu,
         "cache": _cache(engine),
         "tokens": {
-            "ingested": stats.tokens_ingested if stats else 0,
+            "ingested": before + prefilled.tokens,  # since the stream began
+            "ingested_since_start": prefilled.tokens,  # by this process (not a resumed window)
             "evicted": stats.tokens_evicted if stats else 0,
             "per_second_1m": round(engine.rate.per_second(), 3),
             "unsummarized": engine.unsummarized_tokens,
@@ -67,7 +71,10 @@ def status_document(
         "outputs": outputs.names,
         "output_queues": outputs.counts(),  # {output: {written, queued, dropped}}
         "latency": {
-            "prefill_chunk_s": _quantiles(metrics.prefill_chunk),
+            # Stream chunks prefilled (ingest), never the system prompt or a summary's
+            # request: count and tokens are this process's chunks and their tokens.
+            "prefill_chunk_s": _quantiles(metrics.prefill_chunk)
+            | {"count": prefilled.chunks, "tokens": prefilled.tokens},
             "summary_ttft_s": _quantiles(metrics.time_to_first_token),
             "summary_tpot_s": _quantiles(metrics.inter_token_latency),
         },
@@ -95,7 +102,7 @@ def one_line(state: str, engine: Engine, queue: IngestQueue) -> str:
     lag = "nothing waits" if oldest is None else f"oldest unread {oldest:.0f} s"
     return (
         f"{state}: {doing['doing']} for {doing['for_s']:.0f} s, {lag}, "
-        f"{stats.tokens_ingested} tokens in, {engine.rate.per_second():.0f} tok/s, "
+        f"{engine.tokens.total} tokens in, {engine.rate.per_second():.0f} tok/s, "
         f"cache {stats.used}/{stats.max_capacity}, {engine.summaries_emitted} summaries, "
         f"queue {queue.depth}"
     )

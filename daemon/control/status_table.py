@@ -1,4 +1,6 @@
-"""`streamd status` as a table for people (the CLI renders it from the status document)."""
+"""`streamd status` as a table for people (the CLI renders it from the status document);
+every row says what its numbers count, so no two rows read as contradicting each other
+(#11, observation 14)."""
 
 from __future__ import annotations
 
@@ -70,11 +72,7 @@ def render_status_table(doc: dict[str, Any]) -> str:
             f"(pinned {cache['pinned']} + window {cache['window']}), "
             f"{cache['bytes'] / 2**20:.1f} MiB",
         ),
-        (
-            "tokens",
-            f"{tokens['ingested']} ingested ({tokens['per_second_1m']:.0f} tok/s, 1 min), "
-            f"{tokens['evicted']} evicted",
-        ),
+        ("tokens", _tokens_text(tokens)),
         ("queue", f"{doc['queue']['depth']} messages waiting"),
         ("engine", engine_text(doc.get("engine"))),
         ("lag", lag_text(doc.get("lag"))),
@@ -84,9 +82,9 @@ def render_status_table(doc: dict[str, Any]) -> str:
             f"{_scheduling_counts(summaries)}last {_age(summaries['last_age_s'])} ({every})",
         ),
         ("claims", _claims_text(summaries)),
-        ("prefill", _latency_text(latency["prefill_chunk_s"])),
-        ("TTFT", _latency_text(latency["summary_ttft_s"])),
-        ("TPOT", _latency_text(latency["summary_tpot_s"])),
+        ("ingest chunk", _chunks_text(latency["prefill_chunk_s"])),
+        ("summary TTFT", _latency_text(latency["summary_ttft_s"], "summaries")),
+        ("summary TPOT", _latency_text(latency["summary_tpot_s"], "summaries")),
         ("snapshot", _snapshot_line(doc.get("snapshot"))),
         ("spool", _spool_line(doc.get("spool"))),
         ("outputs", _outputs_line(doc)),
@@ -113,6 +111,25 @@ def _scheduling_counts(summaries: dict[str, Any]) -> str:
     words = {"merged": "merged", "held_back": "held back", "time_limited": "cut by time"}
     counts = [f"{summaries[key]} {text}" for key, text in words.items() if summaries.get(key)]
     return "".join(f"{count}, " for count in counts)
+
+
+def _tokens_text(tokens: dict[str, Any]) -> str:
+    """'1200 ingested (300 since start, 25 tok/s, 1 min), 950 evicted'; 'since start' only
+    where a resumed snapshot's tokens make the two differ."""
+    since = tokens.get("ingested_since_start", tokens["ingested"])
+    start = f"{since} since start, " if since != tokens["ingested"] else ""
+    return (
+        f"{tokens['ingested']} ingested ({start}{tokens['per_second_1m']:.0f} tok/s, 1 min), "
+        f"{tokens['evicted']} evicted"
+    )
+
+
+def _chunks_text(q: dict[str, Any]) -> str:
+    """The stream chunks' prefill latency, with what it counted: 'p50 1.2 ms, p99 3.0 ms
+    per chunk (30 chunks, 1800 tokens since start)'."""
+    tokens = q.get("tokens")
+    counted = f"{q['count']} chunks" + ("" if tokens is None else f", {tokens} tokens")
+    return f"p50 {_ms(q['p50'])}, p99 {_ms(q['p99'])} per chunk ({counted} since start)"
 
 
 def _snapshot_line(snapshot: dict[str, Any] | None) -> str:
@@ -149,5 +166,5 @@ def _spool_line(spool: dict[str, Any] | None) -> str:
     return text
 
 
-def _latency_text(q: dict[str, Any]) -> str:
-    return f"p50 {_ms(q['p50'])}, p99 {_ms(q['p99'])} ({q['count']} observed)"
+def _latency_text(q: dict[str, Any], what: str) -> str:
+    return f"p50 {_ms(q['p50'])}, p99 {_ms(q['p99'])} ({q['count']} {what})"

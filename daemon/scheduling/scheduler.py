@@ -32,7 +32,7 @@ from .engine_thread import (
 from .engine_watch import Gauges, engine_status
 from .fairness import CHARS_PER_TOKEN, lag_status
 from .summary_gate import SummaryGate
-from .tally import RateWindow, epoch_of, utc_timestamp
+from .tally import IngestTally, RateWindow, epoch_of, utc_timestamp
 
 log = structlog.get_logger(__name__)
 
@@ -60,6 +60,7 @@ class Engine:
         self.config = config  # `tune` replaces it; the triggers read config.summary each time
         self.stats: SessionStats | None = None  # the session after the last engine call
         self.rate = RateWindow()
+        self.tokens = IngestTally()  # stream tokens and chunks, as each forward finishes
         self.summaries_emitted = 0
         self.last_summary_epoch_s: float | None = None
         self.last_summary: dict[str, Any] | None = None  # the latest record's JSON (snapshots)
@@ -84,6 +85,7 @@ class Engine:
         self._thread.start()
         opened = await self._thread.call(self._open_session, self.config, activity=LOADING)
         stats = self._observe(opened)
+        self.tokens.started_at(stats.tokens_ingested)
         self._period_start = time.monotonic()
         self.rate.reset()
         return stats
@@ -180,12 +182,13 @@ class Engine:
             log.warning("ingest recovered by the retry in smaller pieces", **_batch_context(batch))
         self._count(batch, self._metrics.ingest_ingested)
         self._observe(stats)
-        self.rate.add(result.tokens)
 
     def _ingest_on_thread(self, text: str) -> tuple[Ingested, SessionStats]:
         m = self._metrics
 
         def chunk_done(tokens: int, seconds: float) -> None:  # as each forward finishes
+            self.tokens.add(tokens)
+            self.rate.add(tokens)
             m.prefill_chunk.observe(seconds)
             m.ingest_tokens.inc(tokens)
 
@@ -333,6 +336,7 @@ class Engine:
         # Tokens evicted before this process started were counted by the one before it.
         self._evicted = stats.tokens_evicted
         self._observe(stats)
+        self.tokens.started_at(stats.tokens_ingested)  # the window is not this run's ingest
         self.summaries_emitted = snapshot.summaries_emitted
         self.last_summary = snapshot.last_summary
         upto = (snapshot.last_summary or {}).get("stream_tokens", 0)

@@ -1,38 +1,84 @@
-"""What the engine has taken in and written, as `status` counts it: the ingest rate, and
-the summary records' timestamps."""
+"""What the engine has taken in, as `status` counts it: stream tokens and the chunks that
+carried them (as each forward finishes) and the ingest rate (#11, observation 14); the
+summary records' timestamps."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 RATE_WINDOW_S = 60.0  # `status` shows the ingest rate over the last minute
+RATE_STEP_S = 0.1  # chunks prefilled within this are one event of the rate window
 
 
 class RateWindow:
-    """Tokens per second over the last window_s seconds."""
+    """Tokens per second over the last window_s seconds. Added to on the engine thread as
+    each chunk is prefilled (with the token count beside it), read on the event loop."""
 
     def __init__(self, window_s: float = RATE_WINDOW_S) -> None:
         self.window_s = window_s
         self._since = time.monotonic()
-        self._events: deque[tuple[float, int]] = deque()
+        self._events: deque[tuple[float, int]] = deque()  # (time, tokens) per RATE_STEP_S
+        self._lock = threading.Lock()
 
     def reset(self) -> None:
         """Start the window now (when the model is loaded: loading is not ingest time)."""
-        self._since = time.monotonic()
-        self._events.clear()
+        with self._lock:
+            self._since = time.monotonic()
+            self._events.clear()
 
     def add(self, tokens: int) -> None:
-        self._events.append((time.monotonic(), tokens))
+        now = time.monotonic()
+        with self._lock:
+            if self._events and now - self._events[-1][0] < RATE_STEP_S:
+                tokens += self._events.pop()[1]  # one event per step, however small the chunks
+            self._events.append((now, tokens))
 
     def per_second(self) -> float:
         now = time.monotonic()
-        while self._events and self._events[0][0] < now - self.window_s:
-            self._events.popleft()
-        # In the first minute, divide by the time that has passed, not a whole minute.
-        span = min(self.window_s, max(now - self._since, 1e-3))
-        return sum(tokens for _, tokens in self._events) / span
+        with self._lock:
+            while self._events and self._events[0][0] < now - self.window_s:
+                self._events.popleft()
+            total = sum(tokens for _, tokens in self._events)
+            # In the first minute, divide by the time that has passed, not a whole minute.
+            span = min(self.window_s, max(now - self._since, 1e-3))
+        return total / span
+
+
+@dataclass(frozen=True)
+class Prefilled:
+    """Stream chunks prefilled by this process and their tokens, counted together."""
+
+    chunks: int = 0
+    tokens: int = 0
+
+
+class IngestTally:
+    """Stream tokens as each chunk's forward finishes. `status` showed '0 ingested' beside
+    'prefill (300 observed)': the chunk latency was observed per chunk, the token count
+    only when the engine call returned. The engine thread replaces `prefilled` whole (one
+    writer), so the event loop never reads the chunks of one moment beside the tokens of
+    another. A re-prefilled snapshot window is not ingest: it is in `before_start`."""
+
+    def __init__(self) -> None:
+        self.before_start = 0  # stream tokens of earlier runs (a resumed snapshot's)
+        self.prefilled = Prefilled()
+
+    def add(self, tokens: int) -> None:  # on the engine thread, as a chunk's forward ends
+        now = self.prefilled
+        self.prefilled = Prefilled(now.chunks + 1, now.tokens + tokens)
+
+    def started_at(self, tokens_ingested: int) -> None:
+        """The session as loaded or resumed, before any ingest of this process."""
+        self.before_start = tokens_ingested - self.prefilled.tokens
+
+    @property
+    def total(self) -> int:
+        """Stream tokens since the stream began, this chunk included."""
+        return self.before_start + self.prefilled.tokens
 
 
 def epoch_of(stamp: object) -> float | None:
