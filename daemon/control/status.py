@@ -142,7 +142,11 @@ def _summaries(engine: Engine, metrics: StreamdMetrics) -> dict[str, Any]:
     claims = _by_label(metrics.summary_claims.values())
     checked = claims.get("supported", 0) + claims.get("unsupported", 0)
     return {
-        "emitted": engine.summaries_emitted,
+        "emitted": engine.summaries_emitted,  # the last record's seq: over restarts
+        "emitted_since_start": engine.summaries.since_start,
+        # The last summary was written before this process started (from the snapshot or
+        # the summary file): status said '3 emitted, last none yet' after a restart.
+        "last_before_restart": engine.summaries.last_before_start,
         "skipped": sum(_by_label(metrics.summaries_skipped.values()).values()),
         "last_age_s": None if last is None else round(max(0.0, time.time() - last), 3),
         "every_tokens": engine.config.summary.every_tokens,

@@ -78,8 +78,8 @@ def render_status_table(doc: dict[str, Any]) -> str:
         ("lag", lag_text(doc.get("lag"))),
         (
             "summaries",
-            f"{summaries['emitted']} emitted, {summaries['skipped']} skipped (nothing new), "
-            f"{_scheduling_counts(summaries)}last {_age(summaries['last_age_s'])} ({every})",
+            f"{_emitted_text(summaries)}, {summaries['skipped']} skipped (nothing new), "
+            f"{_scheduling_counts(summaries)}last {_last_text(summaries)} ({every})",
         ),
         ("claims", _claims_text(summaries)),
         ("ingest chunk", _chunks_text(latency["prefill_chunk_s"])),
@@ -130,6 +130,21 @@ def _chunks_text(q: dict[str, Any]) -> str:
     tokens = q.get("tokens")
     counted = f"{q['count']} chunks" + ("" if tokens is None else f", {tokens} tokens")
     return f"p50 {_ms(q['p50'])}, p99 {_ms(q['p99'])} per chunk ({counted} since start)"
+
+
+def _emitted_text(summaries: dict[str, Any]) -> str:
+    """'3 emitted (1 since start)' where earlier runs wrote some."""
+    since = summaries.get("emitted_since_start", summaries["emitted"])
+    start = f" ({since} since start)" if since != summaries["emitted"] else ""
+    return f"{summaries['emitted']} emitted{start}"
+
+
+def _last_text(summaries: dict[str, Any]) -> str:
+    """'12 s ago', '5 min ago (before restart)', 'none yet'."""
+    age = summaries["last_age_s"]
+    if not summaries.get("last_before_restart"):
+        return _age(age)
+    return "before restart" if age is None else f"{_age(age)} (before restart)"
 
 
 def _snapshot_line(snapshot: dict[str, Any] | None) -> str:

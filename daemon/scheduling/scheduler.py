@@ -32,7 +32,7 @@ from .engine_thread import (
 from .engine_watch import Gauges, engine_status
 from .fairness import CHARS_PER_TOKEN, lag_status
 from .summary_gate import SummaryGate
-from .tally import IngestTally, RateWindow, epoch_of, utc_timestamp
+from .tally import IngestTally, RateWindow, SummaryTally, utc_timestamp
 
 log = structlog.get_logger(__name__)
 
@@ -61,9 +61,7 @@ class Engine:
         self.stats: SessionStats | None = None  # the session after the last engine call
         self.rate = RateWindow()
         self.tokens = IngestTally()  # stream tokens and chunks, as each forward finishes
-        self.summaries_emitted = 0
-        self.last_summary_epoch_s: float | None = None
-        self.last_summary: dict[str, Any] | None = None  # the latest record's JSON (snapshots)
+        self.summaries = SummaryTally()  # numbering and the last one, over restarts
         self._metrics = metrics
         self._on_summary = on_summary
         self._thread = EngineThread()
@@ -122,6 +120,20 @@ class Engine:
             m.evicted_tokens.inc(stats.tokens_evicted - self._evicted)
             self._evicted = stats.tokens_evicted
         return stats
+
+    @property
+    def summaries_emitted(self) -> int:
+        """The seq of the last summary record, over restarts."""
+        return self.summaries.emitted
+
+    @property
+    def last_summary(self) -> dict[str, Any] | None:
+        """The latest summary record's JSON (a snapshot holds it)."""
+        return self.summaries.last
+
+    @property
+    def last_summary_epoch_s(self) -> float | None:
+        return self.summaries.last_epoch_s
 
     @property
     def has_unsummarized_text(self) -> bool:
@@ -270,13 +282,11 @@ class Engine:
         self._count_summary(summary)
         self._summarized_upto = summary.stream_tokens
         self._period_start = time.monotonic()
-        self.summaries_emitted += 1
-        self.last_summary_epoch_s = time.time()
-        stamp = utc_timestamp(self.last_summary_epoch_s)
-        record = SummaryRecord.of(summary, self.summaries_emitted, stamp, trigger)
-        self.last_summary = record.as_json()
+        now = time.time()
+        record = SummaryRecord.of(summary, self.summaries_emitted + 1, utc_timestamp(now), trigger)
+        self.summaries.wrote(record.as_json(), now)
         self._metrics.summaries.inc(trigger=trigger)
-        self._metrics.last_summary_time.set(self.last_summary_epoch_s)
+        self._metrics.last_summary_time.set(now)
         if summary.time_limited:
             self._metrics.scheduling.summaries_time_limited.inc()
             log.info("summary stopped by its time budget", trigger=trigger, seq=record.seq)
@@ -337,12 +347,10 @@ class Engine:
         self._evicted = stats.tokens_evicted
         self._observe(stats)
         self.tokens.started_at(stats.tokens_ingested)  # the window is not this run's ingest
-        self.summaries_emitted = snapshot.summaries_emitted
-        self.last_summary = snapshot.last_summary
+        # `status` shows the last summary's age: "3 emitted, last none yet" contradicted itself.
+        self.summaries.go_on_from(snapshot.summaries_emitted, snapshot.last_summary)
         upto = (snapshot.last_summary or {}).get("stream_tokens", 0)
         self._summarized_upto = upto if isinstance(upto, int) else 0
-        # `status` shows the last summary's age: "3 emitted, last none yet" contradicted itself.
-        self.last_summary_epoch_s = epoch_of((snapshot.last_summary or {}).get("time"))
         return stats
 
     def _restore_on_thread(self, state: SessionState) -> SessionStats:

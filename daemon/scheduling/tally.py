@@ -1,6 +1,6 @@
-"""What the engine has taken in, as `status` counts it: stream tokens and the chunks that
-carried them (as each forward finishes) and the ingest rate (#11, observation 14); the
-summary records' timestamps."""
+"""What the engine has taken in and written, as `status` counts it: stream tokens and the
+chunks that carried them (as each forward finishes), the ingest rate, and the summaries
+of this process beside those of the runs before it (#11, observation 14)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 RATE_WINDOW_S = 60.0  # `status` shows the ingest rate over the last minute
 RATE_STEP_S = 0.1  # chunks prefilled within this are one event of the rate window
@@ -93,3 +94,34 @@ def utc_timestamp(epoch_s: float) -> str:
     """ISO 8601 in UTC with milliseconds: 2025-01-31T12:00:00.123Z."""
     moment = datetime.fromtimestamp(epoch_s, UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class SummaryTally:
+    """The summary numbering and the last summary, which go on over restarts (from the
+    snapshot, or the summary file's last record), beside what this process wrote: status
+    said '3 emitted, last none yet' after a restart."""
+
+    def __init__(self) -> None:
+        self.emitted = 0  # seq of the last summary record, over restarts
+        self.since_start = 0  # written by this process
+        self.last_epoch_s: float | None = None
+        self.last: dict[str, Any] | None = None  # the latest record's JSON (snapshots)
+
+    def wrote(self, record: dict[str, Any], epoch_s: float) -> None:
+        self.emitted = int(record["seq"])
+        self.since_start += 1
+        self.last, self.last_epoch_s = record, epoch_s
+
+    def go_on_from(self, seq: int, record: dict[str, Any] | None) -> None:
+        """Summaries before this start: the snapshot's, or the summary file's last record,
+        whichever is newer (a summary written after the last snapshot, then a SIGKILL)."""
+        if seq < self.emitted or self.since_start:
+            return
+        self.emitted = seq
+        if record is not None:
+            self.last, self.last_epoch_s = record, epoch_of(record.get("time"))
+
+    @property
+    def last_before_start(self) -> bool:
+        """The last summary was written by an earlier run of the daemon."""
+        return self.since_start == 0 and self.emitted > 0

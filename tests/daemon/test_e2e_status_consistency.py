@@ -1,11 +1,14 @@
 """`streamd status` must not contradict itself (#11, observation 14), against a real daemon
 (`streamd run` as a process, tiny model, CPU): the tokens line beside the ingest chunk
-latency while text streams. Each status document read is also rendered as the CLI's table
-(the same function the CLI calls), so a line is checked against the document it came from.
+latency while text streams, and the last summary of a restarted daemon. Each status
+document read is also rendered as the CLI's table (the same function the CLI calls), so a
+line is checked against the document it came from.
 """
 
 from __future__ import annotations
 
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +16,7 @@ import pytest
 
 from streamd.daemon.control.status import render_status_table
 from streamd.daemon.tools.testing import free_zmq_endpoint, wait_until
-from tests.daemon.daemon_testing import Daemon, cli, daemon_args, serving
+from tests.daemon.daemon_testing import Daemon, cli, daemon_args, sample_log_lines, serving
 
 pytestmark = pytest.mark.network
 
@@ -75,3 +78,40 @@ def test_tokens_and_ingest_chunks_agree_while_text_streams(
         ingested = int(table_row(table, "tokens").split()[0])
         assert ingested == chunks["count"]
         assert f"({chunks['count']} chunks, {ingested} tokens" in table_row(table, "ingest chunk")
+
+
+# --- 2. "summaries 3 emitted, last none yet" after a restart ----------------------------------
+
+
+def test_a_restarted_daemon_shows_the_last_summary_from_before_the_restart(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """Without a snapshot (off, or a SIGKILL before the first) the numbering goes on from
+    the summary file, and so must the last summary's time: status said '2 emitted, last
+    none yet'. It now says the last one came before the restart, and how long ago."""
+    pull = free_zmq_endpoint()
+    args = daemon_args(tiny_model_dir, "--zmq-bind", pull, "--no-snapshot")
+    first = Daemon(tmp_path, args)
+    with serving(first):
+        for seq in (1, 2):
+            send(pull, sample_log_lines(3))
+            first.wait_status(
+                lambda s, n=3 * seq: s["sources"]["zmq-pull"]["ingested"] == n, "lines in"
+            )
+            assert first.summarize()["seq"] == seq
+    last = first.summaries()[-1]
+    with serving(Daemon(tmp_path, args)) as second:
+        doc = second.status()
+        assert doc is not None
+        summaries = doc["summaries"]
+        assert summaries["emitted"] == 2
+        assert summaries["last_age_s"] is not None, summaries
+        written = datetime_of(last["time"])
+        assert summaries["last_age_s"] == pytest.approx(time.time() - written, abs=5.0)
+        row = table_row(render_status_table(doc), "summaries")
+        assert "none yet" not in row and "before restart" in row, row
+        assert "0 since start" in row, row
+
+
+def datetime_of(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
