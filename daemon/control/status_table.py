@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .engine_text import engine_text, lag_text
+from .engine_text import doing_text, engine_text, lag_text, seconds_text
 
 
 def _claims_text(summaries: dict[str, Any]) -> str:
@@ -85,7 +85,7 @@ def render_status_table(doc: dict[str, Any]) -> str:
         ("ingest chunk", _chunks_text(latency["prefill_chunk_s"])),
         ("summary TTFT", _latency_text(latency["summary_ttft_s"], "summaries")),
         ("summary TPOT", _latency_text(latency["summary_tpot_s"], "summaries")),
-        ("snapshot", _snapshot_line(doc.get("snapshot"))),
+        ("snapshot", _snapshot_line(doc.get("snapshot"), doc.get("engine"))),
         ("spool", _spool_line(doc.get("spool"))),
         ("outputs", _outputs_line(doc)),
         ("sources", ""),
@@ -147,13 +147,15 @@ def _last_text(summaries: dict[str, Any]) -> str:
     return "before restart" if age is None else f"{_age(age)} (before restart)"
 
 
-def _snapshot_line(snapshot: dict[str, Any] | None) -> str:
+def _snapshot_line(snapshot: dict[str, Any] | None, engine: dict[str, Any] | None = None) -> str:
     if not snapshot or not snapshot["enabled"]:
         return "off"
     age = snapshot["last_age_s"]
     text = "none written yet" if age is None else f"last {_age(age)}"
     if snapshot.get("up_to_date"):
         text += " (nothing new since)"
+    elif snapshot.get("due"):  # older than its interval, and why
+        text += f" (due: {_taking_text(snapshot, engine)})"
     if snapshot["failed"]:
         text += f", {snapshot['failed']} failed writes"
     resumed = snapshot.get("resumed")
@@ -163,6 +165,16 @@ def _snapshot_line(snapshot: dict[str, Any] | None) -> str:
         if problem:
             text += f"; {problem}"
     return text
+
+
+def _taking_text(snapshot: dict[str, Any], engine: dict[str, Any] | None) -> str:
+    """Why a due snapshot is not written yet: the timer's next look, or the engine."""
+    if snapshot.get("taking_for_s") is None:
+        return "taken within a second"
+    doing = (engine or {}).get("doing")
+    if doing is None or doing == "snapshot":
+        return f"being taken for {seconds_text(snapshot['taking_for_s'])}"
+    return f"waiting for the engine, {doing_text(engine or {})}"
 
 
 def _spool_line(spool: dict[str, Any] | None) -> str:

@@ -1,12 +1,13 @@
 """`streamd status` must not contradict itself (#11, observation 14), against a real daemon
 (`streamd run` as a process, tiny model, CPU): the tokens line beside the ingest chunk
-latency while text streams, and the last summary of a restarted daemon. Each status
-document read is also rendered as the CLI's table (the same function the CLI calls), so a
-line is checked against the document it came from.
+latency while text streams, the last summary of a restarted daemon, and the snapshot's
+age beside its interval. Each status document read is also rendered as the CLI's table
+(the same function the CLI calls), so a line is checked against the document it came from.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import datetime
 from pathlib import Path
@@ -19,6 +20,8 @@ from streamd.daemon.tools.testing import free_zmq_endpoint, wait_until
 from tests.daemon.daemon_testing import Daemon, cli, daemon_args, sample_log_lines, serving
 
 pytestmark = pytest.mark.network
+
+SNAPSHOT_EVERY_S = 10.0
 
 
 def send(pull: str, payload: bytes) -> None:
@@ -115,3 +118,112 @@ def test_a_restarted_daemon_shows_the_last_summary_from_before_the_restart(
 
 def datetime_of(stamp: str) -> float:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+# --- 3. "snapshot last 3 min ago" beside a 60 s interval --------------------------------------
+
+
+def snapshot_ok(doc: dict[str, Any]) -> str | None:
+    """Why the snapshot row contradicts the interval, or None: a last snapshot older than
+    the interval must say why (nothing new since, or due and waiting)."""
+    snap = doc["snapshot"]
+    age, every = snap["last_age_s"], snap["every_seconds"]
+    row = table_row(render_status_table(doc), "snapshot")
+    if age is None or age <= every or "nothing new since" in row or "due" in row:
+        return None
+    return f"{row!r} with a {every:g} s interval"
+
+
+def test_the_snapshot_age_stays_within_its_interval_or_says_why(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """The timer looked every interval and skipped an unchanged stream; text that came
+    just after a skipped look waited a whole interval more, and status showed a snapshot
+    older than its interval with nothing to say why. Now a moved stream is written once
+    the interval since the last snapshot has passed, and a late one says it is due."""
+    pull = free_zmq_endpoint()
+    every = f"{SNAPSHOT_EVERY_S:g}"
+    args = daemon_args(tiny_model_dir, "--zmq-bind", pull, "--snapshot-every-seconds", every)
+    problems: list[str] = []
+
+    def check(doc: dict[str, Any]) -> dict[str, Any]:
+        if (problem := snapshot_ok(doc)) is not None:
+            problems.append(problem)
+        return doc
+
+    with serving(Daemon(tmp_path, args)) as daemon:
+        send(pull, sample_log_lines(3))
+        daemon.wait_status(lambda s: check(s)["snapshot"]["written"] == 1, "the first snapshot")
+        # Past the interval with nothing new: the timer has looked and skipped.
+        daemon.wait_status(
+            lambda s: check(s)["snapshot"]["last_age_s"] > SNAPSHOT_EVERY_S + 1.5,
+            "the first snapshot older than the interval",
+            timeout_s=SNAPSHOT_EVERY_S * 3,
+        )
+        ingested = daemon.status()["tokens"]["ingested"]  # type: ignore[index]
+        send(pull, sample_log_lines(3))
+        moved = daemon.wait_status(
+            lambda s: check(s)["tokens"]["ingested"] > ingested, "the new lines ingested"
+        )
+        moved_at = time.time()
+        assert snapshot_ok(moved) is None, snapshot_ok(moved)
+        daemon.wait_status(
+            lambda s: check(s)["snapshot"]["written"] == 2,
+            "the second snapshot",
+            timeout_s=SNAPSHOT_EVERY_S * 3,
+        )
+        saved = json.loads((daemon.state_dir / "snapshot.json").read_text())
+    assert not problems, problems
+    # Written about when the stream moved, not up to an interval later.
+    assert saved["written_at"] - moved_at < SNAPSHOT_EVERY_S / 2
+
+
+def test_a_due_snapshot_behind_a_long_batch_says_it_waits_for_the_engine(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """One long message at --chunk 2 keeps the engine in one ingest call for a while. The
+    stream moves as each chunk is prefilled, so the snapshot is due, and its capture waits
+    behind the call: status said 'last 6 s ago (nothing new since)' beside a 0.25 s interval
+    while the tokens went up. It now says the snapshot is due and waits for the engine."""
+    pull = free_zmq_endpoint()
+    every = 0.25  # short: an ingest call must outlast it on a fast machine too
+    args = daemon_args(
+        tiny_model_dir, "--zmq-bind", pull, "--chunk", "2", "--snapshot-every-seconds", f"{every:g}"
+    )
+
+    def waiting(doc: dict[str, Any]) -> bool:
+        engine, snap = doc["engine"], doc["snapshot"]
+        return bool(
+            engine["doing"] == "ingesting"
+            and engine["for_s"] > every + 0.75
+            and snap["last_age_s"] > every + 0.5
+        )
+
+    with serving(Daemon(tmp_path, args)) as daemon:
+        send(pull, sample_log_lines(1))
+        daemon.wait_status(lambda s: s["snapshot"]["written"] == 1, "the first snapshot")
+        # This machine's speed varies tenfold with its load: longer messages until one
+        # ingest call outlasts the interval (a message is one call: one line per batch).
+        for sent, chars in enumerate((300, 700, 1600, 3600), start=2):
+            send(pull, long_lines(1, chars))
+            doc = daemon.wait_status(
+                lambda s, n=sent: waiting(s) or s["sources"]["zmq-pull"]["ingested"] == n,
+                f"a {chars}-character message in the engine or ingested",
+            )
+            if waiting(doc):
+                break
+        else:
+            pytest.fail("no ingest call outlasted the snapshot interval")
+        row = table_row(render_status_table(doc), "snapshot")
+        assert "nothing new since" not in row, row
+        assert "due: waiting for the engine, ingesting for" in row, row
+        assert snapshot_ok(doc) is None
+        # Once the batch is in, the snapshot that waited is written.
+        daemon.wait_status(
+            lambda s: (
+                s["sources"]["zmq-pull"]["ingested"] == sent
+                and s["snapshot"]["written"] > doc["snapshot"]["written"]
+                and s["snapshot"]["up_to_date"]
+            ),
+            "the long message ingested and the snapshot written",
+        )
