@@ -23,7 +23,15 @@ from .messages import (
 from .mqtt_broker import MqttBrokerConfig
 from .mqtt_sink import MqttSink, MqttSinkConfig
 from .mqtt_source import MqttSource, MqttSourceConfig
-from .outputs import JsonlFileSink, Sink, StdoutSink, ZmqPubSink, json_line, last_seq
+from .outputs import (
+    JsonlFileSink,
+    Sink,
+    StdoutSink,
+    ZmqPubSink,
+    json_line,
+    last_record,
+    last_seq,
+)
 from .sender import SendReport, send_lines_acked, send_lines_mqtt, send_lines_zmq
 from .zmq_sources import ZmqPullConfig, ZmqPullSource, ZmqSubConfig, ZmqSubSource
 
@@ -54,6 +62,7 @@ __all__ = [
     "ZmqSubSource",
     "decode_message",
     "json_line",
+    "last_record",
     "last_seq",
     "send_lines_acked",
     "send_lines_mqtt",

@@ -136,24 +136,32 @@ def last_seq(path: str | os.PathLike[str]) -> int:
     snapshot (then a SIGKILL) does not get its number again. Torn or foreign lines
     are skipped.
     """
+    record = last_record(path)
+    return 0 if record is None else int(record["seq"])
+
+
+def last_record(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The record with the largest "seq" among the last of a summary JSONL file (its
+    time is the last summary's for a restarted daemon's status); None if none."""
     try:
         with Path(path).open("rb") as file:
             size = file.seek(0, os.SEEK_END)
             file.seek(max(0, size - TAIL_BYTES))
             tail = file.read()
     except OSError:
-        return 0
-    seqs = [_seq_of(line) for line in tail.splitlines()]
-    return max((seq for seq in seqs if seq is not None), default=0)
+        return None
+    records = [record for line in tail.splitlines() if (record := _numbered(line))]
+    return max(records, key=lambda record: int(record["seq"]), default=None)
 
 
-def _seq_of(line: bytes) -> int | None:
+def _numbered(line: bytes) -> dict[str, Any] | None:
+    """A JSON object with an integer "seq", or None."""
     try:
         record = json.loads(line)
     except ValueError:
         return None
     seq = record.get("seq") if isinstance(record, dict) else None
-    return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+    return record if isinstance(seq, int) and not isinstance(seq, bool) else None
 
 
 def _open_for_append(path: Path) -> int:

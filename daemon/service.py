@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from streamd.connectors import last_seq
+from streamd.connectors import last_record
 
 from . import sdnotify
 from .config import Config, ConfigError, unknown_environment
@@ -163,12 +163,13 @@ class Service:
 
     async def _number_summaries_on(self) -> None:
         """Summary numbers go on from the summary file's last one: summaries written
-        after the last snapshot (then a SIGKILL) must not get their numbers again."""
+        after the last snapshot (then a SIGKILL) must not get their numbers again; and
+        its time is the last summary's (status said '2 emitted, last none yet')."""
         path = self.config.outputs.jsonl
         if path is None:
             return
-        written = await asyncio.to_thread(last_seq, path)
-        self.engine.summaries_emitted = max(self.engine.summaries_emitted, written)
+        if (record := await asyncio.to_thread(last_record, path)) is not None:
+            self.engine.summaries.go_on_from(int(record["seq"]), record)
 
     def _start_watchdog(self) -> None:
         if (interval := sdnotify.watchdog_interval_s()) is not None:

@@ -1,7 +1,8 @@
 """Snapshots as the event loop runs them: resume at start, a timer, one at shutdown.
 
-`resume()` once, before READY; `run()` every snapshot.every_seconds while the stream moves;
-`final()` after the final summary. The file itself is daemon/snapshot.py's work.
+`resume()` once, before READY; `run()` once the stream moved and snapshot.every_seconds
+have passed since the last snapshot; `final()` after the final summary. The file itself
+is daemon/snapshot.py's work.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from .snapshot import Expected, SessionState, Snapshot
 log = structlog.get_logger(__name__)
 
 PRESSURE_PAUSE_S = 1.0  # between snapshots taken because the spool is full
+TICK_S = 1.0  # how often the timer looks whether a snapshot is due
 UNSNAPSHOTTED_TRIM_S = 1.0  # without snapshots, the spool is trimmed this often
 
 
@@ -57,12 +59,17 @@ class SnapshotKeeper:
         # Snapshots start once the session is whole (fresh or resumed): a resume cut short
         # by a signal must not overwrite the good snapshot with half a window.
         self._session_whole = False
-        self._taken_at: tuple[int, int] | None = None  # (position, summaries) of the last one
+        # (stream tokens, summaries) of the last one: tokens as each chunk is prefilled, so a
+        # long batch under way is movement (status said 'nothing new since' beside it).
+        self._taken_at: tuple[int, int] | None = None
         self.window: WindowSeen | None = None
         self.resumed: dict[str, Any] | None = None
         self.problem: str | None = None  # why the snapshot found at start was not used
         self.write_error: str | None = None  # why the last write failed (None once one works)
         self.last_written_epoch_s: float | None = None
+        self._whole_epoch_s = time.time()  # when the session was whole: the first interval's start
+        self._taking_since: float | None = None  # a snapshot under way: captured, then written
+        self._failed_epoch_s = 0.0  # the last failed write: the next try waits an interval
 
     # -------------------------------------------------------------- start
 
@@ -78,7 +85,8 @@ class SnapshotKeeper:
                 log.info("no snapshot to resume; starting fresh", path=str(self.path))
         stats = self._engine.stats
         if stats is not None:
-            self._taken_at = (stats.position, self._engine.summaries_emitted)
+            self._taken_at = (self._engine.tokens.total, self._engine.summaries_emitted)
+        self._whole_epoch_s = time.time()
         self._session_whole = True
 
     def _expected(self) -> Expected:
@@ -121,24 +129,35 @@ class SnapshotKeeper:
     # -------------------------------------------------------------- timer
 
     async def run(self) -> None:
-        """Every snapshot.every_seconds, a snapshot if the stream moved, and one sooner when
-        the spool is full (a snapshot lets it trim); until final(). Without snapshots the
-        spool is trimmed as the engine takes messages in."""
+        """A snapshot once the stream moved and every_seconds have passed since the last
+        one (looked at each second: a timer that skipped an unchanged stream and looked
+        again an interval later let `status` show a snapshot twice its interval old,
+        #11 observation 14), and one sooner when the spool is full (a snapshot lets it
+        trim); until final(). Without snapshots the spool is trimmed as the engine takes
+        messages in."""
         if not self.settings.enabled:
             await self._trim_without_snapshots()
             return
-        every = self.settings.every_seconds or None
         pressure = self._spool.pressure if self._spool is not None else asyncio.Event()
         while not self._stop.is_set():
-            woke = await _first_of(self._stop, pressure, every)
+            woke = await _first_of(self._stop, pressure, TICK_S)
             if self._stop.is_set():
                 return
-            pressure.clear()
-            await self.take("spool full" if woke is pressure else "periodic")
-            if woke is pressure:  # at most one such snapshot a second...
-                await asyncio.sleep(PRESSURE_PAUSE_S)
+            if woke is pressure:
+                pressure.clear()
+                await self.take("spool full")
+                await asyncio.sleep(PRESSURE_PAUSE_S)  # at most one such snapshot a second...
                 if self._spool is not None and self._spool.waiting:
                     pressure.set()  # ...for as long as the spool stays full
+            elif self._due():
+                await self.take("periodic")
+
+    def _due(self) -> bool:
+        """The stream moved and every_seconds passed since the last snapshot (or start, or
+        the last failed try)."""
+        every = self.settings.every_seconds
+        since = max(self.last_written_epoch_s or self._whole_epoch_s, self._failed_epoch_s)
+        return bool(every) and time.time() - since >= every and self._moved()
 
     async def _trim_without_snapshots(self) -> None:
         while not self._stop.is_set():
@@ -164,7 +183,7 @@ class SnapshotKeeper:
         stats = self._engine.stats
         if not (self.settings.enabled and self._session_whole) or stats is None:
             return False
-        return (stats.position, self._engine.summaries_emitted) != self._taken_at
+        return (self._engine.tokens.total, self._engine.summaries_emitted) != self._taken_at
 
     async def _write(self, why: str) -> None:
         engine = self._engine
@@ -174,6 +193,7 @@ class SnapshotKeeper:
         # Read just before the capture is submitted: the engine thread runs its calls in
         # order, so the capture holds every message handed to it by now (spool_ledger.py).
         upto = self._spool.ledger.handed_mark if self._spool is not None else None
+        self._taking_since = time.time()
         try:
             # Captured on the engine thread between two engine calls, so a snapshot never holds
             # half a batch; encoding and the file write run in a worker thread.
@@ -182,12 +202,16 @@ class SnapshotKeeper:
             snapshot = Snapshot(state, emitted, last, config, time.time(), spool_upto=upto)
             size = await asyncio.to_thread(store.save, self.path, snapshot)
         except Exception as error:
-            # The previous snapshot stays; _taken_at is unchanged, so the next tick tries again.
+            # The previous snapshot stays; _taken_at is unchanged, so the timer tries again
+            # an interval later.
+            self._failed_epoch_s = time.time()
             self._metrics.snapshots.inc(result="failed")
             self.write_error = f"writing {self.path} failed: {type(error).__name__}: {error}"
             log.warning("snapshot not written; the previous one stays", why=why, error=str(error))
             return
-        self._taken_at = (state.position, emitted)
+        finally:
+            self._taking_since = None
+        self._taken_at = (state.tokens_ingested, emitted)
         if self._spool is not None and upto is not None:
             self._spool.trim(upto)  # the snapshot on disk holds all of it now
         self.write_error = None
@@ -207,7 +231,7 @@ class SnapshotKeeper:
 
     def status(self) -> dict[str, Any]:
         """The `snapshot` section of `streamd status`."""
-        last = self.last_written_epoch_s
+        last, taking = self.last_written_epoch_s, self._taking_since
         window = self.window
         return {
             "enabled": self.settings.enabled,
@@ -219,6 +243,10 @@ class SnapshotKeeper:
             # Nothing new since: the timer skips writing the same state again, so an old
             # `last_age_s` beside a short `every_seconds` is not a keeper that stopped.
             "up_to_date": last is not None and not self._moved(),
+            # Due (the stream moved and the interval passed) and not yet written: the timer
+            # takes it within TICK_S, unless the capture waits for the engine thread.
+            "due": self._due(),
+            "taking_for_s": None if taking is None else round(max(0.0, time.time() - taking), 3),
             # The window of the last snapshot written or resumed: digest and count of its ids.
             "window_tokens": window.tokens if window else None,
             "window_digest": window.digest if window else None,

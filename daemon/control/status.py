@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .engine_text import engine_text, lag_text
+from .status_table import render_status_table
 
 if TYPE_CHECKING:  # the CLI imports this module for the table: keep it light
     from ..intake.ingest import IngestQueue
@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # the CLI imports this module for the table: keep it light
     from ..wiring import Outputs
 
 STARTING, READY, STOPPING = "starting", "ready", "stopping"
+__all__ = ["READY", "STARTING", "STOPPING", "one_line", "render_status_table", "status_document"]
 
 
 def status_document(
@@ -41,6 +42,9 @@ def status_document(
     had to repair). Everything else is for people and may grow. Latencies are null until
     the first observation."""
     stats, config = engine.stats, engine.config
+    # Tokens and chunks from one reading (the engine thread counts both per chunk):
+    # 'ingested' beside the chunk latency's count never mixes two moments.
+    before, prefilled = engine.tokens.before_start, engine.tokens.prefilled
     return {
         "state": state,
         "pid": os.getpid(),
@@ -52,7 +56,8 @@ def status_document(
         "gpu": gpu,
         "cache": _cache(engine),
         "tokens": {
-            "ingested": stats.tokens_ingested if stats else 0,
+            "ingested": before + prefilled.tokens,  # since the stream began
+            "ingested_since_start": prefilled.tokens,  # by this process (not a resumed window)
             "evicted": stats.tokens_evicted if stats else 0,
             "per_second_1m": round(engine.rate.per_second(), 3),
             "unsummarized": engine.unsummarized_tokens,
@@ -66,7 +71,10 @@ def status_document(
         "outputs": outputs.names,
         "output_queues": outputs.counts(),  # {output: {written, queued, dropped}}
         "latency": {
-            "prefill_chunk_s": _quantiles(metrics.prefill_chunk),
+            # Stream chunks prefilled (ingest), never the system prompt or a summary's
+            # request: count and tokens are this process's chunks and their tokens.
+            "prefill_chunk_s": _quantiles(metrics.prefill_chunk)
+            | {"count": prefilled.chunks, "tokens": prefilled.tokens},
             "summary_ttft_s": _quantiles(metrics.time_to_first_token),
             "summary_tpot_s": _quantiles(metrics.inter_token_latency),
         },
@@ -94,7 +102,7 @@ def one_line(state: str, engine: Engine, queue: IngestQueue) -> str:
     lag = "nothing waits" if oldest is None else f"oldest unread {oldest:.0f} s"
     return (
         f"{state}: {doing['doing']} for {doing['for_s']:.0f} s, {lag}, "
-        f"{stats.tokens_ingested} tokens in, {engine.rate.per_second():.0f} tok/s, "
+        f"{engine.tokens.total} tokens in, {engine.rate.per_second():.0f} tok/s, "
         f"cache {stats.used}/{stats.max_capacity}, {engine.summaries_emitted} summaries, "
         f"queue {queue.depth}"
     )
@@ -134,7 +142,11 @@ def _summaries(engine: Engine, metrics: StreamdMetrics) -> dict[str, Any]:
     claims = _by_label(metrics.summary_claims.values())
     checked = claims.get("supported", 0) + claims.get("unsupported", 0)
     return {
-        "emitted": engine.summaries_emitted,
+        "emitted": engine.summaries_emitted,  # the last record's seq: over restarts
+        "emitted_since_start": engine.summaries.since_start,
+        # The last summary was written before this process started (from the snapshot or
+        # the summary file): status said '3 emitted, last none yet' after a restart.
+        "last_before_restart": engine.summaries.last_before_start,
         "skipped": sum(_by_label(metrics.summaries_skipped.values()).values()),
         "last_age_s": None if last is None else round(max(0.0, time.time() - last), 3),
         "every_tokens": engine.config.summary.every_tokens,
@@ -156,16 +168,6 @@ def _summaries(engine: Engine, metrics: StreamdMetrics) -> dict[str, Any]:
 
 def _total(values: Mapping[tuple[str, ...], float]) -> int:
     return int(sum(values.values()))
-
-
-def _claims_text(summaries: dict[str, Any]) -> str:
-    ratio = summaries.get("claims_supported_ratio")
-    if ratio is None:
-        return "none checked yet"
-    return (
-        f"{summaries['claims_supported']} of {summaries['claims_checked']} supported "
-        f"({100 * ratio:.0f}%), {summaries['sentences_removed']} sentences removed"
-    )
 
 
 def _sources(
@@ -229,142 +231,3 @@ def _quantiles(histogram: Histogram) -> dict[str, Any]:
         "p99": histogram.quantile(0.99),
         "count": histogram.count(),
     }
-
-
-# --- the table for people ------------------------------------------------------------------
-
-
-def _ms(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds * 1000:.1f} ms"
-
-
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "none yet"
-    if seconds < 120:
-        return f"{seconds:.0f} s ago"
-    return f"{seconds / 60:.0f} min ago"
-
-
-def _gpu_line(gpu: dict[str, Any]) -> str:
-    if not gpu.get("available"):
-        return str(gpu.get("reason", "no GPU"))
-    used, total = gpu["memory_used_bytes"] / 2**30, gpu["memory_total_bytes"] / 2**30
-    return f"{gpu['name']}: {used:.1f} / {total:.1f} GiB, {gpu['utilization_perc']}% busy"
-
-
-def _reasons(by_reason: dict[str, int]) -> str:
-    return ", ".join(f"{reason} {count}" for reason, count in sorted(by_reason.items()))
-
-
-def _source_lines(sources: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
-    rows = []
-    for name, row in sorted(sources.items()):
-        text = (
-            f"received {row['received']}, ingested {row.get('ingested', 0)}, "
-            f"rejected {row['rejected']}, dropped {row['dropped']}"
-        )
-        details = _reasons(row.get("rejected_by_reason", {}) | row.get("dropped_by_reason", {}))
-        repaired = _reasons(row.get("repaired_by_kind", {}))
-        text += f" ({details})" if details else ""
-        text += f"; repaired: {repaired}" if repaired else ""
-        rows.append((f"  {name}", text))
-    return rows or [("  (none)", "")]
-
-
-def render_status_table(doc: dict[str, Any]) -> str:
-    cache, tokens, summaries = doc["cache"], doc["tokens"], doc["summaries"]
-    latency = doc["latency"]
-    every = f"every {summaries['every_tokens']} tokens / {summaries['every_seconds']:g} s"
-    rows = [
-        ("state", f"{doc['state']} (up {doc['uptime_s']:.0f} s, pid {doc['pid']})"),
-        ("model", f"{doc['model']} on {doc['device']} ({doc['dtype']})"),
-        ("decode", doc["decode"] or "-"),
-        ("gpu", _gpu_line(doc["gpu"])),
-        (
-            "cache",
-            f"{cache['used']} / {cache['max_capacity']} slots used "
-            f"(pinned {cache['pinned']} + window {cache['window']}), "
-            f"{cache['bytes'] / 2**20:.1f} MiB",
-        ),
-        (
-            "tokens",
-            f"{tokens['ingested']} ingested ({tokens['per_second_1m']:.0f} tok/s, 1 min), "
-            f"{tokens['evicted']} evicted",
-        ),
-        ("queue", f"{doc['queue']['depth']} messages waiting"),
-        ("engine", engine_text(doc.get("engine"))),
-        ("lag", lag_text(doc.get("lag"))),
-        (
-            "summaries",
-            f"{summaries['emitted']} emitted, {summaries['skipped']} skipped (nothing new), "
-            f"{_scheduling_counts(summaries)}last {_age(summaries['last_age_s'])} ({every})",
-        ),
-        ("claims", _claims_text(summaries)),
-        ("prefill", _latency_text(latency["prefill_chunk_s"])),
-        ("TTFT", _latency_text(latency["summary_ttft_s"])),
-        ("TPOT", _latency_text(latency["summary_tpot_s"])),
-        ("snapshot", _snapshot_line(doc.get("snapshot"))),
-        ("spool", _spool_line(doc.get("spool"))),
-        ("outputs", _outputs_line(doc)),
-        ("sources", ""),
-        *_source_lines(doc["sources"]),
-    ]
-    width = max(len(key) for key, _ in rows)
-    return "\n".join(f"{key:<{width}}  {value}".rstrip() for key, value in rows)
-
-
-def _outputs_line(doc: dict[str, Any]) -> str:
-    """Each output, with what it is behind on: "stdout (16 queued, 12 dropped), jsonl"."""
-    queues = doc.get("output_queues", {})
-    parts = []
-    for name in doc["outputs"]:
-        counts = queues.get(name, {})
-        behind = [f"{counts[k]} {k}" for k in ("queued", "dropped") if counts.get(k)]
-        parts.append(f"{name} ({', '.join(behind)})" if behind else name)
-    return ", ".join(parts) or "none"
-
-
-def _scheduling_counts(summaries: dict[str, Any]) -> str:
-    """'2 merged, 1 held back, 1 cut by its time budget, ' where not zero."""
-    words = {"merged": "merged", "held_back": "held back", "time_limited": "cut by time"}
-    counts = [f"{summaries[key]} {text}" for key, text in words.items() if summaries.get(key)]
-    return "".join(f"{count}, " for count in counts)
-
-
-def _snapshot_line(snapshot: dict[str, Any] | None) -> str:
-    if not snapshot or not snapshot["enabled"]:
-        return "off"
-    age = snapshot["last_age_s"]
-    text = "none written yet" if age is None else f"last {_age(age)}"
-    if snapshot.get("up_to_date"):
-        text += " (nothing new since)"
-    if snapshot["failed"]:
-        text += f", {snapshot['failed']} failed writes"
-    resumed = snapshot.get("resumed")
-    if resumed:
-        text += f"; resumed {resumed['window_tokens']} window tokens at start"
-    for problem in (snapshot.get("problem"), snapshot.get("write_error")):
-        if problem:
-            text += f"; {problem}"
-    return text
-
-
-def _spool_line(spool: dict[str, Any] | None) -> str:
-    if not spool or not spool.get("enabled"):
-        return "off"
-    text = (
-        f"{spool['records']} messages not yet in a snapshot, {spool['bytes'] / 2**20:.1f} / "
-        f"{spool['max_bytes'] / 2**20:.0f} MiB, oldest {_age(spool['oldest_age_s'])}"
-    )
-    if spool["replayed"]:
-        text += f"; replayed {spool['replayed']} at start"
-    if spool["skipped_bytes"]:
-        text += f"; {spool['skipped_bytes']} torn/damaged bytes skipped at start"
-    if spool["last_error"]:
-        text += f"; {spool['errors']} failed writes, last: {spool['last_error']}"
-    return text
-
-
-def _latency_text(q: dict[str, Any]) -> str:
-    return f"p50 {_ms(q['p50'])}, p99 {_ms(q['p99'])} ({q['count']} observed)"

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
@@ -34,11 +32,11 @@ from .engine_thread import (
 from .engine_watch import Gauges, engine_status
 from .fairness import CHARS_PER_TOKEN, lag_status
 from .summary_gate import SummaryGate
+from .tally import IngestTally, RateWindow, SummaryTally, utc_timestamp
 
 log = structlog.get_logger(__name__)
 
 BATCH_CHUNKS = 2  # text per engine call: about this many prefill chunks
-RATE_WINDOW_S = 60.0  # `status` shows the ingest rate over the last minute
 TIMER_TICK_S = 1.0  # longest sleep of the seconds trigger: a `tune` is seen within this
 GAUGES_EVERY_S = 1.0  # the engine and lag gauges, refreshed this often while ingest runs
 PREVIEW_CHARS = 120  # of the first line of a failed batch, in the log
@@ -49,45 +47,6 @@ if TYPE_CHECKING:  # torch: loaded on the engine thread, when the session is bui
 T = TypeVar("T")
 SummaryHandler = Callable[[SummaryRecord], Awaitable[None]]
 SessionFactory = Callable[[SessionConfig], "Session"]
-
-
-class RateWindow:
-    """Tokens per second over the last window_s seconds."""
-
-    def __init__(self, window_s: float = RATE_WINDOW_S) -> None:
-        self.window_s = window_s
-        self._since = time.monotonic()
-        self._events: deque[tuple[float, int]] = deque()
-
-    def reset(self) -> None:
-        """Start the window now (when the model is loaded: loading is not ingest time)."""
-        self._since = time.monotonic()
-        self._events.clear()
-
-    def add(self, tokens: int) -> None:
-        self._events.append((time.monotonic(), tokens))
-
-    def per_second(self) -> float:
-        now = time.monotonic()
-        while self._events and self._events[0][0] < now - self.window_s:
-            self._events.popleft()
-        # In the first minute, divide by the time that has passed, not a whole minute.
-        span = min(self.window_s, max(now - self._since, 1e-3))
-        return sum(tokens for _, tokens in self._events) / span
-
-
-def epoch_of(stamp: object) -> float | None:
-    """utc_timestamp()'s text back to Unix time; None for anything else."""
-    try:
-        return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
-def utc_timestamp(epoch_s: float) -> str:
-    """ISO 8601 in UTC with milliseconds: 2025-01-31T12:00:00.123Z."""
-    moment = datetime.fromtimestamp(epoch_s, UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Engine:
@@ -101,9 +60,8 @@ class Engine:
         self.config = config  # `tune` replaces it; the triggers read config.summary each time
         self.stats: SessionStats | None = None  # the session after the last engine call
         self.rate = RateWindow()
-        self.summaries_emitted = 0
-        self.last_summary_epoch_s: float | None = None
-        self.last_summary: dict[str, Any] | None = None  # the latest record's JSON (snapshots)
+        self.tokens = IngestTally()  # stream tokens and chunks, as each forward finishes
+        self.summaries = SummaryTally()  # numbering and the last one, over restarts
         self._metrics = metrics
         self._on_summary = on_summary
         self._thread = EngineThread()
@@ -125,6 +83,7 @@ class Engine:
         self._thread.start()
         opened = await self._thread.call(self._open_session, self.config, activity=LOADING)
         stats = self._observe(opened)
+        self.tokens.started_at(stats.tokens_ingested)
         self._period_start = time.monotonic()
         self.rate.reset()
         return stats
@@ -161,6 +120,20 @@ class Engine:
             m.evicted_tokens.inc(stats.tokens_evicted - self._evicted)
             self._evicted = stats.tokens_evicted
         return stats
+
+    @property
+    def summaries_emitted(self) -> int:
+        """The seq of the last summary record, over restarts."""
+        return self.summaries.emitted
+
+    @property
+    def last_summary(self) -> dict[str, Any] | None:
+        """The latest summary record's JSON (a snapshot holds it)."""
+        return self.summaries.last
+
+    @property
+    def last_summary_epoch_s(self) -> float | None:
+        return self.summaries.last_epoch_s
 
     @property
     def has_unsummarized_text(self) -> bool:
@@ -221,12 +194,13 @@ class Engine:
             log.warning("ingest recovered by the retry in smaller pieces", **_batch_context(batch))
         self._count(batch, self._metrics.ingest_ingested)
         self._observe(stats)
-        self.rate.add(result.tokens)
 
     def _ingest_on_thread(self, text: str) -> tuple[Ingested, SessionStats]:
         m = self._metrics
 
         def chunk_done(tokens: int, seconds: float) -> None:  # as each forward finishes
+            self.tokens.add(tokens)
+            self.rate.add(tokens)
             m.prefill_chunk.observe(seconds)
             m.ingest_tokens.inc(tokens)
 
@@ -308,13 +282,11 @@ class Engine:
         self._count_summary(summary)
         self._summarized_upto = summary.stream_tokens
         self._period_start = time.monotonic()
-        self.summaries_emitted += 1
-        self.last_summary_epoch_s = time.time()
-        stamp = utc_timestamp(self.last_summary_epoch_s)
-        record = SummaryRecord.of(summary, self.summaries_emitted, stamp, trigger)
-        self.last_summary = record.as_json()
+        now = time.time()
+        record = SummaryRecord.of(summary, self.summaries_emitted + 1, utc_timestamp(now), trigger)
+        self.summaries.wrote(record.as_json(), now)
         self._metrics.summaries.inc(trigger=trigger)
-        self._metrics.last_summary_time.set(self.last_summary_epoch_s)
+        self._metrics.last_summary_time.set(now)
         if summary.time_limited:
             self._metrics.scheduling.summaries_time_limited.inc()
             log.info("summary stopped by its time budget", trigger=trigger, seq=record.seq)
@@ -374,12 +346,11 @@ class Engine:
         # Tokens evicted before this process started were counted by the one before it.
         self._evicted = stats.tokens_evicted
         self._observe(stats)
-        self.summaries_emitted = snapshot.summaries_emitted
-        self.last_summary = snapshot.last_summary
+        self.tokens.started_at(stats.tokens_ingested)  # the window is not this run's ingest
+        # `status` shows the last summary's age: "3 emitted, last none yet" contradicted itself.
+        self.summaries.go_on_from(snapshot.summaries_emitted, snapshot.last_summary)
         upto = (snapshot.last_summary or {}).get("stream_tokens", 0)
         self._summarized_upto = upto if isinstance(upto, int) else 0
-        # `status` shows the last summary's age: "3 emitted, last none yet" contradicted itself.
-        self.last_summary_epoch_s = epoch_of((snapshot.last_summary or {}).get("time"))
         return stats
 
     def _restore_on_thread(self, state: SessionState) -> SessionStats:

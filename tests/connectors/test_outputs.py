@@ -239,10 +239,12 @@ async def test_mqtt_sink_drops_oldest_beyond_max_pending_and_closes_in_bounded_t
 def test_last_seq_finds_the_largest_recent_number_and_skips_torn_or_foreign_lines(
     tmp_path: Path,
 ) -> None:
-    from streamd.connectors import last_seq
+    from streamd.connectors import last_record, last_seq
 
     path = tmp_path / "summaries.jsonl"
-    assert last_seq(path) == 0  # no file yet: numbering starts at 1
+    assert last_seq(path) == 0 and last_record(path) is None  # no file yet: numbering starts at 1
     records = [json.dumps({"seq": n, "summary": "x" * 50}) for n in range(1, 8)]
     path.write_text("\n".join(records) + '\n{"seq": 99, "summ\nnot json\n[1, 2]\n{"seq": true}\n')
     assert last_seq(path) == 7
+    # The whole record: a restarted daemon's status takes the last summary's time from it.
+    assert last_record(path) == {"seq": 7, "summary": "x" * 50}

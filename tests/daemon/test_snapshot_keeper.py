@@ -94,7 +94,7 @@ async def test_status_says_when_an_old_snapshot_is_still_the_whole_state(
 ) -> None:
     """ "snapshot last 3 min ago" beside a 60 s interval read as a keeper that stopped: the
     keeper skips writing the same state again, and status now says so."""
-    from streamd.daemon.control.status import _snapshot_line
+    from streamd.daemon.control.status_table import _snapshot_line
 
     keeper = daemonless.keeper
     assert keeper.status()["up_to_date"] is False  # none written yet
