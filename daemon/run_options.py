@@ -45,8 +45,8 @@ RUN_OPTIONS = (
     RunOption("--model", "model.name", "'default' (SmolLM2-135M-Instruct, shipped with streamd), a "
               "local model directory, or a Hugging Face id in the local cache.", "NAME"),
     RunOption("--device", "model.device", "auto, cpu, cuda or cuda:N.", "DEVICE"),
-    RunOption("--dtype", "model.dtype", "auto (bfloat16 on a GPU, float32 on the CPU), float32, "
-              "float16 or bfloat16.", "DTYPE"),
+    RunOption("--dtype", "model.dtype", "auto (bfloat16 on a GPU and on a CPU with native "
+              "bf16, AVX512-BF16 or AMX; else float32), float32, float16 or bfloat16.", "DTYPE"),
     RunOption("--max-capacity", "cache.max_capacity", "Tokens the model sees at once: the pinned "
               "prefix plus the sliding window. It fixes the cache's memory; `streamd tune "
               "--max-capacity` changes it live.", "N"),

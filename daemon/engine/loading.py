@@ -107,10 +107,30 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
+# CPU flags (/proc/cpuinfo) of native bf16 arithmetic, which oneDNN's bf16 matmuls use.
+NATIVE_BF16_FLAGS = frozenset(("avx512_bf16", "amx_bf16"))
+
+
+def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether this CPU computes in bf16 natively (AVX512-BF16 or AMX). Without, torch
+    emulates bf16 and it is slower than fp32; unknown (no /proc) counts as without."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return False
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return not NATIVE_BF16_FLAGS.isdisjoint(line.split(":", 1)[-1].split())
+    return False
+
+
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """bf16 on a GPU, fp32 on the CPU (CPU bf16 matmuls are slow and imprecise)."""
+    """auto: bf16 on a GPU; on a CPU, bf16 where it is native (half the weight bytes to
+    read: the default model ingests 1.3-1.4x and decodes 1.5x faster than in fp32 on this
+    project's 2-core EPYC, PPL within 0.2%), else fp32."""
     if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        native = device.type == "cuda" or cpu_has_native_bf16()
+        return torch.bfloat16 if native else torch.float32
     if dtype not in DTYPES:
         raise ModelLoadError(f"dtype {dtype!r}: use auto, {', '.join(DTYPES)}")
     return DTYPES[dtype]

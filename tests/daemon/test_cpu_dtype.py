@@ -1,0 +1,40 @@
+"""`--dtype auto` on a CPU: bf16 where the CPU computes in bf16 natively (AVX512-BF16 or
+AMX, read from /proc/cpuinfo's flags), fp32 elsewhere (torch emulates bf16 there, slower
+than fp32); a GPU always gets bf16 and an explicit dtype always wins."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from streamd.daemon.engine.loading import ModelLoadError, cpu_has_native_bf16, resolve_dtype
+
+ZEN4 = "flags\t\t: fpu vme sse2 avx2 avx512f avx512bw avx512_vnni avx512_bf16 vaes\n"
+SKYLAKE = "flags\t\t: fpu vme sse2 avx2 avx512f avx512bw avx512_vnni vaes\n"
+SAPPHIRE_RAPIDS = "flags\t\t: fpu avx512f amx_bf16 amx_tile amx_int8\n"
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "native"),
+    [(ZEN4, True), (SAPPHIRE_RAPIDS, True), (SKYLAKE, False), ("processor\t: 0\n", False)],
+)
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path: Path, cpuinfo: str, native: bool) -> None:
+    path = tmp_path / "cpuinfo"
+    path.write_text("processor\t: 0\nmodel name\t: some CPU\n" + cpuinfo)
+    assert cpu_has_native_bf16(path) is native
+
+
+def test_without_proc_the_cpu_is_taken_as_without_native_bf16(tmp_path: Path) -> None:
+    assert cpu_has_native_bf16(tmp_path / "missing") is False
+
+
+def test_auto_follows_the_cpu_and_an_explicit_dtype_wins() -> None:
+    cpu = torch.device("cpu")
+    expected = torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    assert resolve_dtype("auto", cpu) == expected
+    assert resolve_dtype("float32", cpu) == torch.float32
+    assert resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16
+    with pytest.raises(ModelLoadError, match="dtype 'fp8': use auto, bfloat16, float16, float32"):
+        resolve_dtype("fp8", cpu)
