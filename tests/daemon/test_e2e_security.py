@@ -188,16 +188,22 @@ def test_a_key_file_that_cannot_work_stops_the_daemon_at_start(
 def test_allow_insecure_binds_beyond_loopback_and_says_so(
     tmp_path: Path, tiny_model_dir: Path
 ) -> None:
-    port = free_tcp_port()
-    args = daemon_args(tiny_model_dir, "--zmq-bind", f"tcp://0.0.0.0:{port}", "--allow-insecure")
+    port, metrics_port = free_tcp_port(), free_tcp_port()
+    args = daemon_args(
+        tiny_model_dir, "--zmq-bind", f"tcp://0.0.0.0:{port}", "--allow-insecure",
+        "--metrics-host", "0.0.0.0", "--metrics-port", str(metrics_port),
+    )  # fmt: skip
     daemon = Daemon(tmp_path, args)
     daemon.start()
     try:
         daemon.wait_ready()
         warnings = [event for event in log_events(daemon.log_path) if "INSECURE" in event["event"]]
-        assert [(w["level"], w["endpoints"]) for w in warnings] == [
-            ("warning", [f"tcp://0.0.0.0:{port}"])
+        # Observation 13: /metrics beyond loopback bound with no refusal or warning.
+        assert [(w["level"], w.get("endpoints"), w.get("host")) for w in warnings] == [
+            ("warning", [f"tcp://0.0.0.0:{port}"], None),
+            ("warning", None, "0.0.0.0"),
         ]
+        assert "/metrics is served beyond loopback" in warnings[1]["event"]
         address = f"tcp://127.0.0.1:{port}"
         done = cli("send", "--push", "--connect", address, stdin=sample_log_lines(3))
         assert done.returncode == 0, done.stderr
