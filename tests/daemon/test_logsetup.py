@@ -160,3 +160,22 @@ def test_a_real_process_under_journald(tmp_path: Path) -> None:
     hf, ours = err_path.read_text().splitlines()
     assert hf.startswith("<4>") and json.loads(hf[3:])["event"] == "from hf"
     assert ours.startswith("<6>") and json.loads(ours[3:])["logger"] == "streamd"
+
+
+def test_loading_a_model_off_a_terminal_turns_the_library_progress_bars_off(
+    tiny_model_dir: Path,
+) -> None:
+    """#11 observation 16: the GGUF's conversion bar went to the journal. Off a terminal
+    (pytest's captured stderr, as under systemd) loading a model turns transformers' tqdm
+    bars off; on a terminal they stay."""
+    from transformers.utils import logging as hf_logging
+
+    from streamd.daemon.engine.loading import load_model
+
+    assert not sys.stderr.isatty()
+    hf_logging.enable_progress_bar()
+    try:
+        load_model(str(tiny_model_dir), device="cpu", dtype="float32")
+        assert not hf_logging.is_progress_bar_enabled()
+    finally:
+        hf_logging.enable_progress_bar()
