@@ -47,6 +47,9 @@ RUN_OPTIONS = (
     RunOption("--device", "model.device", "auto, cpu, cuda or cuda:N.", "DEVICE"),
     RunOption("--dtype", "model.dtype", "auto (bfloat16 on a GPU and on a CPU with native "
               "bf16, AVX512-BF16 or AMX; else float32), float32, float16 or bfloat16.", "DTYPE"),
+    RunOption("--threads", "model.threads", "CPU threads for the model's matmuls. 0: one per "
+              "core. On a machine shared with other busy work, fewer leave it room: processes "
+              "fighting over the same cores can each slow down several times.", "N"),
     RunOption("--max-capacity", "cache.max_capacity", "Tokens the model sees at once: the pinned "
               "prefix plus the sliding window. It fixes the cache's memory; `streamd tune "
               "--max-capacity` changes it live.", "N"),

@@ -83,6 +83,10 @@ class ModelConfig(Section):
     dtype: str = field(
         default="auto", metadata=Rule(choices=("auto", "float32", "float16", "bfloat16")).meta
     )
+    # CPU threads for the model's matmuls (torch's intra-op pool); 0: torch's own, a core each.
+    threads: int = field(
+        default=0, metadata=Rule(at_least=0, at_most=4096, hint="0 is one per core").meta
+    )
 
     def _check(self) -> None:
         # A local model of a family streamd cannot drive is refused here, with the other

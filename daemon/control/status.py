@@ -52,6 +52,7 @@ def status_document(
         "model": stats.model if stats else config.model.name,
         "device": stats.device if stats else config.model.device,
         "dtype": stats.dtype if stats else config.model.dtype,
+        "threads": stats.threads if stats else config.model.threads,
         "decode": stats.decode if stats else None,
         "gpu": gpu,
         "cache": _cache(engine),

@@ -63,7 +63,7 @@ def render_status_table(doc: dict[str, Any]) -> str:
     every = f"every {summaries['every_tokens']} tokens / {summaries['every_seconds']:g} s"
     rows = [
         ("state", f"{doc['state']} (up {doc['uptime_s']:.0f} s, pid {doc['pid']})"),
-        ("model", f"{doc['model']} on {doc['device']} ({doc['dtype']})"),
+        ("model", f"{doc['model']} on {doc['device']} ({doc['dtype']}{_threads(doc)})"),
         ("decode", doc["decode"] or "-"),
         ("gpu", _gpu_line(doc["gpu"])),
         (
@@ -195,3 +195,10 @@ def _spool_line(spool: dict[str, Any] | None) -> str:
 
 def _latency_text(q: dict[str, Any], what: str) -> str:
     return f"p50 {_ms(q['p50'])}, p99 {_ms(q['p99'])} ({q['count']} {what})"
+
+
+def _threads(doc: dict[str, Any]) -> str:
+    """", 2 threads" on a CPU (a GPU's matmuls do not use them)."""
+    threads = doc.get("threads")
+    plural = "" if threads == 1 else "s"
+    return f", {threads} thread{plural}" if threads and doc["device"] == "cpu" else ""

@@ -121,6 +121,12 @@ class SessionStats:
     summaries: int
     timings: dict[str, float] = field(default_factory=dict)  # last prefill/summary timings
     decode: str = ""  # "fused step", or "the model's own forward (why)"
+    threads: int = 0  # CPU threads of torch's intra-op pool
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def stream_lines(text: str) -> list[str]:
+    """The lines of a message as the stream holds them: blank ones dropped."""
+    return [line for line in text.splitlines() if line.strip()]

@@ -182,11 +182,16 @@ def _load_errors(name: str) -> Iterator[None]:
         ) from error
 
 
-def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto") -> LoadedModel:
-    """Load and check a model; refuses models whose positions streamd cannot shift."""
+def load_model(
+    name: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto", threads: int = 0
+) -> LoadedModel:
+    """Load and check a model; refuses models whose positions streamd cannot shift.
+    threads > 0 sets torch's intra-op pool (process-wide) for the CPU's matmuls."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     _quiet_transformers()
+    if threads > 0:
+        torch.set_num_threads(threads)
     where = resolve_device(device)
     if where.type == "cpu":
         bound_cpu_memory()  # before the first forward: oneDNN reads its cache size then

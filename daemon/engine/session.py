@@ -21,7 +21,7 @@ from streamd.errors import ConfigError
 from streamd.facts.tracker import FactsTracker
 
 from ..snapshot import SessionState, check_restorable, text_digest
-from .api import Deadline, Ingested, SessionStats, Summary
+from .api import Deadline, Ingested, SessionStats, Summary, stream_lines
 from .guided import GuidedDecoder, RequestShape, TokenGenerator, quote_token_ids
 from .loading import LoadedModel, load_model
 from .prompts import DEFAULT_SUMMARY_QUESTION, build_framing
@@ -49,7 +49,8 @@ class _Timings:
 class Session:
     def __init__(self, config: SessionConfig, loaded: LoadedModel | None = None) -> None:
         self.config = config
-        self.loaded = loaded or load_model(config.model, config.device, config.dtype)
+        c = config
+        self.loaded = loaded or load_model(c.model, c.device, c.dtype, c.threads)
         self.model_name = self.loaded.name
         self.tokenizer = self.loaded.tokenizer
         framing = build_framing(self.tokenizer, config.system_prompt)
@@ -299,6 +300,7 @@ class Session:
             model=self.model_name,
             device=str(self.loaded.device),
             dtype=str(self.loaded.dtype).removeprefix("torch."),
+            threads=torch.get_num_threads(),
             pinned=layout.pinned,
             window=layout.window,
             max_capacity=layout.max_capacity,
@@ -370,11 +372,6 @@ class Session:
         """An empty ring whose positions start at `origin`, the pinned prefix prefilled."""
         self.ring.reset(origin=origin)
         self.runner.prefix(self.runner.ids(self._prefix_ids))
-
-
-def stream_lines(text: str) -> list[str]:
-    """The lines of a message as the stream holds them: blank ones dropped."""
-    return [line for line in text.splitlines() if line.strip()]
 
 
 @dataclass(frozen=True)

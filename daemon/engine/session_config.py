@@ -23,6 +23,7 @@ class SessionConfig(Section):
     model: str = DEFAULT_MODEL
     device: str = "auto"
     dtype: str = "auto"
+    threads: int = 0  # CPU threads for the matmuls; 0: torch's own (one per core)
     # P + W: tokens any query sees (pinned prefix included)
     max_capacity: int = field(default=1024, metadata=rules.MAX_CAPACITY.meta)
     chunk: int = field(default=256, metadata=rules.CHUNK.meta)  # C: stream tokens per forward pass
@@ -53,6 +54,7 @@ class SessionConfig(Section):
             model=config.model.name,
             device=config.model.device,
             dtype=config.model.dtype,
+            threads=config.model.threads,
             max_capacity=config.cache.max_capacity,
             chunk=config.cache.chunk,
             summary_max_tokens=config.summary.max_tokens,
