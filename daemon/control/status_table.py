@@ -198,7 +198,7 @@ def _latency_text(q: dict[str, Any], what: str) -> str:
 
 
 def _threads(doc: dict[str, Any]) -> str:
-    """", 2 threads" on a CPU (a GPU's matmuls do not use them)."""
+    """ ", 2 threads" on a CPU (a GPU's matmuls do not use them)."""
     threads = doc.get("threads")
     plural = "" if threads == 1 else "s"
     return f", {threads} thread{plural}" if threads and doc["device"] == "cpu" else ""
