@@ -15,6 +15,10 @@ from .config.rules import CAPACITY_RANGE, DEFAULT_MODEL
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
+# (flag, options field, click type, help): a tool's options declared as a table, each
+# default read from the tool's options dataclass (which checks the bounds, naming the flag).
+OptionRow = tuple[str, str, Any, str]
+
 # The daemon's own defaults.
 MAX_CAPACITY = CacheConfig().max_capacity
 CHUNK = CacheConfig().chunk
@@ -51,6 +55,26 @@ def chunk_option(command: F) -> F:
 def session_options(command: F) -> F:
     """--model, --device and --max-capacity: what a command that runs a session takes."""
     return model_option(device_option(max_capacity_option(command)))
+
+
+def option_table(rows: tuple[OptionRow, ...], defaults: object, command: F) -> F:
+    """The rows' options on `command`, in the rows' order in --help, with the defaults of
+    `defaults` (an instance of the tool's options dataclass)."""
+    for flag, field, kind, text in reversed(rows):
+        default = getattr(defaults, field)
+        command = click.option(flag, field, type=kind, default=default, help=text)(command)
+    return command
+
+
+def daemon_arg_option(command: F) -> F:
+    """--daemon-arg ARG (repeatable): one more `streamd run` argument for a tool's daemon."""
+    return click.option(
+        "--daemon-arg",
+        "daemon_args",
+        multiple=True,
+        metavar="ARG",
+        help="One more `streamd run` argument (repeatable): --daemon-arg=--chunk=64.",
+    )(command)
 
 
 def progress(message: str) -> None:

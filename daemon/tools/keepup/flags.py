@@ -3,26 +3,29 @@ KeepupOptions' and its bounds are checked there (an error names the flag)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 
-from ...cli_options import max_capacity_option, model_option
+from ...cli_options import (
+    F,
+    OptionRow,
+    daemon_arg_option,
+    max_capacity_option,
+    model_option,
+    option_table,
+)
 from .options import KeepupOptions
 
-F = TypeVar("F", bound=Callable[..., Any])
-
 # (flag, KeepupOptions field, click type, help), in the order --help lists them.
-_FEED: tuple[tuple[str, str, Any, str], ...] = (
+_FEED: tuple[OptionRow, ...] = (
     ("--rate", "rate", float, "Lines per second, on a fixed schedule (one every 1/rate s)."),
     ("--duration", "duration_s", float, "Seconds of feeding (loading and draining come on top)."),
 )
-_DEVICE: tuple[tuple[str, str, Any, str], ...] = (
+_DEVICE: tuple[OptionRow, ...] = (
     ("--device", "device", str, "The daemon's device: cpu, auto, cuda or cuda:N."),
 )
-_SUMMARIES: tuple[tuple[str, str, Any, str], ...] = (
+_SUMMARIES: tuple[OptionRow, ...] = (
     (
         "--summary-every-seconds",
         "summary_every_seconds",
@@ -37,7 +40,7 @@ _SUMMARIES: tuple[tuple[str, str, Any, str], ...] = (
         "the daemon's own default is 2048).",
     ),
 )
-_JUDGING: tuple[tuple[str, str, Any, str], ...] = (
+_JUDGING: tuple[OptionRow, ...] = (
     (
         "--max-lag",
         "max_lag_s",
@@ -74,23 +77,9 @@ _JUDGING: tuple[tuple[str, str, Any, str], ...] = (
 )
 
 
-def _table(rows: tuple[tuple[str, str, Any, str], ...], command: F) -> F:
-    defaults = KeepupOptions()
-    for flag, field, kind, text in reversed(rows):
-        default = getattr(defaults, field)
-        command = click.option(flag, field, type=kind, default=default, help=text)(command)
-    return command
-
-
 def keepup_options(command: F) -> F:
     """Every option of `streamd keepup` but --report."""
-    command = click.option(
-        "--daemon-arg",
-        "daemon_args",
-        multiple=True,
-        metavar="ARG",
-        help="One more `streamd run` argument (repeatable): --daemon-arg=--chunk=64.",
-    )(command)
+    command = daemon_arg_option(command)
     command = click.option(
         "--workdir",
         type=click.Path(file_okay=False, path_type=Path),
@@ -105,5 +94,8 @@ def keepup_options(command: F) -> F:
         help="Feed the lines of this file, cycled (repeatable) [default: the real logs bundled "
         "in daemon/data].",
     )(command)
-    command = max_capacity_option(_table(_SUMMARIES, _table(_JUDGING, command)))
-    return _table(_FEED, model_option(_table(_DEVICE, command)))
+    defaults = KeepupOptions()
+    command = option_table(_JUDGING, defaults, command)
+    command = max_capacity_option(option_table(_SUMMARIES, defaults, command))
+    command = model_option(option_table(_DEVICE, defaults, command))
+    return option_table(_FEED, defaults, command)

@@ -3,19 +3,15 @@ bounds are checked there (an error names the flag), so neither is written twice.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 
-from ...cli_options import session_options
+from ...cli_options import F, OptionRow, daemon_arg_option, option_table, session_options
 from .options import SoakOptions
 
-F = TypeVar("F", bound=Callable[..., Any])
-
 # (flag, SoakOptions field, click type, help), in the order --help lists them.
-_TRAFFIC: tuple[tuple[str, str, Any, str], ...] = (
+_TRAFFIC: tuple[OptionRow, ...] = (
     (
         "--duration",
         "duration_s",
@@ -47,7 +43,7 @@ _TRAFFIC: tuple[tuple[str, str, Any, str], ...] = (
     ("--sigterms", "sigterms", int, "Daemon SIGTERM + start on the same state dir, mid-flood."),
     ("--sigkills", "sigkills", int, "Daemon SIGKILL + start on the same state dir, mid-flood."),
 )
-_JUDGING: tuple[tuple[str, str, Any, str], ...] = (
+_JUDGING: tuple[OptionRow, ...] = (
     (
         "--summary-every-tokens",
         "summary_every_tokens",
@@ -85,28 +81,15 @@ _JUDGING: tuple[tuple[str, str, Any, str], ...] = (
 )
 
 
-def _table(rows: tuple[tuple[str, str, Any, str], ...], command: F) -> F:
-    defaults = SoakOptions()
-    for flag, field, kind, text in reversed(rows):
-        default = getattr(defaults, field)
-        command = click.option(flag, field, type=kind, default=default, help=text)(command)
-    return command
-
-
 def soak_options(command: F) -> F:
     """Every option of `streamd soak` but --json."""
-    command = click.option(
-        "--daemon-arg",
-        "daemon_args",
-        multiple=True,
-        metavar="ARG",
-        help="One more `streamd run` argument (repeatable): --daemon-arg=--chunk=64.",
-    )(command)
+    command = daemon_arg_option(command)
     command = click.option(
         "--workdir",
         type=click.Path(file_okay=False, path_type=Path),
         help="Keep the daemon's and the broker's logs and files here [default: a temporary "
         "folder, removed if the soak passes].",
     )(command)
-    command = session_options(_table(_JUDGING, command))
-    return _table(_TRAFFIC, command)
+    defaults = SoakOptions()
+    command = session_options(option_table(_JUDGING, defaults, command))
+    return option_table(_TRAFFIC, defaults, command)
