@@ -197,13 +197,22 @@ class SpooledIntake(Intake):
         self.deferred[source] = self.deferred.get(source, 0) + 1
         self._deferred_counter.inc(source=source)
 
-    def status(self) -> dict[str, Any]:
-        return self.spool.status() | {
+    def counts(self) -> dict[str, Any]:
+        """What the spool adds to the per-source counts: replayed at start, deferred at stop."""
+        return {
             "replayed_by_source": dict(self.replayed),
             "deferred_by_source": dict(self.deferred),
-            "out_of_order": self.out_of_order,
-            "replaying": not self.replay_done.is_set(),  # sources wait for it to end
         }
+
+    def status(self) -> dict[str, Any]:
+        return (
+            self.spool.status()
+            | self.counts()
+            | {
+                "out_of_order": self.out_of_order,
+                "replaying": not self.replay_done.is_set(),  # sources wait for it to end
+            }
+        )
 
 
 def build_intake(
@@ -231,12 +240,7 @@ def spool_status(intake: Intake) -> dict[str, Any]:
 def spool_counts(intake: Intake) -> dict[str, Any]:
     """What the spool adds to a run's per-source counts: {replayed_by_source,
     deferred_by_source}; {} without a spool."""
-    if not isinstance(intake, SpooledIntake):
-        return {}
-    return {
-        "replayed_by_source": dict(intake.replayed),
-        "deferred_by_source": dict(intake.deferred),
-    }
+    return intake.counts() if isinstance(intake, SpooledIntake) else {}
 
 
 def _durable(spool: Spool, seq: int) -> Callable[[], asyncio.Future[None]]:

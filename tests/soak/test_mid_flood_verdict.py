@@ -20,7 +20,7 @@ def failed(checks: list) -> list[str]:  # type: ignore[type-arg]
 
 
 def run(index: int, counts: dict[str, Counts] | None) -> DaemonRun:
-    return DaemonRun(index, 0.0, {}, 0, 0, final=counts)
+    return DaemonRun(index, 0.0, 0, 0, final=counts)
 
 
 def test_without_every_runs_counts_delivery_rests_on_the_spool_totals() -> None:

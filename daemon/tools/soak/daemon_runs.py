@@ -21,12 +21,13 @@ SOURCES = (ZMQ_SOURCE, MQTT_SOURCE)
 
 @dataclass
 class DaemonRun:
-    """One daemon process: its counters when it became ready and when it was settled."""
+    """One daemon process and its counters when it ended. A process counts from zero (a
+    resumed one carries its stream and summary count over, not its per-source counters),
+    so its final counts are what it counted."""
 
     index: int
     ready_at_s: float  # on the monitor's clock
-    baseline: dict[str, Counts]
-    emitted_baseline: int
+    emitted_baseline: int  # summaries emitted as it became ready (carried over on a resume)
     jsonl_lines_at_start: int
     final: dict[str, Counts] | None = None  # None: unknown (SIGKILLed), or not ended yet
     emitted_final: int = 0
@@ -37,8 +38,7 @@ class DaemonRun:
         return self.final is not None
 
     def counted(self, source: str) -> Counts:
-        final = self.final or {}
-        return final.get(source, Counts()) - self.baseline.get(source, Counts())
+        return (self.final or {}).get(source, Counts())
 
     @property
     def emitted(self) -> int:
@@ -74,13 +74,6 @@ def subscribed(doc: dict[str, Any]) -> bool:
 def status_counts(doc: dict[str, Any]) -> dict[str, Counts]:
     rows, spool = doc.get("sources", {}), doc.get("spool")
     return {source: Counts.from_status(rows.get(source), spool, source) for source in SOURCES}
-
-
-def start_counts() -> dict[str, Counts]:
-    """A run's baseline: a daemon process counts from zero (a resumed one carries its
-    stream over, not its per-source counters). Not read from its first status: by then
-    resent and replayed messages are already arriving, and they are the run's own."""
-    return {source: Counts() for source in SOURCES}
 
 
 def stopped_counts(log_path: Path, stops_before: int) -> dict[str, Counts] | None:
@@ -125,8 +118,7 @@ def settled(doc: dict[str, Any], run: DaemonRun, expected: dict[str, int], jsonl
     if any(spooled.get(source, 0) < count for source, count in expected.items()):
         return False
     for source in SOURCES:
-        now = Counts.from_status(doc["sources"].get(source), doc.get("spool"), source)
-        counted = now - run.baseline[source]
+        counted = Counts.from_status(doc["sources"].get(source), doc.get("spool"), source)
         if counted.queued or not counted.balanced:
             return False
     every = doc["summaries"]["every_tokens"]

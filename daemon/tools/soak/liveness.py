@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +104,6 @@ class Liveness:
     status_p50_s: float | None
     status_p99_s: float | None
     status_max_s: float | None
-    windows: tuple[tuple[float, float], ...] = field(default=())
 
     def as_json(self) -> dict[str, Any]:
         def ms(value: float | None) -> float | None:
@@ -154,5 +153,4 @@ def liveness(
         status_p50_s=quantile(answered, 0.5),
         status_p99_s=quantile(answered, 0.99),
         status_max_s=max(answered) if answered else None,
-        windows=tuple(closed),
     )

@@ -33,7 +33,6 @@ from .daemon_runs import (
     settled,
     spool_state,
     spooled_totals,
-    start_counts,
     status_counts,
     stopped_counts,
     subscribed,
@@ -250,7 +249,6 @@ class Soak:
             DaemonRun(
                 index=len(self.runs),
                 ready_at_s=self.monitor.now_s(),
-                baseline=start_counts(),
                 emitted_baseline=int(doc["summaries"]["emitted"]),
                 jsonl_lines_at_start=jsonl_lines(self.jsonl),
             )
