@@ -114,11 +114,15 @@ class DaemonProcess:
 
     def status(self) -> dict[str, Any] | None:
         """The status document, or None while nothing answers."""
+        return self.status_or_error()[0]
+
+    def status_or_error(self) -> tuple[dict[str, Any] | None, str]:
+        """(the status document, ""), or (None, why not: the client's error)."""
         try:
             with ControlClient(self.control_socket, STATUS_TIMEOUT_S) as client:
-                return client.request("status")
-        except ControlError:
-            return None
+                return client.request("status"), ""
+        except ControlError as error:
+            return None, f"{type(error).__name__}: {error}"
 
     def wait_status(
         self, check: Callable[[dict[str, Any]], bool], what: str, timeout_s: float = WAIT_S

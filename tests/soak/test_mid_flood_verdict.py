@@ -4,13 +4,22 @@ gaps, `status` latency) that the soak judges each run on."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from streamd.daemon.tools.soak.daemon_runs import DaemonRun, must_spool
-from streamd.daemon.tools.soak.liveness import LiveWindow, liveness, max_gap, quantile
+from streamd.daemon.tools.soak.liveness import (
+    LiveWindow,
+    StatusProbe,
+    liveness,
+    max_gap,
+    quantile,
+)
 from streamd.daemon.tools.soak.options import SoakOptions
 from streamd.daemon.tools.soak.reconcile import Counts, Delivery, reconcile_source
 from streamd.daemon.tools.soak.verdict import liveness_checks, source_reports, spool_check
+from streamd.daemon.tools.testing import wait_until
 
 SENT = {"good": 90, "bad_utf8": 4, "nul": 3, "broken_json": 2, "blob": 1}
 
@@ -81,3 +90,31 @@ def test_the_p99_is_a_measured_answer_not_an_interpolation() -> None:
     assert quantile(latencies, 0.99) == pytest.approx(0.099)
     assert quantile(latencies, 0.5) == pytest.approx(0.050)
     assert quantile([], 0.99) is None
+
+
+def test_an_answer_counts_only_in_the_run_it_was_asked_in() -> None:
+    """A request to a run that is ending can come back after the next run is live: it is
+    that earlier run's, and not counted (the soak signals only once live(False) returned)."""
+    asked, release = threading.Event(), threading.Event()
+    calls: list[int] = []
+
+    def status() -> tuple[dict[str, object] | None, str]:
+        calls.append(1)
+        if len(calls) == 1:  # the first request hangs until the next run is live
+            asked.set()
+            release.wait(30)
+            return None, "DaemonNotAnswering: took the connection but did not answer"
+        return {"state": "ready"}, ""
+
+    probe = StatusProbe(status)
+    probe.start()
+    try:
+        probe.live(True)
+        assert asked.wait(30)
+        probe.live(False)  # the run ends while its request hangs...
+        probe.live(True)  # ...and the next one is live when it comes back
+        release.set()
+        wait_until(lambda: len(probe.latencies) >= 2, "two answers of the second run")
+    finally:
+        probe.stop()
+    assert None not in probe.latencies and probe.unanswered == []

@@ -53,34 +53,45 @@ class NotifyListener(threading.Thread):
 
 class StatusProbe(threading.Thread):
     """Asks `status` every PROBE_EVERY_S while a run is live; keeps each answer's latency
-    in seconds, or None for no answer (the client's timeout, or nothing listening)."""
+    in seconds, or None for no answer (the client's timeout, or nothing listening), and
+    for each unanswered one when and why."""
 
-    def __init__(self, status: Callable[[], dict[str, Any] | None]) -> None:
+    def __init__(self, status: Callable[[], tuple[dict[str, Any] | None, str]]) -> None:
         super().__init__(name="soak-status-probe", daemon=True)
         self.status = status
         self.latencies: list[float | None] = []
-        self._live = threading.Event()
+        self.unanswered: list[str] = []  # "after 0.0 s, run 2: why"
+        self._window = 0  # which live window (run) this is; 0: none yet; under _lock
+        self._live = False
         self._lock = threading.Lock()
         self._stopping = threading.Event()
 
     def live(self, on: bool) -> None:
-        """Probe from now (the run is ready) or no more (a signal is about to end it)."""
-        with self._lock:  # after live(False) returns, no answer of the ending run is counted
-            if on:
-                self._live.set()
-            else:
-                self._live.clear()
+        """Probe from now (the run is ready) or no more (a signal is about to end it).
+        An answer counts only in the window it was asked in: once live(False) returns, none
+        of the ending run is counted, even one that comes back after the next run's start
+        (a request to a stopping daemon can wait out the client's 5 s timeout)."""
+        with self._lock:
+            self._window += on
+            self._live = on
+
+    def _asking(self) -> int | None:
+        with self._lock:
+            return self._window if self._live else None
 
     def run(self) -> None:
         while not self._stopping.wait(PROBE_EVERY_S):
-            if not self._live.is_set():
+            window = self._asking()
+            if window is None:
                 continue
             asked = time.monotonic()
-            doc = self.status()
+            doc, why = self.status()
             latency = time.monotonic() - asked
             with self._lock:
-                if self._live.is_set():
+                if self._live and self._window == window:
                     self.latencies.append(None if doc is None else latency)
+                    if doc is None:
+                        self.unanswered.append(f"after {latency:.1f} s, run {window}: {why}")
 
     def stop(self) -> None:
         self._stopping.set()
@@ -104,6 +115,7 @@ class Liveness:
     status_p50_s: float | None
     status_p99_s: float | None
     status_max_s: float | None
+    unanswered_why: tuple[str, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         def ms(value: float | None) -> float | None:
@@ -117,6 +129,7 @@ class Liveness:
             "status_p50_ms": ms(self.status_p50_s),
             "status_p99_ms": ms(self.status_p99_s),
             "status_max_ms": ms(self.status_max_s),
+            "status_unanswered_why": list(self.unanswered_why),
         }
 
 
@@ -139,7 +152,10 @@ def quantile(values: Sequence[float], q: float) -> float | None:
 
 
 def liveness(
-    pings: Sequence[float], windows: Sequence[LiveWindow], latencies: Sequence[float | None]
+    pings: Sequence[float],
+    windows: Sequence[LiveWindow],
+    latencies: Sequence[float | None],
+    unanswered_why: Sequence[str] = (),
 ) -> Liveness:
     closed = [(w.start, w.end) for w in windows if w.end is not None]
     gaps = tuple(max_gap(pings, start, end) for start, end in closed)
@@ -153,4 +169,5 @@ def liveness(
         status_p50_s=quantile(answered, 0.5),
         status_p99_s=quantile(answered, 0.99),
         status_max_s=max(answered) if answered else None,
+        unanswered_why=tuple(unanswered_why),
     )

@@ -106,7 +106,7 @@ class Soak:
             self.monitor = Monitor(self.jsonl, self.daemon.status)
             self.monitor.start()
             cleanup.callback(self.monitor.stop)
-            self.probe = StatusProbe(self.daemon.status)
+            self.probe = StatusProbe(self.daemon.status_or_error)
             self.probe.start()
             cleanup.callback(self.probe.stop)
             cleanup.callback(self._kill_daemon_if_running)
@@ -341,7 +341,8 @@ class Soak:
             repeated_seq=len(seqs) - len(set(seqs)),
         )
         memory = memory_trends(self.options, self.runs, self.monitor)
-        live = liveness(self.notify.pings, self.windows, self.probe.latencies)
+        probe = self.probe
+        live = liveness(self.notify.pings, self.windows, probe.latencies, probe.unanswered)
         done = (self.broker_restarts, self.daemon_sigterms, self.daemon_kills)
         checks = [
             *(check for report in sources for check in report.checks),

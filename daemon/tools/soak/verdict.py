@@ -82,6 +82,7 @@ def liveness_checks(options: SoakOptions, live: Liveness) -> list[Check]:
         f"{live.status_asked} asked, {live.status_unanswered} unanswered; p50 "
         f"{_ms(live.status_p50_s)}, p99 {_ms(p99)}, max {_ms(live.status_max_s)} "
         f"(bound {options.status_p99_s * 1000:.0f} ms)"
+        + (f"; first unanswered {live.unanswered_why[0]}" if live.unanswered_why else "")
     )
     return [
         Check("watchdog: no gap between pings beyond WatchdogSec", gap_ok, gap_detail),
