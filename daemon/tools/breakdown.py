@@ -22,7 +22,17 @@ from streamd.cache.hf import max_positions
 from streamd.cache.layout import CacheLayout
 from streamd.cache.ring import SinkMode
 
-from .evaluate import EvalError, Progress, recompute_nll, sample_targets, stream_nll
+from .evaluate import (
+    EvalError,
+    Progress,
+    check_block,
+    fitting_block,
+    ratio,
+    ratio_range,
+    recompute_nll,
+    sample_targets,
+    stream_nll,
+)
 
 PLACEMENTS = {"before-window": SinkMode.REROTATE, "fixed": SinkMode.FIXED}
 DEFAULT_WINDOWS = (256, 1024, 2048, 4096)
@@ -41,10 +51,11 @@ class BreakdownOptions:
     sinks: tuple[int, ...] = DEFAULT_SINKS  # pinned first tokens; the prompt's length if given
     chunks: tuple[int, ...] = DEFAULT_CHUNKS
     placements: tuple[str, ...] = ("before-window",)
-    samples: int = 256
+    samples: int = 256  # blocks of `block` consecutive targets (evaluate.sample_targets)
     seed: int = 0
     rebase_threshold: int = 2**15
     recompute_batch: int = 8
+    block: int = 16
 
     def __post_init__(self) -> None:
         unknown = [p for p in self.placements if p not in PLACEMENTS]
@@ -57,6 +68,7 @@ class BreakdownOptions:
             raise EvalError(f"sinks {self.sinks}: give one or more values >= 0")
         if self.rebase_threshold < 1 or self.samples < 1:
             raise EvalError(f"rebase threshold {self.rebase_threshold}, samples {self.samples}")
+        check_block(self.block)
 
 
 @dataclass
@@ -91,6 +103,7 @@ class BreakdownReport:
     tokens: int
     prefix_tokens: int  # a prompt streamed before the text (its tokens are never targets)
     trained_length: int
+    block: int = 1
     windows: list[WindowResult] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
@@ -99,6 +112,7 @@ class BreakdownReport:
             "tokens": self.tokens,
             "prefix_tokens": self.prefix_tokens,
             "trained_length": self.trained_length,
+            "block": self.block,
             "windows": [
                 {
                     "window": w.window,
@@ -110,7 +124,7 @@ class BreakdownReport:
                             **vars(v),
                             "ppl": _ppl(v.nll),
                             "ratio": ratio(v.nll, w.oracle_nll),
-                            "ratio_90": ratio_range(v.nll, w.oracle_nll),
+                            "ratio_90": ratio_range(v.nll, w.oracle_nll, self.block),
                         }
                         for v in w.variants
                     ],
@@ -124,24 +138,6 @@ def _ppl(nll: Sequence[float]) -> float:
     return math.exp(sum(nll) / len(nll)) if nll else math.nan
 
 
-def ratio(nll: Sequence[float], oracle: Sequence[float]) -> float:
-    """exp(mean(nll) - mean(oracle)): the variant's PPL over the oracle's on the same targets."""
-    if not nll:
-        return math.nan
-    return math.exp((sum(nll) - sum(oracle)) / len(nll))
-
-
-def ratio_range(nll: Sequence[float], oracle: Sequence[float]) -> tuple[float, float]:
-    """The ratio's 90% range from the spread of the per-target differences (paired): how far
-    another draw of as many targets could move it (the normal approximation)."""
-    diffs = [a - b for a, b in zip(nll, oracle, strict=True)]
-    if len(diffs) < 2:
-        return math.nan, math.nan
-    mean = sum(diffs) / len(diffs)
-    spread = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs))
-    return math.exp(mean - 1.645 * spread), math.exp(mean + 1.645 * spread)
-
-
 def breakdown(
     model: Any,
     ids: torch.Tensor,
@@ -152,13 +148,15 @@ def breakdown(
 ) -> BreakdownReport:
     """Score ids [N] (a prompt of `prefix_tokens` then the text) under every variant."""
     total = int(ids.shape[0])
-    text_targets = sample_targets(total - prefix_tokens, options.samples, options.seed)
+    block = fitting_block(options.block, total - prefix_tokens)
+    text_targets = sample_targets(total - prefix_tokens, options.samples, options.seed, block)
     targets = [prefix_tokens + j for j in text_targets]
-    report = BreakdownReport(model_name, total, prefix_tokens, max_positions(model.config))
+    trained = max_positions(model.config)
+    report = BreakdownReport(model_name, total, prefix_tokens, trained, block)
     with torch.inference_mode():
         for window in options.windows:
-            progress(f"W={window}: recompute oracle, {len(targets)} fresh forwards")
-            oracle = recompute_nll(model, ids, targets, window, options.recompute_batch)
+            progress(f"W={window}: recompute oracle, {len(targets) // block} fresh forwards")
+            oracle = recompute_nll(model, ids, targets, window, options.recompute_batch, block)
             result = WindowResult(window, targets, oracle.tolist())
             for sinks in _sinks_for(options.sinks, prefix_tokens, window):
                 for chunk in options.chunks:
@@ -273,7 +271,7 @@ def render_breakdown(report: BreakdownReport) -> str:
         rows += ["", f"max_capacity {result.window}: oracle ppl {_ppl(result.oracle_nll):.3f}"]
         rows.append(f"  {'variant':<28} {'ppl':>8} {'ratio':>7} {'90% range':>15}")
         for variant in result.variants:
-            low, high = ratio_range(variant.nll, result.oracle_nll)
+            low, high = ratio_range(variant.nll, result.oracle_nll, report.block)
             head = (
                 f"  {variant.label:<28} {_ppl(variant.nll):>8.3f} "
                 f"{ratio(variant.nll, result.oracle_nll):>7.4f} {low:>7.3f}-{high:.3f}"

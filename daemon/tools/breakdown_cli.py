@@ -100,6 +100,7 @@ def run_breakdown(
     text_path: Path | None,
     tokens: int,
     samples: int,
+    block: int,
     seed: int,
     as_json: bool,
     grid: dict[str, Any],
@@ -116,6 +117,7 @@ def run_breakdown(
             chunks=grid["chunks"],
             placements=grid["placements"] or ("before-window",),
             samples=samples,
+            block=block,
             seed=seed,
             rebase_threshold=grid["rebase_every"],
         )

@@ -6,6 +6,8 @@ $OUT. Usage (GPU host, after device_env.sh and the GGUF joined):
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import json
 import sys
 import time
@@ -30,6 +32,8 @@ def main() -> None:
     parser.add_argument("--chunks", default="256,16")
     parser.add_argument("--placements", default="before-window")
     parser.add_argument("--samples", type=int, default=256)
+    parser.add_argument("--block", type=int, default=16)
+    parser.add_argument("--seeds", default="0")
     parser.add_argument("--prompt", action="store_true", help="stream the daemon's prefix first")
     args = parser.parse_args()
     options = BreakdownOptions(
@@ -38,10 +42,11 @@ def main() -> None:
         chunks=IntList(1).convert(args.chunks, None, None),
         placements=tuple(args.placements.split(",")),
         samples=args.samples,
+        block=args.block,
     )
     loaded = load_model("default", "cuda" if torch.cuda.is_available() else "cpu", args.dtype)
     args.out.mkdir(parents=True, exist_ok=True)
-    for text in args.texts:
+    for text, seed in itertools.product(args.texts, [int(s) for s in args.seeds.split(",")]):
         text_ids = read_text_tokens(loaded.tokenizer, text, args.tokens)
         ids, prefix_tokens = stream_ids(loaded, text_ids, with_prompt=args.prompt)
         began = time.time()
@@ -49,11 +54,11 @@ def main() -> None:
             loaded.model,
             ids,
             prefix_tokens,
-            options,
+            dataclasses.replace(options, seed=seed),
             loaded.name,
             progress=lambda line: print(line, file=sys.stderr, flush=True),
         )
-        name = f"{text.stem}-{'prompt' if args.prompt else 'plain'}"
+        name = f"{text.stem}-{'prompt' if args.prompt else 'plain'}-seed{seed}"
         (args.out / f"{name}.json").write_text(json.dumps(report.as_json()))
         table = render_breakdown(report)
         (args.out / f"{name}.txt").write_text(table + "\n")

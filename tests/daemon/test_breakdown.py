@@ -23,7 +23,7 @@ def _ids(loaded: LoadedModel, tokens: int) -> torch.Tensor:
 
 def test_before_any_eviction_the_stream_equals_the_oracle(tiny_loaded: LoadedModel) -> None:
     # max_capacity covers the whole text: both see every earlier token, so any gap is a bug.
-    options = BreakdownOptions(windows=(128,), sinks=(4,), chunks=(16,), samples=40)
+    options = BreakdownOptions(windows=(128,), sinks=(4,), chunks=(16,), samples=5, block=8)
     report = breakdown(tiny_loaded.model, _ids(tiny_loaded, 120), 0, options, "tiny")
     (result,) = report.windows
     (variant,) = result.variants
@@ -35,7 +35,7 @@ def test_before_any_eviction_the_stream_equals_the_oracle(tiny_loaded: LoadedMod
 
 def test_offsets_and_rebase_distances_follow_the_forwards(tiny_loaded: LoadedModel) -> None:
     options = BreakdownOptions(
-        windows=(32,), sinks=(4,), chunks=(8,), samples=60, rebase_threshold=24
+        windows=(32,), sinks=(4,), chunks=(8,), samples=60, rebase_threshold=24, block=1
     )
     report = breakdown(tiny_loaded.model, _ids(tiny_loaded, 200), 0, options, "tiny")
     (result,) = report.windows

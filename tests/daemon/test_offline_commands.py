@@ -43,6 +43,9 @@ def test_eval_json_keeps_the_documented_shape(tiny_model_dir: Path, tmp_path: Pa
     report = json.loads(result.stdout)
     assert {"model", "tokens", "max_capacity", "sinks", "samples", "policies"} <= report.keys()
     assert report["tokens"] == 600 and report["max_capacity"] == 64 and report["samples"] == 20
+    assert report["block"] == 16 and report["targets"] == 320  # the default block
+    ratio, low, high = report["sinks_over_recompute"]
+    assert low <= ratio <= high
     assert set(report["policies"]) == {"dense", "window", "sinks", "sinks-fixed", "recompute"}
     for name, policy in report["policies"].items():
         assert isinstance(policy["ppl_sampled"], float), name
@@ -55,6 +58,8 @@ def test_eval_refuses_bad_options_in_words(tiny_model_dir: Path) -> None:
     result = _run("eval", "--model", str(tiny_model_dir), "--sinks", "300", "--max-capacity", "256")
     assert result.returncode == 2
     assert "sinks = 300" in result.stderr and "below max_capacity" in result.stderr
+    result = _run("eval", "--model", str(tiny_model_dir), "--block", "0")
+    assert result.returncode == 2 and "--block" in result.stderr
 
 
 def test_bench_smoke_on_cpu(tmp_path: Path) -> None:
