@@ -116,10 +116,12 @@ class DaemonProcess:
         """The status document, or None while nothing answers."""
         return self.status_or_error()[0]
 
-    def status_or_error(self) -> tuple[dict[str, Any] | None, str]:
+    def status_or_error(
+        self, timeout_s: float = STATUS_TIMEOUT_S
+    ) -> tuple[dict[str, Any] | None, str]:
         """(the status document, ""), or (None, why not: the client's error)."""
         try:
-            with ControlClient(self.control_socket, STATUS_TIMEOUT_S) as client:
+            with ControlClient(self.control_socket, timeout_s) as client:
                 return client.request("status"), ""
         except ControlError as error:
             return None, f"{type(error).__name__}: {error}"

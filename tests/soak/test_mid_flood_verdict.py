@@ -14,6 +14,7 @@ from streamd.daemon.tools.soak.liveness import (
     StatusProbe,
     liveness,
     max_gap,
+    probe_judged_by,
     quantile,
 )
 from streamd.daemon.tools.soak.options import SoakOptions
@@ -118,3 +119,25 @@ def test_an_answer_counts_only_in_the_run_it_was_asked_in() -> None:
     finally:
         probe.stop()
     assert None not in probe.latencies and probe.unanswered == []
+
+
+@pytest.mark.parametrize(("bound_s", "waits_s"), [(1.0, 5.0), (10.0, 20.0)])
+def test_the_probe_waits_as_long_as_the_bound_it_is_judged_by(
+    bound_s: float, waits_s: float
+) -> None:
+    """A slow answer within a loose --status-p99 (CI's 10 s) counts as an answer for the p99
+    to judge, not as a lost request at the client's usual 5 s."""
+    timeouts: list[float] = []
+
+    def status_or_error(timeout_s: float) -> tuple[dict[str, object] | None, str]:
+        timeouts.append(timeout_s)
+        return {"state": "ready"}, ""
+
+    probe = probe_judged_by(status_or_error, bound_s)
+    probe.start()
+    try:
+        probe.live(True)
+        wait_until(lambda: len(probe.latencies) >= 1, "one answer")
+    finally:
+        probe.stop()
+    assert timeouts and set(timeouts) == {waits_s}

@@ -75,7 +75,7 @@ _JUDGING: tuple[OptionRow, ...] = (
         "status_p99_s",
         float,
         "Fail if `status`, asked every 0.5 s while a daemon runs, answers slower at the 99th "
-        "percentile (or not at all).",
+        "percentile, or not at all (each request waits twice this, 5 s at least).",
     ),
     ("--seed", "seed", int, "Seed of the message mix."),
 )

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..testing import STATUS_TIMEOUT_S
+
 PROBE_EVERY_S = 0.5
 
 
@@ -70,7 +72,7 @@ class StatusProbe(threading.Thread):
         """Probe from now (the run is ready) or no more (a signal is about to end it).
         An answer counts only in the window it was asked in: once live(False) returns, none
         of the ending run is counted, even one that comes back after the next run's start
-        (a request to a stopping daemon can wait out the client's 5 s timeout)."""
+        (a request to a stopping daemon can wait out the probe's timeout)."""
         with self._lock:
             self._window += on
             self._live = on
@@ -96,6 +98,16 @@ class StatusProbe(threading.Thread):
     def stop(self) -> None:
         self._stopping.set()
         self.join()
+
+
+def probe_judged_by(
+    status_or_error: Callable[[float], tuple[dict[str, Any] | None, str]], p99_bound_s: float
+) -> StatusProbe:
+    """A probe whose requests wait as long as the bound they are judged by (twice it, the
+    client's usual 5 s at least): an answer slower than 5 s but within a loose
+    --status-p99 is a slow answer for the p99 to judge, not a lost one."""
+    timeout_s = max(STATUS_TIMEOUT_S, 2 * p99_bound_s)
+    return StatusProbe(lambda: status_or_error(timeout_s))
 
 
 @dataclass

@@ -37,7 +37,7 @@ from .daemon_runs import (
     stopped_counts,
     subscribed,
 )
-from .liveness import LiveWindow, NotifyListener, StatusProbe, liveness
+from .liveness import LiveWindow, NotifyListener, liveness, probe_judged_by
 from .monitor import Monitor
 from .options import SIGTERM, SoakOptions, schedule
 from .payloads import Mix
@@ -106,7 +106,7 @@ class Soak:
             self.monitor = Monitor(self.jsonl, self.daemon.status)
             self.monitor.start()
             cleanup.callback(self.monitor.stop)
-            self.probe = StatusProbe(self.daemon.status_or_error)
+            self.probe = probe_judged_by(self.daemon.status_or_error, self.options.status_p99_s)
             self.probe.start()
             cleanup.callback(self.probe.stop)
             cleanup.callback(self._kill_daemon_if_running)
