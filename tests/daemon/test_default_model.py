@@ -28,8 +28,8 @@ def test_chunked_ingestion_ppl_within_1_percent_of_token_by_token(
     default_loaded: LoadedModel,
 ) -> None:
     """In a chunk, later queries see the sinks up to C positions further away: bounded.
-    640 tokens: 384 past the first eviction (W = 252), at a third less time than 1024."""
-    ids = _shakespeare_ids(default_loaded, 640)
+    512 tokens: 260 past the first eviction (W = 252), at half the time of 1024."""
+    ids = _shakespeare_ids(default_loaded, 512)
     token_by_token = _sinks_ppl(default_loaded, ids, chunk=1)
     chunked = _sinks_ppl(default_loaded, ids, chunk=64)
     assert abs(chunked / token_by_token - 1) < 0.01, (chunked, token_by_token)
