@@ -153,10 +153,8 @@ def ratio_range(
     mean: neighbours are not independent): how far another draw of as many samples could
     move it (the normal approximation)."""
     diffs = [a - b for a, b in zip(nll, oracle, strict=True)]
-    means = [
-        sum(diffs[at : at + block]) / len(diffs[at : at + block])
-        for at in range(0, len(diffs), block)
-    ]
+    blocks = (diffs[at : at + block] for at in range(0, len(diffs), block))
+    means = [sum(one) / len(one) for one in blocks]
     if len(means) < 2:
         return math.nan, math.nan
     mean = sum(means) / len(means)
@@ -221,10 +219,13 @@ def recompute_nll(
     context: int,
     batch: int,
     block: int = 1,
+    sinks: int = 0,
 ) -> torch.Tensor:
     """The oracle: each block of `block` targets from j (sample_targets' order) by one fresh
     forward over ids[max(0, j-lead) : j+block-1], lead = context - block // 2: target j+k
-    sees min(j, lead) + k tokens (contexts centred on `context`).
+    sees min(j, lead) + k tokens (contexts centred on `context`). With sinks > 0 (below
+    lead), a window that no longer reaches the text's start gives its first `sinks` tokens
+    to ids[:sinks], as a stream pins them (positions contiguous; the same row lengths).
     -> nll [len(targets)], in the targets' order."""
     out = torch.empty(len(targets), dtype=torch.float32)
     lead = max(1, context - block // 2)
@@ -235,13 +236,22 @@ def recompute_nll(
         lengths = {min(targets[at], lead) for at in group}
         for length in sorted(lengths):  # equal lengths batch without padding
             same = [at for at in group if min(targets[at], lead) == length]
-            rows = torch.stack([ids[targets[at] - length : targets[at] + block - 1] for at in same])
+            rows = torch.stack([_oracle_row(ids, targets[at], length, block, sinks) for at in same])
             logits = model(input_ids=rows, use_cache=False, logits_to_keep=block).logits
             want = torch.stack([ids[targets[at] : targets[at] + block] for at in same])
             nll = _targets_nll(logits.reshape(-1, logits.shape[-1]), want.reshape(-1)).cpu()
             for row, at in enumerate(same):
                 out[at : at + block] = nll[row * block : (row + 1) * block]
     return out
+
+
+def _oracle_row(ids: torch.Tensor, first: int, length: int, block: int, sinks: int) -> torch.Tensor:
+    """ids [N] -> the row [length + block - 1] whose last `block` positions predict the block
+    from `first`: the `length` tokens before it (ids[:sinks] for their first `sinks` where
+    the window does not reach the start), then the block but its last token."""
+    if sinks and first > length:
+        return torch.cat([ids[:sinks], ids[first - length + sinks : first + block - 1]])
+    return ids[first - length : first + block - 1]
 
 
 def _layouts(options: EvalOptions, tokens: int, trained: int) -> dict[str, CacheLayout]:

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from streamd.daemon.engine.loading import load_model
 from streamd.daemon.tools.evaluate import (
@@ -24,28 +22,9 @@ from streamd.daemon.tools.evaluate import (
     ratio,
     ratio_range,
     read_text_tokens,
+    recompute_nll,
     sample_targets,
 )
-
-
-@torch.inference_mode()
-def sinks_recomputed_nll(
-    model: Any, ids: torch.Tensor, targets: list[int], window: int, sinks: int, block: int
-) -> list[float]:
-    """NLL of each target (blocks of `block`) from a fresh forward over ids[:sinks] and the
-    window before the block (window - sinks - block // 2 tokens, then the block)."""
-    lead = window - sinks - block // 2
-    out: list[float] = []
-    for at in range(0, len(targets), block):
-        first = targets[at]
-        if first - lead <= sinks:  # the window reaches back to the sinks: one plain span
-            row = ids[max(0, first - lead - sinks) : first + block - 1]
-        else:
-            row = torch.cat([ids[:sinks], ids[first - lead : first + block - 1]])
-        logits = model(input_ids=row.unsqueeze(0), use_cache=False, logits_to_keep=block).logits
-        want = ids[first : first + block]
-        out += F.cross_entropy(logits[0].float(), want, reduction="none").tolist()
-    return out
 
 
 def main() -> None:
@@ -77,9 +56,15 @@ def main() -> None:
     stream = report.policies["sinks"].sampled_nll
     oracle = report.policies["recompute"].sampled_nll
     targets = sample_targets(args.tokens, args.samples, args.seed, args.block)
-    middle = sinks_recomputed_nll(
-        loaded.model, ids, targets, args.max_capacity, args.sinks, args.block
-    )
+    middle = recompute_nll(
+        loaded.model,
+        ids,
+        targets,
+        args.max_capacity,
+        options.recompute_batch,
+        args.block,
+        sinks=args.sinks,
+    ).tolist()
     for name, a, b in (
         ("stream / oracle", stream, oracle),
         ("sinks-recomputed / oracle", middle, oracle),

@@ -48,3 +48,19 @@ def test_the_range_is_taken_over_blocks_not_targets() -> None:
     assert low < 1.0 < ratio(nll, oracle) < high
     low_targets, high_targets = ratio_range(nll, oracle, block=1)
     assert high_targets - low_targets < high - low
+
+
+def test_the_oracle_with_sinks_puts_the_first_tokens_before_its_window(
+    tiny_loaded: LoadedModel,
+) -> None:
+    # tests/bench/sinks_recomputed.py: the oracle with a stream's pinned tokens in front
+    ids, context, sinks = _ids(tiny_loaded, 300), 48, 4
+    near, far = 30, 200  # a window reaching the text's start, and one that does not
+    nll = recompute_nll(tiny_loaded.model, ids, [near, far], context, batch=2, sinks=sinks)
+    plain = recompute_nll(tiny_loaded.model, ids, [near], context, batch=1)
+    assert abs(float(nll[0]) - float(plain[0])) < 1e-3
+    row = torch.cat([ids[:sinks], ids[far - context + sinks : far]]).unsqueeze(0)
+    with torch.inference_mode():
+        logits = tiny_loaded.model(input_ids=row, use_cache=False).logits[0, -1].float()
+    alone = torch.nn.functional.cross_entropy(logits.unsqueeze(0), ids[far : far + 1])
+    assert abs(float(nll[1]) - float(alone)) < 1e-3
