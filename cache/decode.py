@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
+from .capture import allow_one_compile_per_capture, capture_stream, warm_up_or_unfused
 from .fused import FusedDecodeStep, fusion_unsupported
-from .hf import RingModel, allow_one_compile_per_capture, capture_stream, warm_up_or_unfused
+from .hf import RingModel
 from .plan import ForwardPlan
 
 log = logging.getLogger(__name__)

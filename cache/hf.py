@@ -10,7 +10,6 @@ forward is copied or patched.
 from __future__ import annotations
 
 import inspect
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,12 +18,11 @@ import torch
 import torch.nn.functional as F
 from transformers import AttentionInterface, Cache
 
+from .capture import allow_one_compile_per_capture, capture_stream, warm_up_or_unfused
 from .families import check_supported, layer_inv_freq, layer_types, sliding_window
-from .layout import CacheLayout, LayoutError
+from .layout import CacheLayout, LayoutError, refresh_every, refresh_floor
 from .plan import ForwardPlan, PlanKind
 from .ring import KVShape, SinkMode, StreamCache
-
-log = logging.getLogger(__name__)
 
 ATTENTION_NAME = "streamd_sdpa"
 
@@ -156,60 +154,17 @@ def build_ring_cache(
     )
 
 
-def allow_one_compile_per_capture() -> None:
-    """Each captured (kind, size) compiles the forward once more, and the cache's write()
-    once per layer in each (the layer index is a constant to the compiler): a 36-layer model
-    with a few sizes passes torch's default limit of 8, and the old 64, and would silently
-    run eager from there on (seen on a Qwen3-8B shape: "hit config.recompile_limit (64)")."""
-    import torch._dynamo.config as dynamo_config
-
-    dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 1024)
-    dynamo_config.accumulated_recompile_limit = max(dynamo_config.accumulated_recompile_limit, 4096)
-
-
-def warm_up_or_unfused(
-    compiled: Callable[..., Any],
-    eager: Callable[..., Any],
-    warm_up: Callable[[Callable[..., Any]], None],
-    what: str,
-) -> Callable[..., Any]:
-    """warm_up(compiled) and return it; if that fails, warm_up(eager) and return eager.
-
-    torch.compile needs a working Triton/C toolchain. Without one, an eager
-    forward still replays as one CUDA graph, only with more (unfused) kernels.
-    Errors of the eager function itself are raised.
-    """
-    try:
-        warm_up(compiled)
-        return compiled
-    except Exception as error:
-        if compiled == eager:  # bound methods: equal, not identical
-            raise
-        log.warning("torch.compile of %s failed, running unfused: %s", what, error)
-        warm_up(eager)
-        return eager
-
-
-_CAPTURE_STREAMS: dict[torch.device, torch.cuda.Stream] = {}
-
-
-def capture_stream(device: torch.device) -> torch.cuda.Stream:
-    """One side stream per device for every warm-up and every capture.
-
-    cuBLAS keeps a workspace per stream (32 MiB on a Hopper GPU): a fresh
-    stream per capture, or torch.cuda.graph's own capture stream beside the
-    warm-up's, would leave one more workspace allocated each time.
-    """
-    if device not in _CAPTURE_STREAMS:
-        _CAPTURE_STREAMS[device] = torch.cuda.Stream(device=device)
-    return _CAPTURE_STREAMS[device]
-
-
 @dataclass
 class _Captured:
     graph: torch.cuda.CUDAGraph
     logits: torch.Tensor  # the graph's static output, [1, logits_to_keep, vocab]
     generation: int  # the ring's tensors it was captured over
+
+
+def _graph_key(plan: ForwardPlan, keep: int) -> tuple[PlanKind, int, int]:
+    # A refresh piece is a stream chunk's forward over other slots: the same capture serves.
+    kind = PlanKind.STREAM if plan.kind is PlanKind.REFRESH else plan.kind
+    return kind, plan.count, keep
 
 
 class RingModel:
@@ -222,9 +177,19 @@ class RingModel:
     """
 
     def __init__(
-        self, model: Any, ring: StreamCache, *, cuda_graphs: bool = False, compile: bool = False
+        self,
+        model: Any,
+        ring: StreamCache,
+        *,
+        cuda_graphs: bool = False,
+        compile: bool = False,
+        refresh: str = "off",
     ) -> None:
+        """refresh: how often the window is recomputed from its own tokens: 'off', 'auto' or
+        every so many stream tokens (cache/layout.py: refresh_every; `refresh`)."""
         check_supported(model.config)
+        refresh_every(refresh, ring.layout)  # a bad setting is refused here, not mid-stream
+        self.refresh_setting = refresh
         self.model = model
         self.ring = ring
         self.hf_cache = HFRingCache(ring)
@@ -232,6 +197,8 @@ class RingModel:
         self._layer_kinds = frozenset(layer_types(model.config))
         model.set_attn_implementation(ATTENTION_NAME)
         self.cuda_graphs = cuda_graphs and ring.device.type == "cuda"
+        # Refresh pieces all of C tokens where a captured graph replays them.
+        self.refresh_in_full_chunks = self.cuda_graphs
         self._graphs: dict[tuple[PlanKind, int, int], _Captured] = {}  # kind, count, kept
         # One memory pool for all of this runner's graphs (and its decoder's): they
         # replay one at a time on one stream and keep their outputs alive, so each
@@ -285,14 +252,14 @@ class RingModel:
             return False
         if logits_to_keep != 1:  # every position's logits: a padded summary step
             return plan.kind is PlanKind.SCRATCH and logits_to_keep == plan.count
-        if plan.kind is PlanKind.STREAM:
+        if plan.kind in (PlanKind.STREAM, PlanKind.REFRESH):
             return plan.count == self.ring.layout.chunk
         return plan.count > 1  # the pinned prefix, or a summary instruction
 
     def _replay(self, plan: ForwardPlan, input_ids: torch.Tensor, keep: int) -> torch.Tensor:
         ids = self._ids[:, : plan.count]
         ids.copy_(input_ids)
-        entry = self._graphs.get((plan.kind, plan.count, keep))
+        entry = self._graphs.get(_graph_key(plan, keep))
         if entry is None or entry.generation != self.ring.generation:
             entry = self._capture(plan, ids, keep)
         entry.graph.replay()
@@ -311,7 +278,7 @@ class RingModel:
         with torch.cuda.graph(graph, pool=self.graph_pool, stream=side):
             logits = self._capturable(plan, ids, keep)
         entry = _Captured(graph, logits, self.ring.generation)
-        self._graphs[(plan.kind, plan.count, keep)] = entry
+        self._graphs[_graph_key(plan, keep)] = entry
         return entry
 
     def _warm_up(self, plan: ForwardPlan, ids: torch.Tensor, keep: int) -> None:
@@ -346,14 +313,41 @@ class RingModel:
         return {"full_attention": plan.mask, "sliding_attention": plan.local_mask}
 
     def prefix(self, input_ids: torch.Tensor, logits_to_keep: int = 1) -> torch.Tensor:
-        return self.run(self.ring.plan_prefix(input_ids.shape[1]), input_ids, logits_to_keep)
+        plan = self.ring.plan_prefix(input_ids.shape[1])
+        self.ring.keep_ids(plan, input_ids)
+        return self.run(plan, input_ids, logits_to_keep)
 
     def ids(self, ids: list[int]) -> torch.Tensor:
         """Token ids as the model's input: [1, len(ids)] long, on the ring's device."""
         return torch.tensor([ids], dtype=torch.long, device=self.ring.device)
 
     def stream(self, input_ids: torch.Tensor, logits_to_keep: int = 1) -> torch.Tensor:
-        return self.run(self.ring.plan_stream(input_ids.shape[1]), input_ids, logits_to_keep)
+        """input_ids [1, count <= C] at the head -> logits [1, logits_to_keep or count, vocab];
+        the window refreshed first when one is due."""
+        ring = self.ring
+        every = refresh_every(self.refresh_setting, ring.layout)  # a resize may change it
+        floor = refresh_floor(ring.layout, ring.counters(), ring.refreshed_at, every)
+        if floor is not None:
+            self.refresh(floor)
+        plan = ring.plan_stream(input_ids.shape[1])
+        ring.keep_ids(plan, input_ids)
+        return self.run(plan, input_ids, logits_to_keep)
+
+    def refresh(self, floor: int) -> None:
+        """Recompute the keys and values of positions floor .. head-1 from their own tokens, C
+        at a time, as a fresh forward over the pinned tokens and them would. With CUDA graphs
+        every piece is a full chunk (one capture, shared with the stream's): the first
+        reaches below the floor, and those positions are hidden afterwards."""
+        ring, chunk = self.ring, self.ring.layout.chunk
+        first = floor
+        if self.refresh_in_full_chunks:
+            first = ring.head - -(-(ring.head - floor) // chunk) * chunk
+        for start in range(first, ring.head, chunk):
+            plan = ring.plan_refresh(start, min(chunk, ring.head - start), floor)
+            ids = self._ids[:, : plan.count]
+            torch.index_select(ring.slot_ids, 0, plan.write_slots, out=ids[0])
+            self.run(plan, ids)
+        ring.finish_refresh(floor)
 
     def scratch(
         self, input_ids: torch.Tensor, logits_to_keep: int = 1, graph: bool = True

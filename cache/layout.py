@@ -15,6 +15,13 @@ class LayoutError(ValueError):
 
 
 @dataclass(frozen=True)
+class KVShape:
+    layers: int
+    kv_heads: int
+    head_dim: int
+
+
+@dataclass(frozen=True)
 class CacheLayout:
     pinned: int  # P: attention-sink slots, the session's first tokens
     window: int  # W: stream tokens a query can see
@@ -109,6 +116,44 @@ def sink_anchor(layout: CacheLayout, stream_start: int, first_query: int) -> int
     positions.
     """
     return max(stream_start, first_query - layout.window + 1)
+
+
+# max_capacity at or below which refresh "auto" recomputes the window, twice per window
+# length streamed: there a streamed key's evicted context costs up to 2% (transcript, 256);
+# at 1024 and above it costs under 1% and a refresh would double the ingest compute.
+REFRESH_UP_TO = 512
+REFRESH_CHOICES = "'auto', 'off' or a number of stream tokens"
+
+
+def refresh_every(setting: str, layout: CacheLayout) -> int:
+    """Stream tokens between two refreshes of the window (0: never) for a setting: 'off',
+    a number of tokens, or 'auto' (half the window where max_capacity <= REFRESH_UP_TO)."""
+    every = parse_refresh(setting)
+    if every is not None:
+        return every
+    return max(1, layout.window // 2) if layout.max_capacity <= REFRESH_UP_TO else 0
+
+
+def parse_refresh(setting: str) -> int | None:
+    """A refresh setting's tokens: 0 for 'off', None for 'auto'; LayoutError otherwise."""
+    if setting in ("off", "auto"):
+        return 0 if setting == "off" else None
+    if not setting.isdigit() or int(setting) < 1:
+        raise LayoutError(f"refresh = {setting!r}: must be {REFRESH_CHOICES}")
+    return int(setting)
+
+
+def refresh_floor(
+    layout: CacheLayout, counters: StreamCounters, refreshed_at: int, every: int
+) -> int | None:
+    """Where a refresh of the window starts, if one is due before the token at the head:
+    the oldest position that token sees. Due once `every` stream tokens came since the last
+    (at head `refreshed_at`) and anything was evicted (until then each key saw exactly what
+    it still sees). None: not due; every <= 0: never."""
+    floor = max(counters.head - layout.window + 1, counters.kept_from)
+    if every <= 0 or floor <= counters.stream_start:
+        return None
+    return floor if counters.head - refreshed_at >= every else None
 
 
 def pinned_positions(layout: CacheLayout, stream_start: int, first_query: int) -> list[int]:

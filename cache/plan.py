@@ -17,6 +17,7 @@ class PlanKind(enum.Enum):
     PREFIX = "prefix"
     STREAM = "stream"
     SCRATCH = "scratch"
+    REFRESH = "refresh"  # window tokens recomputed in their own slots; the head stays
 
 
 @dataclass(frozen=True)
@@ -119,8 +120,10 @@ class ChunkInputs:
         always_visible: torch.Tensor,
         fence: int | None,
         window: int,
+        floor: int | None = None,
     ) -> torch.Tensor:
-        """mask[q, s] = slot s holds p <= t_q and (s is pinned or p > min(t_q, fence) - W).
+        """mask[q, s] = slot s holds p <= t_q and (s is pinned or p > min(t_q, fence) - W),
+        and p >= floor where one is given (a refresh sees nothing older than its window).
 
         positions: [count]; slot_pos, always_visible: [slots]; returns [count, slots] bool.
         """
@@ -131,6 +134,8 @@ class ChunkInputs:
         else:
             torch.clamp(positions, max=fence, out=lower)
         lower.sub_(window)
+        if floor is not None:
+            lower.clamp_(min=floor - 1)
         mask, recent = self._mask[:count], self._mask_tmp[:count]
         return mask_into(slot_pos, always_visible, positions, lower, mask, recent)
 

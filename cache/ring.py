@@ -7,13 +7,13 @@ relative to `base`: RoPE angles of raw positions near 10^8 lose all precision in
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 
 import torch
 
-from .layout import CacheLayout, LayoutError, StreamCounters, sink_anchor
+from .layout import CacheLayout, KVShape, LayoutError, StreamCounters, sink_anchor
+from .pinned import PinnedKeys
 from .plan import ChunkInputs, DecodeInputs, ForwardPlan, PlanKind
-from .rope import rotate, rotation_tables
+from .rope import shift_keys
 
 EMPTY = -(2**62)  # slot position of an empty slot: fails every `p > t - W` test
 
@@ -21,13 +21,6 @@ EMPTY = -(2**62)  # slot position of an empty slot: fails every `p > t - W` test
 class SinkMode(enum.Enum):
     REROTATE = "rerotate"  # streamd: sinks placed just before the visible window
     FIXED = "fixed"  # sinks left at their original positions (the known failure)
-
-
-@dataclass(frozen=True)
-class KVShape:
-    layers: int
-    kv_heads: int
-    head_dim: int
 
 
 class StreamCache:
@@ -61,10 +54,10 @@ class StreamCache:
         self.base = origin  # positions handed to the model are `position - base`
         self.head = origin  # absolute position of the next token
         self.kept_from = origin + layout.pinned
+        self.refreshed_at = self.kept_from  # the head at the last refresh of the window
         self.scratch_used = 0
         self.fence: int | None = None  # set during a summary: the stream head it sees
-        self._pinned_anchor: int | None = None  # where the pinned keys sit now
-        self._stream_anchor: int | None = None  # where the last stream chunk put them
+        self.pinned = PinnedKeys(shape, layout.pinned, self.inv_freq)
         self._plan: ForwardPlan | None = None
         self.generation = 0  # bumped whenever the cache tensors are reallocated
         self._allocate(layout)
@@ -79,12 +72,11 @@ class StreamCache:
         self.keys = [torch.zeros(kv, dtype=self.dtype, device=dev) for _ in range(s.layers)]
         self.values = [torch.zeros(kv, dtype=self.dtype, device=dev) for _ in range(s.layers)]
         self.slot_pos = torch.full((layout.slots,), EMPTY, dtype=torch.int64, device=dev)
+        self.slot_ids = torch.zeros(layout.slots, dtype=torch.int64, device=dev)  # token ids
+        self._stale = torch.empty(layout.ring, dtype=torch.bool, device=dev)
         self.always_visible = torch.zeros(layout.slots, dtype=torch.bool, device=dev)
         if self.pinned_done:
             self.always_visible[: layout.pinned] = True
-        pinned = (s.layers, 1, s.kv_heads, layout.pinned, s.head_dim)
-        if not hasattr(self, "pristine"):
-            self.pristine = torch.zeros(pinned, dtype=torch.float32, device=dev)
         most = max(layout.pinned, layout.chunk, layout.scratch, 1)
         self._inputs = ChunkInputs(most, layout.slots, dev, self.sliding_window)
         self._decode = DecodeInputs(layout.slots, dev, self.sliding_window)
@@ -110,8 +102,9 @@ class StreamCache:
             **{f"keys.{layer}": t for layer, t in enumerate(self.keys)},
             **{f"values.{layer}": t for layer, t in enumerate(self.values)},
             "slot_pos": self.slot_pos,
+            "slot_ids": self.slot_ids,
             "always_visible": self.always_visible,
-            "pristine": self.pristine,
+            "pristine": self.pinned.pristine,
         }
 
     # -------------------------------------------------------------- planning
@@ -136,14 +129,45 @@ class StreamCache:
         if self.fence is not None:
             raise RuntimeError("a summary is in progress: end_scratch() first")
         self._maybe_rebase(self.head, self.head + count)
-        positions = self._inputs.positions(self.head, count)
-        slots = self._inputs.slots(count)
-        torch.remainder(positions, self.layout.ring, out=slots)
-        slots.add_(self.layout.ring_start)
+        positions, slots = self._ring_slots(self.head, count)
         anchor = self._anchor_for(self.head)
         self._place_pinned(anchor)
-        self._stream_anchor = anchor
+        self.pinned.stream_anchor = anchor
         return self._finish_plan(PlanKind.STREAM, self.head, count, positions, slots)
+
+    def _ring_slots(self, first: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Positions first.. and their ring slots, [count] int64 each (static buffers)."""
+        positions = self._inputs.positions(first, count)
+        slots = self._inputs.slots(count)
+        torch.remainder(positions, self.layout.ring, out=slots)
+        return positions, slots.add_(self.layout.ring_start)
+
+    def keep_ids(self, plan: ForwardPlan, input_ids: torch.Tensor) -> None:
+        """Remember the token ids [1, count] a prefix or stream plan writes, slot by slot:
+        a refresh recomputes the window from them."""
+        self.slot_ids.index_copy_(0, plan.write_slots, input_ids[0])
+
+    def plan_refresh(self, first: int, count: int, floor: int) -> ForwardPlan:
+        """`count` <= C held positions from `first` recomputed in their own slots, each query
+        seeing the pinned keys (where the next stream chunk puts them: just before `floor`
+        unless a resize grew the window past what is held) and positions floor..itself, as
+        a fresh forward over them would (the oracle: a key computed while streaming saw
+        tokens since evicted). Positions below the floor may be recomputed too (a full-size
+        piece for a captured graph): they see the pinned keys only; finish_refresh() hides them."""
+        held = self.head - self.layout.ring <= first and first + count <= self.head
+        if not (held and 1 <= count <= self.layout.chunk and self.fence is None):
+            raise LayoutError(f"refresh of positions {first}..{first + count - 1}: not held")
+        positions, slots = self._ring_slots(first, count)
+        self._place_pinned(self._anchor_for(self.head))
+        return self._finish_plan(PlanKind.REFRESH, first, count, positions, slots, floor)
+
+    def finish_refresh(self, floor: int) -> None:
+        """After the refresh forwards: nothing older than `floor` stays visible."""
+        ring_pos = self.slot_pos[self.layout.ring_start : self.layout.scratch_start]
+        torch.lt(ring_pos, floor, out=self._stale)
+        ring_pos.masked_fill_(self._stale, EMPTY)
+        self.kept_from = max(self.kept_from, floor)
+        self.refreshed_at = self.head
 
     def begin_scratch(self) -> None:
         """Start a summary: its tokens go after the stream head, into scratch slots."""
@@ -233,10 +257,7 @@ class StreamCache:
         self.slot_pos[start:].fill_(EMPTY)
         for tensor in (*self.keys, *self.values):
             tensor[:, :, start:].zero_()
-        if self._stream_anchor is not None:
-            self._place_pinned(self._stream_anchor)
-        else:
-            self._place_pinned(self.stream_start)
+        self._place_pinned(self.pinned.stream_anchor or self.stream_start)
         self.fence = None
         self.scratch_used = 0
         self._plan = None
@@ -248,12 +269,12 @@ class StreamCache:
         count: int,
         positions: torch.Tensor,
         slots: torch.Tensor,
+        floor: int | None = None,
     ) -> ForwardPlan:
         # New tokens' positions go in before the mask: a chunk sees itself causally.
         self.slot_pos.index_copy_(0, slots, positions)
-        mask = self._inputs.mask(
-            positions, self.slot_pos, self.always_visible, self.fence, self.layout.window
-        )
+        inputs, window = self._inputs, self.layout.window
+        mask = inputs.mask(positions, self.slot_pos, self.always_visible, self.fence, window, floor)
         local = self._inputs.local_mask(mask, positions, self.slot_pos)
         shape = (1, 1, count, self.layout.slots)
         plan = ForwardPlan(
@@ -276,18 +297,8 @@ class StreamCache:
         return sink_anchor(self.layout, self.stream_start, first_query)
 
     def _place_pinned(self, anchor: int) -> None:
-        """Rotate the pristine pinned keys to sit at anchor - P .. anchor - 1."""
-        pinned = self.layout.pinned
-        if pinned == 0 or anchor == self._pinned_anchor:
-            return
-        virtual = self._inputs.arange[:pinned] + (anchor - pinned)
-        cos, sin = rotation_tables(virtual - self.base, self.inv_freq)  # [layers, P, D]
-        cos, sin = cos[:, None, None], sin[:, None, None]
-        placed = rotate(self.pristine, cos, sin).to(self.dtype)  # [layers, 1, kv, P, D]
-        for layer, keys in enumerate(self.keys):
-            keys[:, :, :pinned] = placed[layer]
-        self.slot_pos[:pinned] = virtual
-        self._pinned_anchor = anchor
+        """The pinned keys at anchor - P .. anchor - 1."""
+        self.pinned.place(anchor, self.base, self.keys, self.slot_pos)
 
     # -------------------------------------------------------------- rebasing
 
@@ -296,15 +307,10 @@ class StreamCache:
         rotated by -shift once; pinned keys re-placed from the pristine copy (no drift)."""
         if end - self.base <= self.rebase_threshold:
             return
-        shift = torch.full((1,), first - self.base, dtype=torch.int64, device=self.device)
-        cos_all, sin_all = rotation_tables(-shift, self.inv_freq)  # [layers, 1, D]
         ring = slice(self.layout.ring_start, self.layout.scratch_start)
-        for layer in range(self.shape.layers):  # one layer at a time bounds the fp32 temporary
-            cos, sin = cos_all[layer], sin_all[layer]
-            keys = self.keys[layer][:, :, ring]
-            keys.copy_(rotate(keys, cos, sin))
+        shift_keys([keys[:, :, ring] for keys in self.keys], self.base - first, self.inv_freq)
         self.base = first
-        self._pinned_anchor = None
+        self.pinned.anchor = None
 
     # --------------------------------------------------------------- writing
 
@@ -323,13 +329,8 @@ class StreamCache:
         layer_keys.index_copy_(2, plan.write_slots, keys.to(self.dtype))
         layer_values.index_copy_(2, plan.write_slots, values.to(self.dtype))
         if plan.kind is PlanKind.PREFIX:
-            self._keep_pristine(layer, keys, plan)
+            self.pinned.keep(layer, keys, plan.position_ids[0])
         return layer_keys, layer_values
-
-    def _keep_pristine(self, layer: int, keys: torch.Tensor, plan: ForwardPlan) -> None:
-        # Undo the model's rotation once, in fp32: later placements rotate from here.
-        cos, sin = rotation_tables(-plan.position_ids[0], self.inv_freq[layer])
-        self.pristine[layer] = rotate(keys, cos, sin)
 
     def finish(self) -> None:
         """Commit the planned forward: the head (or the summary) moves on."""
@@ -339,11 +340,10 @@ class StreamCache:
         if plan.kind is PlanKind.PREFIX:
             self.always_visible[: self.layout.pinned] = True
             self.head = self.origin + plan.count
-            self._pinned_anchor = self.stream_start
-            self._stream_anchor = self.stream_start
+            self.pinned.anchor = self.pinned.stream_anchor = self.stream_start
         elif plan.kind is PlanKind.STREAM:
             self.head += plan.count
-        else:
+        elif plan.kind is PlanKind.SCRATCH:
             self.scratch_used += plan.count
         self._plan = None
 
@@ -361,13 +361,13 @@ class StreamCache:
         if origin is not None:
             self.origin = origin
         self.slot_pos.fill_(EMPTY)
+        self.slot_ids.zero_()
         self.always_visible.zero_()
         for tensor in (*self.keys, *self.values):
             tensor.zero_()
-        self.pristine.zero_()
+        self.pinned.reset()
         self.base = self.head = self.origin
-        self.kept_from = self.stream_start
-        self._pinned_anchor = self._stream_anchor = None
+        self.kept_from = self.refreshed_at = self.stream_start
 
     # --------------------------------------------------------------- resizing
 
@@ -383,17 +383,18 @@ class StreamCache:
 
     def _reallocate(self, new: CacheLayout) -> None:
         old_layout, counters = self.layout, self.counters()
+        pinned = torch.arange(old_layout.pinned, device=self.device)
         live = torch.arange(counters.window_start(old_layout), self.head, device=self.device)
-        old_slots = live % old_layout.ring + old_layout.ring_start
-        new_slots = live % new.ring + new.ring_start
-        pinned = slice(0, old_layout.pinned)
-        old_keys, old_values, old_pos = self.keys, self.values, self.slot_pos
+        old_slots = torch.cat([pinned, live % old_layout.ring + old_layout.ring_start])
+        new_slots = torch.cat([pinned, live % new.ring + new.ring_start])
+        old = self._per_slot()
         self._allocate(new)
-        for new_tensors, old_tensors in ((self.keys, old_keys), (self.values, old_values)):
-            for new_t, old_t in zip(new_tensors, old_tensors, strict=True):
-                new_t[:, :, pinned] = old_t[:, :, pinned]
-                new_t[:, :, new_slots] = old_t[:, :, old_slots]
-        self.slot_pos[pinned] = old_pos[pinned]
-        self.slot_pos[new_slots] = old_pos[old_slots]
+        for (new_t, dim), (old_t, _) in zip(self._per_slot(), old, strict=True):
+            new_t.index_copy_(dim, new_slots, old_t.index_select(dim, old_slots))
         self.kept_from = counters.window_start(old_layout)
         self.layout = new
+
+    def _per_slot(self) -> list[tuple[torch.Tensor, int]]:
+        """Every tensor indexed by slot, with the dim its slots run along."""
+        kv = [(t, 2) for t in (*self.keys, *self.values)]
+        return [*kv, (self.slot_pos, 0), (self.slot_ids, 0)]

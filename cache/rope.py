@@ -41,3 +41,12 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     """Rotate x [..., n, D] by per-row tables cos/sin [n, D]; computed in fp32."""
     x32 = x.to(torch.float32)
     return x32 * cos + rotate_half(x32) * sin
+
+
+def shift_keys(keys: list[torch.Tensor], shift: int, inv_freq: torch.Tensor) -> None:
+    """Move stored keys `shift` positions, in place: keys[layer] [1, kv_heads, n, D] (views of
+    the cache), inv_freq [layers, D/2]. One layer at a time bounds the fp32 temporary."""
+    by = torch.full((1,), shift, dtype=torch.int64, device=inv_freq.device)
+    cos_all, sin_all = rotation_tables(by, inv_freq)  # [layers, 1, D]
+    for layer, layer_keys in enumerate(keys):
+        layer_keys.copy_(rotate(layer_keys, cos_all[layer], sin_all[layer]))

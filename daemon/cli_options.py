@@ -52,6 +52,16 @@ def chunk_option(command: F) -> F:
     )(command)
 
 
+def refresh_option(command: F) -> F:
+    return click.option(
+        "--refresh",
+        default=CacheConfig().refresh,
+        show_default=True,
+        help="How often the window is recomputed from its own tokens: auto (twice per "
+        "window where max_capacity <= 512), off, or every N stream tokens.",
+    )(command)
+
+
 def session_options(command: F) -> F:
     """--model, --device and --max-capacity: what a command that runs a session takes."""
     return model_option(device_option(max_capacity_option(command)))

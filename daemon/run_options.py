@@ -54,6 +54,10 @@ RUN_OPTIONS = (
               "prefix plus the sliding window. It fixes the cache's memory; `streamd tune "
               "--max-capacity` changes it live.", "N"),
     RunOption("--chunk", "cache.chunk", "Largest prefill chunk, in tokens per forward pass.", "N"),
+    RunOption("--refresh", "cache.refresh", "How often the window's keys and values are "
+              "recomputed from its own tokens: auto (twice per window where max_capacity <= "
+              "512: closer to a fresh forward, ~3x the ingest compute there), off, or every N "
+              "stream tokens.", "auto|off|N"),
     RunOption("--system-prompt", "cache.system_prompt", "The session's instructions, pinned at "
               "the start of the cache. Empty: the built-in prompt.", "TEXT"),
     RunOption("--summary-every-tokens", "summary.every_tokens", "Summarize after this many new "

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from streamd.cache.layout import REFRESH_CHOICES
 from streamd.errors import ConfigError
 from streamd.facts.claims import POLICIES
 from streamd.facts.records import PROFILES
@@ -92,6 +93,8 @@ SUMMARY_MAX_TOKENS = Rule(at_least=1, at_most=4096)
 SUMMARY_MODE = Rule(choices=("grounded", "plain"))
 PROFILE = Rule(choices=PROFILES)
 UNSUPPORTED = Rule(choices=POLICIES)
+# cache.refresh (cache/layout.py: refresh_every says what each value means)
+REFRESH = Rule(pattern=r"auto|off|[1-9][0-9]*", expect=f"{REFRESH_CHOICES}, like 128")
 
 
 def fields(section: Any) -> tuple[dataclasses.Field[Any], ...]:

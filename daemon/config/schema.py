@@ -29,6 +29,7 @@ from .rules import (
     DEFAULT_MODEL,
     MAX_CAPACITY,
     PROFILE,
+    REFRESH,
     SUMMARY_MAX_TOKENS,
     SUMMARY_MODE,
     UNSUPPORTED,
@@ -105,6 +106,10 @@ class CacheConfig(Section):
     max_capacity: int = field(default=1024, metadata=MAX_CAPACITY.meta)
     # Largest prefill chunk: a bigger chunk is faster per token but adds ring slots.
     chunk: int = field(default=256, metadata=CHUNK.meta)
+    # How often the window's keys and values are recomputed from its own tokens (a key
+    # computed while streaming also saw tokens since evicted): "auto" twice per window
+    # where max_capacity <= 512 (about 3x the ingest compute there), "off", or every N tokens.
+    refresh: str = field(default="auto", metadata=REFRESH.meta)
     # The session's instructions, pinned at the start of the cache with the chat header
     # (they are the attention sinks). Empty: the built-in prompt, which frames the
     # stream as untrusted data.

@@ -86,7 +86,8 @@ class Session:
             self.loaded.model, layout, rebase_threshold=config.rebase_threshold
         )
         gpu = self._on_gpu
-        self.runner = RingModel(self.loaded.model, self.ring, cuda_graphs=gpu, compile=gpu)
+        model, refresh = self.loaded.model, config.refresh
+        self.runner = RingModel(model, self.ring, cuda_graphs=gpu, compile=gpu, refresh=refresh)
         self.decoder = StaticDecoder(
             self.runner,
             vocab=int(self.loaded.model.config.vocab_size),

@@ -27,6 +27,7 @@ class SessionConfig(Section):
     # P + W: tokens any query sees (pinned prefix included)
     max_capacity: int = field(default=1024, metadata=rules.MAX_CAPACITY.meta)
     chunk: int = field(default=256, metadata=rules.CHUNK.meta)  # C: stream tokens per forward pass
+    refresh: str = field(default="auto", metadata=rules.REFRESH.meta)  # cache/layout.py
     summary_max_tokens: int = field(default=128, metadata=rules.SUMMARY_MAX_TOKENS.meta)
     # >1 discourages tokens already generated; small models loop without it.
     repetition_penalty: float = field(default=1.2, metadata=Rule(at_least=1, at_most=2).meta)
@@ -57,6 +58,7 @@ class SessionConfig(Section):
             threads=config.model.threads,
             max_capacity=config.cache.max_capacity,
             chunk=config.cache.chunk,
+            refresh=config.cache.refresh,
             summary_max_tokens=config.summary.max_tokens,
             system_prompt=config.cache.system_prompt or DEFAULT_SYSTEM_PROMPT,
             summary_mode=config.summary.mode,

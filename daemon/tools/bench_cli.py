@@ -33,7 +33,7 @@ def _model_and_ids(
 ) -> tuple[Any, str, torch.Tensor, bool]:
     if model is not None:
         loaded = load_model(model, device)
-        from .evaluate import read_text_tokens
+        from .eval_text import read_text_tokens
 
         ids = read_text_tokens(loaded.tokenizer, text_path, max(tokens, 8192))
         return loaded.model, loaded.name, torch.tensor(ids, device=loaded.device), True

@@ -22,8 +22,8 @@ from streamd.cache.hf import max_positions
 from streamd.cache.layout import CacheLayout
 from streamd.cache.ring import SinkMode
 
+from .eval_text import EvalError
 from .evaluate import (
-    EvalError,
     Progress,
     check_block,
     fitting_block,

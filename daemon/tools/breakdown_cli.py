@@ -108,7 +108,7 @@ def run_breakdown(
     """Load the model, stream the text under every variant of `grid`, print the table."""
     from ..engine.loading import load_model
     from .breakdown import BreakdownOptions, breakdown, render_breakdown
-    from .evaluate import read_text_tokens
+    from .eval_text import read_text_tokens
 
     options = or_exit(
         lambda: BreakdownOptions(

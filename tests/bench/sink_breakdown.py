@@ -18,7 +18,7 @@ import torch
 from streamd.daemon.engine.loading import load_model
 from streamd.daemon.tools.breakdown import BreakdownOptions, breakdown, render_breakdown
 from streamd.daemon.tools.breakdown_cli import IntList, stream_ids
-from streamd.daemon.tools.evaluate import read_text_tokens
+from streamd.daemon.tools.eval_text import read_text_tokens
 
 
 def main() -> None:

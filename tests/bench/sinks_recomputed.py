@@ -16,12 +16,12 @@ from pathlib import Path
 import torch
 
 from streamd.daemon.engine.loading import load_model
+from streamd.daemon.tools.eval_text import read_text_tokens
 from streamd.daemon.tools.evaluate import (
     EvalOptions,
     evaluate,
     ratio,
     ratio_range,
-    read_text_tokens,
     recompute_nll,
     sample_targets,
 )

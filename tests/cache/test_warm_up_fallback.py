@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from streamd.cache.hf import warm_up_or_unfused
+from streamd.cache.capture import warm_up_or_unfused
 
 
 def _calls() -> tuple[list[str], Callable[[str], Callable[[], None]]]:

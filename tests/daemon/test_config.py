@@ -129,6 +129,10 @@ def test_unknown_environment_lists_typos() -> None:
             "(from STREAMD_CACHE_MAX_CAPACITY)",
         ),
         ({"STREAMD_CACHE_CHUNK": "lots"}, "cache.chunk = 'lots': must be an integer from 1"),
+        (
+            {"STREAMD_CACHE_REFRESH": "0"},
+            "cache.refresh = '0': must be 'auto', 'off' or a number of stream tokens, like 128",
+        ),
         ({"STREAMD_MODEL_DTYPE": "fp8"}, "model.dtype = 'fp8': must be one of: auto, float32"),
         ({"STREAMD_MODEL_DEVICE": "gpu"}, "must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
         ({"STREAMD_SUMMARY_EVERY_SECONDS": "inf"}, "must be a number >= 0; 0 turns it off"),
@@ -190,7 +194,7 @@ def test_unknown_key_names_it_and_the_known_ones(tmp_path: Path) -> None:
     text = str(caught.value)
     assert "unknown key 'cache.max_capacty'" in text
     assert "did you mean 'cache.max_capacity'?" in text
-    assert "known keys in [cache]: chunk, max_capacity, system_prompt" in text
+    assert "known keys in [cache]: chunk, max_capacity, refresh, system_prompt" in text
 
 
 def test_unknown_section_and_scalar_section(tmp_path: Path) -> None:

@@ -9,7 +9,8 @@ from streamd.cache.layout import CacheLayout
 from streamd.cache.ring import SinkMode
 from streamd.daemon.engine.loading import LoadedModel
 from streamd.daemon.engine.session import Session, SessionConfig
-from streamd.daemon.tools.evaluate import default_eval_text, perplexity, stream_nll
+from streamd.daemon.tools.eval_text import default_eval_text
+from streamd.daemon.tools.evaluate import perplexity, stream_nll
 
 pytestmark = pytest.mark.slow
 

@@ -44,6 +44,7 @@ def test_eval_json_keeps_the_documented_shape(tiny_model_dir: Path, tmp_path: Pa
     assert {"model", "tokens", "max_capacity", "sinks", "samples", "policies"} <= report.keys()
     assert report["tokens"] == 600 and report["max_capacity"] == 64 and report["samples"] == 20
     assert report["block"] == 16 and report["targets"] == 320  # the default block
+    assert report["refresh_every"] == 30  # auto at max_capacity 64: half the window of 60
     ratio, low, high = report["sinks_over_recompute"]
     assert low <= ratio <= high
     assert set(report["policies"]) == {"dense", "window", "sinks", "sinks-fixed", "recompute"}
@@ -60,6 +61,9 @@ def test_eval_refuses_bad_options_in_words(tiny_model_dir: Path) -> None:
     assert "sinks = 300" in result.stderr and "below max_capacity" in result.stderr
     result = _run("eval", "--model", str(tiny_model_dir), "--block", "0")
     assert result.returncode == 2 and "--block" in result.stderr
+    result = _run("eval", "--model", str(tiny_model_dir), "--refresh", "sometimes")
+    assert result.returncode == 2
+    assert "refresh = 'sometimes': must be 'auto', 'off' or" in result.stderr
 
 
 def test_bench_smoke_on_cpu(tmp_path: Path) -> None:

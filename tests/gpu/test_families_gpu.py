@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tests.cache.test_families import ONE_LAYER, check_before_eviction, check_past_evictions
+from tests.cache.test_refresh import check_refresh_against_the_oracle
 from tests.tiny_families import FAMILIES
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -26,3 +27,11 @@ def test_past_evictions_in_chunks_on_a_gpu(family: str) -> None:
 @pytest.mark.parametrize("family", FAMILIES)
 def test_before_any_eviction_on_a_gpu(family: str) -> None:
     check_before_eviction(family, device="cuda")
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen3"])
+@pytest.mark.parametrize("rebase_threshold", [2**15, 16])
+def test_a_refresh_replayed_as_cuda_graphs_gives_the_fresh_forward(
+    family: str, rebase_threshold: int
+) -> None:
+    check_refresh_against_the_oracle(family, True, rebase_threshold, device="cuda")
