@@ -20,7 +20,7 @@ from transformers import AttentionInterface, Cache
 
 from .capture import allow_one_compile_per_capture, capture_stream, warm_up_or_unfused
 from .families import check_supported, layer_inv_freq, layer_types, sliding_window
-from .layout import CacheLayout, LayoutError, refresh_every, refresh_floor
+from .layout import CacheLayout, LayoutError, parse_refresh, refresh_every, refresh_floor
 from .plan import ForwardPlan, PlanKind
 from .ring import KVShape, SinkMode, StreamCache
 
@@ -188,7 +188,7 @@ class RingModel:
         """refresh: how often the window is recomputed from its own tokens: 'off', 'auto' or
         every so many stream tokens (cache/layout.py: refresh_every; `refresh`)."""
         check_supported(model.config)
-        refresh_every(refresh, ring.layout)  # a bad setting is refused here, not mid-stream
+        parse_refresh(refresh)  # a bad setting is refused here, not mid-stream
         self.refresh_setting = refresh
         self.model = model
         self.ring = ring
@@ -325,7 +325,8 @@ class RingModel:
         """input_ids [1, count <= C] at the head -> logits [1, logits_to_keep or count, vocab];
         the window refreshed first when one is due."""
         ring = self.ring
-        every = refresh_every(self.refresh_setting, ring.layout)  # a resize may change it
+        gpu = ring.device.type == "cuda"
+        every = refresh_every(self.refresh_setting, ring.layout, gpu)  # a resize may change it
         floor = refresh_floor(ring.layout, ring.counters(), ring.refreshed_at, every)
         if floor is not None:
             self.refresh(floor)

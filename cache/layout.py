@@ -118,20 +118,25 @@ def sink_anchor(layout: CacheLayout, stream_start: int, first_query: int) -> int
     return max(stream_start, first_query - layout.window + 1)
 
 
-# max_capacity at or below which refresh "auto" recomputes the window, twice per window
-# length streamed: there a streamed key's evicted context costs up to 2% (transcript, 256);
-# at 1024 and above it costs under 1% and a refresh would double the ingest compute.
-REFRESH_UP_TO = 512
+# Refresh "auto": twice per window length streamed (measured, H100 fp32, a transcript:
+# sinks/recompute 1.016-1.018 -> 1.009-1.011 at 1024, 1.006-1.016 -> 1.000-1.005 at 256;
+# docs/eval/refresh/). It costs W tokens of forward per refresh, about 3x the ingest compute:
+# spare on a GPU, so always there; on a CPU only up to this max_capacity, where the gap is
+# largest and the window small.
+REFRESH_CPU_UP_TO = 512
 REFRESH_CHOICES = "'auto', 'off' or a number of stream tokens"
 
 
-def refresh_every(setting: str, layout: CacheLayout) -> int:
+def refresh_every(setting: str, layout: CacheLayout, gpu: bool) -> int:
     """Stream tokens between two refreshes of the window (0: never) for a setting: 'off',
-    a number of tokens, or 'auto' (half the window where max_capacity <= REFRESH_UP_TO)."""
+    a number of tokens, or 'auto' (half the window; on a CPU only where max_capacity <=
+    REFRESH_CPU_UP_TO)."""
     every = parse_refresh(setting)
     if every is not None:
         return every
-    return max(1, layout.window // 2) if layout.max_capacity <= REFRESH_UP_TO else 0
+    if not gpu and layout.max_capacity > REFRESH_CPU_UP_TO:
+        return 0
+    return max(1, layout.window // 2)
 
 
 def parse_refresh(setting: str) -> int | None:

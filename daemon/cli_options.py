@@ -58,7 +58,8 @@ def refresh_option(command: F) -> F:
         default=CacheConfig().refresh,
         show_default=True,
         help="How often the window is recomputed from its own tokens: auto (twice per "
-        "window where max_capacity <= 512), off, or every N stream tokens.",
+        "window streamed; on a CPU only where max_capacity <= 512), off, or every N "
+        "stream tokens.",
     )(command)
 
 

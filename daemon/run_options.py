@@ -55,9 +55,9 @@ RUN_OPTIONS = (
               "--max-capacity` changes it live.", "N"),
     RunOption("--chunk", "cache.chunk", "Largest prefill chunk, in tokens per forward pass.", "N"),
     RunOption("--refresh", "cache.refresh", "How often the window's keys and values are "
-              "recomputed from its own tokens: auto (twice per window where max_capacity <= "
-              "512: closer to a fresh forward, ~3x the ingest compute there), off, or every N "
-              "stream tokens.", "auto|off|N"),
+              "recomputed from its own tokens, closer to a fresh forward over it: auto (twice "
+              "per window streamed, ~3x the ingest compute; on a CPU only where max_capacity "
+              "<= 512), off, or every N stream tokens.", "auto|off|N"),
     RunOption("--system-prompt", "cache.system_prompt", "The session's instructions, pinned at "
               "the start of the cache. Empty: the built-in prompt.", "TEXT"),
     RunOption("--summary-every-tokens", "summary.every_tokens", "Summarize after this many new "

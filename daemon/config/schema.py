@@ -108,7 +108,8 @@ class CacheConfig(Section):
     chunk: int = field(default=256, metadata=CHUNK.meta)
     # How often the window's keys and values are recomputed from its own tokens (a key
     # computed while streaming also saw tokens since evicted): "auto" twice per window
-    # where max_capacity <= 512 (about 3x the ingest compute there), "off", or every N tokens.
+    # streamed (~3x the ingest compute; on a CPU only where max_capacity <= 512), "off",
+    # or every N stream tokens.
     refresh: str = field(default="auto", metadata=REFRESH.meta)
     # The session's instructions, pinned at the start of the cache with the chat header
     # (they are the attention sinks). Empty: the built-in prompt, which frames the

@@ -10,6 +10,8 @@ from typing import Any
 import click
 import torch
 
+from streamd.cache.layout import LayoutError, parse_refresh
+
 from ..engine.loading import load_model, resolve_device, resolve_dtype
 from .bench.models import random_model
 from .bench.options import BenchOptions
@@ -89,6 +91,10 @@ def run_bench_command(
 ) -> None:
     if (shape is None) == (model is None):
         fail("give exactly one of --shape NAME (random weights) or --model NAME (real weights)")
+    try:
+        parse_refresh(numbers["refresh"])
+    except LayoutError as error:
+        fail(f"--refresh: {error}")
     options = BenchOptions(
         scaling=_scaling(scaling, fail),
         **{
@@ -99,6 +105,7 @@ def run_bench_command(
             "chunk": numbers["chunk"],
             "baseline_budget_s": numbers["baseline_budget"],
             "compile": numbers["compile"],
+            "refresh": numbers["refresh"],
         },
     )
     progress(f"loading {model or shape}...")

@@ -230,6 +230,7 @@ def eval_command(
     help="streamd's max_capacity for the scaling table.",
 )
 @chunk_option
+@refresh_option
 @click.option(
     "--scaling",
     default="10000,100000,1000000",
@@ -263,6 +264,7 @@ def bench(
     max_capacity: int,
     stream_capacity: int,
     chunk: int,
+    refresh: str,
     scaling: str,
     baseline_budget: float,
     compile: bool,
@@ -291,6 +293,7 @@ def bench(
         max_capacity=max_capacity,
         stream_capacity=stream_capacity,
         chunk=chunk,
+        refresh=refresh,
         scaling=scaling,
         baseline_budget=baseline_budget,
         compile=compile,

@@ -329,7 +329,8 @@ def evaluate(
         block=block,
     )
     layouts = _layouts(options, total, trained)
-    report.refresh_every = refresh_every(options.refresh, layouts["sinks"])
+    gpu = ids.device.type == "cuda"
+    report.refresh_every = refresh_every(options.refresh, layouts["sinks"], gpu)
     with torch.inference_mode():
         for name in options.policies:
             if name == "recompute":

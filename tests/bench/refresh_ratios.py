@@ -79,7 +79,7 @@ def main() -> None:
                 row = {
                     "text": Path(path).stem, "tokens": tokens, "max_capacity": cap,
                     "chunk": chunk, "seed": seed, "refresh": setting,
-                    "refresh_every": refresh_every(setting, layout),
+                    "refresh_every": refresh_every(setting, layout, device == "cuda"),
                     "sinks_over_recompute": round(ratio(sampled, oracle), 4),
                     "range90": [round(low, 4), round(high, 4)], "stream_seconds": round(seconds, 2),
                 }  # fmt: skip

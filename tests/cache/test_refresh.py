@@ -150,14 +150,22 @@ def test_a_bad_refresh_setting_is_refused_with_the_value_and_the_choices(setting
 
 
 @pytest.mark.parametrize(
-    ("setting", "max_capacity", "want"),
-    [("auto", 256, 126), ("auto", 512, 254), ("auto", 1024, 0), ("off", 256, 0), ("64", 4096, 64)],
+    ("setting", "max_capacity", "gpu", "want"),
+    [
+        ("auto", 256, False, 126),
+        ("auto", 512, False, 254),
+        ("auto", 1024, False, 0),  # on a CPU the ingest compute it costs is not spare
+        ("auto", 1024, True, 510),
+        ("auto", 4096, True, 2046),
+        ("off", 256, True, 0),
+        ("64", 4096, False, 64),
+    ],
 )
-def test_auto_refreshes_twice_per_window_up_to_512_and_never_above(
-    setting: str, max_capacity: int, want: int
+def test_auto_refreshes_twice_per_window_on_a_gpu_and_on_a_cpu_up_to_512(
+    setting: str, max_capacity: int, gpu: bool, want: int
 ) -> None:
     layout = CacheLayout.build(pinned=4, window=max_capacity - 4, chunk=64, scratch=0)
-    assert refresh_every(setting, layout) == want
+    assert refresh_every(setting, layout, gpu) == want
 
 
 def test_logits_do_not_change_when_no_refresh_is_due() -> None:

@@ -25,3 +25,4 @@ class BenchOptions:
     compile: bool = False
     rows_chunks: int = 4  # the rows' prompt is streamed in this many equal chunks
     rate_chunks: int = 16  # each scaling checkpoint's rate: this many chunks, timed
+    refresh: str = "auto"  # the window's refresh, as the daemon's cache.refresh

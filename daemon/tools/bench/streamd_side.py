@@ -14,6 +14,7 @@ import torch
 from streamd.cache.decode import DecodeOptions, StaticDecoder
 from streamd.cache.hf import RingModel, build_ring_cache
 from streamd.cache.layout import CacheLayout
+from streamd.cache.ring import StreamCache
 
 from .device import allocated_mb, graph_pools_mb, now, peak_mb
 from .options import BenchOptions, Progress
@@ -26,6 +27,11 @@ def streamd_layout(options: BenchOptions, capacity: int, chunk: int) -> CacheLay
         chunk=chunk,
         scratch=options.summary_instruction_tokens + options.new_tokens,
     )
+
+
+def _runner(model: Any, ring: StreamCache, options: BenchOptions, graph: bool) -> RingModel:
+    compile = graph and options.compile
+    return RingModel(model, ring, cuda_graphs=graph, compile=compile, refresh=options.refresh)
 
 
 def ingest_chunks(runner: RingModel, ids: torch.Tensor, chunk: int) -> torch.Tensor:
@@ -49,7 +55,7 @@ def streamd_generate(
     device = prompt.device
     layout = rows_layout(options)
     ring = build_ring_cache(model, layout)
-    runner = RingModel(model, ring, cuda_graphs=graph, compile=graph and options.compile)
+    runner = _runner(model, ring, options, graph)
     decoder = StaticDecoder(
         runner,
         model.config.vocab_size,
@@ -87,7 +93,7 @@ def plain_tokens(model: Any, prompt: torch.Tensor, options: BenchOptions) -> lis
     """The same greedy tokens through one ordinary forward per token (the reference)."""
     layout = rows_layout(options)
     ring = build_ring_cache(model, layout)
-    runner = RingModel(model, ring)
+    runner = _runner(model, ring, options, graph=False)
     runner.prefix(prompt[: options.sinks].unsqueeze(0))
     token = int(ingest_chunks(runner, prompt[options.sinks :], layout.chunk).argmax())
     tokens = [token]
@@ -113,7 +119,7 @@ def streamd_scaling(
     layout = streamd_layout(options, options.stream_capacity, chunk)
     ring = build_ring_cache(model, layout)
     graph = device.type == "cuda"
-    runner = RingModel(model, ring, cuda_graphs=graph, compile=graph and options.compile)
+    runner = _runner(model, ring, options, graph)
     runner.prefix(ids_for(0, options.sinks).unsqueeze(0))
     _ring_ingest(runner, ids_for, 0, 3 * chunk, chunk)  # warm-up, graph capture
     ring.reset()
