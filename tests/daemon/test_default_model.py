@@ -45,10 +45,8 @@ def test_the_seed_setting_stays_within_a_quarter_of_dense(default_loaded: Loaded
     sinks = CacheLayout.build(pinned=4, window=252, chunk=256, scratch=0)
     model = default_loaded.model
     dense_ppl = perplexity(stream_nll(model, ids, dense, SinkMode.REROTATE, print, "dense"))
-    auto = "auto"
-    sinks_ppl = perplexity(
-        stream_nll(model, ids, sinks, SinkMode.REROTATE, print, "s", refresh=auto)
-    )
+    streamed = stream_nll(model, ids, sinks, SinkMode.REROTATE, print, "sinks", refresh="auto")
+    sinks_ppl = perplexity(streamed)
     assert sinks_ppl / dense_ppl <= 1.25, (sinks_ppl, dense_ppl)
 
 
