@@ -190,6 +190,7 @@ class RingModel:
         check_supported(model.config)
         parse_refresh(refresh)  # a bad setting is refused here, not mid-stream
         self.refresh_setting = refresh
+        self.refreshes = 0  # refreshes run so far
         self.model = model
         self.ring = ring
         self.hf_cache = HFRingCache(ring)
@@ -325,14 +326,18 @@ class RingModel:
         """input_ids [1, count <= C] at the head -> logits [1, logits_to_keep or count, vocab];
         the window refreshed first when one is due."""
         ring = self.ring
-        gpu = ring.device.type == "cuda"
-        every = refresh_every(self.refresh_setting, ring.layout, gpu)  # a resize may change it
-        floor = refresh_floor(ring.layout, ring.counters(), ring.refreshed_at, every)
+        floor = refresh_floor(ring.layout, ring.counters(), ring.refreshed_at, self.refresh_every)
         if floor is not None:
             self.refresh(floor)
         plan = ring.plan_stream(input_ids.shape[1])
         ring.keep_ids(plan, input_ids)
         return self.run(plan, input_ids, logits_to_keep)
+
+    @property
+    def refresh_every(self) -> int:
+        """Stream tokens between two refreshes now (0: never); a resize may change it."""
+        gpu = self.ring.device.type == "cuda"
+        return refresh_every(self.refresh_setting, self.ring.layout, gpu)
 
     def refresh(self, floor: int) -> None:
         """Recompute the keys and values of positions floor .. head-1 from their own tokens, C
@@ -349,6 +354,7 @@ class RingModel:
             torch.index_select(ring.slot_ids, 0, plan.write_slots, out=ids[0])
             self.run(plan, ids)
         ring.finish_refresh(floor)
+        self.refreshes += 1
 
     def scratch(
         self, input_ids: torch.Tensor, logits_to_keep: int = 1, graph: bool = True

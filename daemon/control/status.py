@@ -124,6 +124,8 @@ def _cache(engine: Engine) -> dict[str, Any]:
             "pinned": 0,
             "window": 0,
             "chunk": engine.config.cache.chunk,
+            "refresh_every": 0,
+            "refreshes": 0,
             "bytes": 0,
             "usage_perc": 0.0,
         }
@@ -133,6 +135,8 @@ def _cache(engine: Engine) -> dict[str, Any]:
         "pinned": stats.pinned,
         "window": stats.window,
         "chunk": stats.chunk,
+        "refresh_every": stats.refresh_every,
+        "refreshes": stats.refreshes,
         "bytes": stats.cache_bytes,
         "usage_perc": round(100 * stats.used / stats.max_capacity, 2),
     }

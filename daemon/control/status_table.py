@@ -57,6 +57,13 @@ def _source_lines(sources: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
     return rows or [("  (none)", "")]
 
 
+def _refresh_text(cache: dict[str, Any]) -> str:
+    every = cache.get("refresh_every", 0)
+    if not every:
+        return "window refresh off"
+    return f"window refreshed every {every} tokens ({cache.get('refreshes', 0)} so far)"
+
+
 def render_status_table(doc: dict[str, Any]) -> str:
     cache, tokens, summaries = doc["cache"], doc["tokens"], doc["summaries"]
     latency = doc["latency"]
@@ -70,7 +77,7 @@ def render_status_table(doc: dict[str, Any]) -> str:
             "cache",
             f"{cache['used']} / {cache['max_capacity']} slots used "
             f"(pinned {cache['pinned']} + window {cache['window']}), "
-            f"{cache['bytes'] / 2**20:.1f} MiB",
+            f"{cache['bytes'] / 2**20:.1f} MiB, {_refresh_text(cache)}",
         ),
         ("tokens", _tokens_text(tokens)),
         ("queue", f"{doc['queue']['depth']} messages waiting"),

@@ -122,6 +122,8 @@ class SessionStats:
     timings: dict[str, float] = field(default_factory=dict)  # last prefill/summary timings
     decode: str = ""  # "fused step", or "the model's own forward (why)"
     threads: int = 0  # CPU threads of torch's intra-op pool
+    refresh_every: int = 0  # stream tokens between two refreshes of the window (0: never)
+    refreshes: int = 0  # refreshes of the window so far
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

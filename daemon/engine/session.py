@@ -313,6 +313,8 @@ class Session:
             position=counters.head,
             summaries=self.summaries,
             decode=self.decoder.path,
+            refresh_every=self.runner.refresh_every,
+            refreshes=self.runner.refreshes,
             timings={name: float(value) for name, value in asdict(self.timings).items()},
         )
 

@@ -286,6 +286,11 @@ def test_tune_max_capacity_changes_status_and_what_the_cache_holds(
     send(daemon, "--push", "--connect", endpoints.pull, lines=sample_log_lines(20))
     full = daemon.wait_status(lambda s: s["cache"]["used"] == 256, "a full cache of 256")
     pinned = full["cache"]["pinned"]
+    # refresh auto on a CPU at 256: twice per window streamed, once the window slides
+    assert full["cache"]["refresh_every"] == (256 - pinned) // 2
+    send(daemon, "--push", "--connect", endpoints.pull, lines=sample_log_lines(20))
+    daemon.wait_status(lambda s: s["cache"]["refreshes"] >= 1, "a refresh of the window")
+    assert "window refreshed every" in daemon.ctl("status").stdout
 
     shrink = daemon.ctl("tune", "--max-capacity", "128")
     assert shrink.returncode == 0, shrink.stderr
