@@ -106,10 +106,7 @@ class CacheConfig(Section):
     max_capacity: int = field(default=1024, metadata=MAX_CAPACITY.meta)
     # Largest prefill chunk: a bigger chunk is faster per token but adds ring slots.
     chunk: int = field(default=256, metadata=CHUNK.meta)
-    # How often the window's keys and values are recomputed from its own tokens (a key
-    # computed while streaming also saw tokens since evicted): "auto" twice per window
-    # streamed (~3x the ingest compute; on a CPU only where max_capacity <= 512), "off",
-    # or every N stream tokens.
+    # Recomputing the window from its own tokens: "auto", "off" or every N (cache/layout.py).
     refresh: str = field(default="auto", metadata=REFRESH.meta)
     # The session's instructions, pinned at the start of the cache with the chat header
     # (they are the attention sinks). Empty: the built-in prompt, which frames the
