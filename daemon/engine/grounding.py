@@ -4,6 +4,7 @@ published (one sentence each, no echo, no repeat, every claim supported)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,9 @@ GLOSS_OPENER = "This means that"  # the model says what the event before it mean
 NARRATIVE_OPENER = "Overall,"
 MIN_WORDS = 3  # a completion of fewer words says nothing
 SENTENCE_ENDS = (".", "!", "?", '."', ".'", ".)")
+# The masks of a template (facts.entities, Drain's wildcard): in the model's own words they
+# are an echo of the quoted template, not something a reader can use ("from IP on port <NUM>").
+TEMPLATE_MASKS = re.compile(r"<(?:\*|IP|NUM|TIME|HOST|PATH|URL)>")
 
 
 @dataclass(frozen=True)
@@ -231,6 +235,8 @@ def _flaw(completion: str, earlier: set[str], echo_sources: Sequence[str]) -> st
         return "incomplete"
     if remove_echo(words, echo_sources)[1]:
         return "echo"
+    if TEMPLATE_MASKS.search(words):
+        return "placeholder"
     if _normalized(words) in earlier:
         return "repeat"
     return None

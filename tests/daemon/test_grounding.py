@@ -115,6 +115,16 @@ def test_echoes_repeats_and_unfinished_words_are_not_published() -> None:
     assert "This means" not in too_short
 
 
+def test_a_gloss_that_repeats_the_template_masks_is_not_published() -> None:
+    """Seen in the demo: "This means that there was no connection from IP on port <NUM>"."""
+    text, verification = _finish(["", "", "no connection came from IP on port <NUM> today."])
+    assert "<NUM> today" not in text and "This means" not in text
+    assert 'Most frequent (2 of 3 lines in view): "sshd: Failed password' in text
+    assert len(verification.removed_sentences) == 1  # type: ignore[attr-defined]
+    kept, _ = _finish(["", "", "no connection came from that address today."])
+    assert "This means that no connection came from that address today." in kept
+
+
 def test_a_transcript_window_gets_speakers_not_templates() -> None:
     said = LineFacts(
         profile="transcript",
