@@ -347,7 +347,8 @@ class RingModel:
         ring, chunk = self.ring, self.ring.layout.chunk
         first = floor
         if self.refresh_in_full_chunks:
-            first = ring.head - -(-(ring.head - floor) // chunk) * chunk
+            pieces = -(-(ring.head - floor) // chunk)  # ceil: the window in whole chunks
+            first = ring.head - pieces * chunk
         for start in range(first, ring.head, chunk):
             plan = ring.plan_refresh(start, min(chunk, ring.head - start), floor)
             ids = self._ids[:, : plan.count]

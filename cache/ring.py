@@ -156,7 +156,7 @@ class StreamCache:
         piece for a captured graph): they see the pinned keys only; finish_refresh() hides them."""
         held = self.head - self.layout.ring <= first and first + count <= self.head
         if not (held and 1 <= count <= self.layout.chunk and self.fence is None):
-            raise LayoutError(f"refresh of positions {first}..{first + count - 1}: not held")
+            raise LayoutError(f"refresh of {first}..{first + count - 1}: not held, or in a summary")
         positions, slots = self._ring_slots(first, count)
         self._place_pinned(self._anchor_for(self.head))
         return self._finish_plan(PlanKind.REFRESH, first, count, positions, slots, floor)
@@ -257,7 +257,7 @@ class StreamCache:
         self.slot_pos[start:].fill_(EMPTY)
         for tensor in (*self.keys, *self.values):
             tensor[:, :, start:].zero_()
-        self._place_pinned(self.pinned.stream_anchor or self.stream_start)
+        self._place_pinned(self.pinned.stream_anchor or self.stream_start)  # 0 is the start
         self.fence = None
         self.scratch_used = 0
         self._plan = None
@@ -383,13 +383,13 @@ class StreamCache:
 
     def _reallocate(self, new: CacheLayout) -> None:
         old_layout, counters = self.layout, self.counters()
-        pinned = torch.arange(old_layout.pinned, device=self.device)
         live = torch.arange(counters.window_start(old_layout), self.head, device=self.device)
-        old_slots = torch.cat([pinned, live % old_layout.ring + old_layout.ring_start])
-        new_slots = torch.cat([pinned, live % new.ring + new.ring_start])
-        old = self._per_slot()
+        old_slots = live % old_layout.ring + old_layout.ring_start
+        new_slots = live % new.ring + new.ring_start
+        old, pinned = self._per_slot(), old_layout.pinned
         self._allocate(new)
         for (new_t, dim), (old_t, _) in zip(self._per_slot(), old, strict=True):
+            new_t.narrow(dim, 0, pinned).copy_(old_t.narrow(dim, 0, pinned))
             new_t.index_copy_(dim, new_slots, old_t.index_select(dim, old_slots))
         self.kept_from = counters.window_start(old_layout)
         self.layout = new
