@@ -39,6 +39,9 @@ class DecodeOptions:
     # In the fused step, attention through streamd::decode_attention where its Triton
     # kernels run (a CUDA GPU), rather than inline torch ops.
     attention_op: bool = True
+    # What the fused step multiplies by: the model's own weights, or "int4" copies
+    # (cache/lowbit.py; a CPU with bf16 activations).
+    weights: str = "model"
 
 
 def pick_token(
@@ -100,7 +103,7 @@ class StaticDecoder:
         if reason is not None:
             log.info("decoding through the model's own forward: %s", reason)
             return None
-        return FusedDecodeStep(runner.model, runner.ring, options.attention_op)
+        return FusedDecodeStep(runner.model, runner.ring, options.attention_op, options.weights)
 
     @property
     def fused(self) -> bool:

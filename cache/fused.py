@@ -16,9 +16,11 @@ import torch.nn.functional as F
 
 from .decode_attention import (
     decode_attention,
+    decode_attention_cpu,
     decode_attention_reference,
     triton_available,
 )
+from .decode_weights import LayerProjections, decode_projections
 from .families import FAMILIES, layer_types
 from .plan import ForwardPlan
 from .ring import StreamCache
@@ -128,15 +130,17 @@ def _fuse_linears(linears: list[Any]) -> tuple[torch.Tensor, torch.Tensor | None
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """The Llama RMSNorm, in its order of operations (fp32 statistics, then the weight)."""
-    x32 = x.float()
-    x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * x32.to(x.dtype)
+    # F.rms_norm is x * rsqrt(mean(x^2) + eps) in those steps, in fewer dispatched ops
+    normed = F.rms_norm(x.float(), (x.shape[-1],), eps=eps)
+    return weight * normed.to(x.dtype)
 
 
 class FusedDecodeStep:
     """forward(plan, token) like RingModel.forward, for one token, over fused weights."""
 
-    def __init__(self, model: Any, ring: StreamCache, attention_op: bool = True) -> None:
+    def __init__(
+        self, model: Any, ring: StreamCache, attention_op: bool = True, weights: str = "model"
+    ) -> None:
         reason = fusion_unsupported(model)
         if reason is not None:
             raise ValueError(f"no fused decode step: {reason}")
@@ -145,13 +149,18 @@ class FusedDecodeStep:
         # streamd::decode_attention where its Triton kernels run (two a layer), else the
         # same arithmetic as inline torch ops: on a CPU the custom op's dispatch alone
         # would cost about as much as the attention itself.
-        use_op = attention_op and triton_available(ring.device)
-        self._decode_attention = decode_attention if use_op else decode_attention_reference
+        # On a CPU, fewer ops (each costs microseconds) and the mask as a float bias.
+        self._cpu = ring.device.type == "cpu"
+        self._decode_attention: Any = decode_attention_reference
+        if attention_op and triton_available(ring.device):
+            self._decode_attention = decode_attention
+        elif self._cpu:
+            self._decode_attention = decode_attention_cpu
         self.layers = fused_layers(model)
+        self.projections, self.lm_head = decode_projections(model, self.layers, weights)
         self._sliding = [kind == "sliding_attention" for kind in layer_types(config)]
         self.embed = model.get_input_embeddings().weight
         self.final_norm = model.model.norm.weight
-        self.lm_head = model.get_output_embeddings().weight
         self.rotary = model.model.rotary_emb
         self.eps = float(config.rms_norm_eps)
         self.heads = int(config.num_attention_heads)
@@ -170,24 +179,42 @@ class FusedDecodeStep:
         h = F.embedding(token, self.embed)  # [1, 1, hidden]
         cos, sin = self.rotary(h, plan.position_ids)  # [1, 1, D] each, model dtype
         cos, sin = cos.view(-1), (sin * self._rotate_sign).view(-1)  # [D] each
-        for index, layer in enumerate(self.layers):
+        # On a CPU, attend over the slots up to this token's only: the scratch slots after
+        # it are empty (masked), and reading them costs as much as reading any.
+        upto = int(plan.write_slots[-1]) + 1 if self._cpu else self.ring.layout.slots
+        masks = {sliding: self._mask(plan, sliding, upto) for sliding in set(self._sliding)}
+        pairs = zip(self.layers, self.projections, strict=True)
+        for index, (layer, projections) in enumerate(pairs):
             x = _rms_norm(h, layer.input_norm, self.eps)
-            h = h + self._attention(index, layer, x, plan, cos, sin)
-            h = h + self._mlp(layer, _rms_norm(h, layer.post_norm, self.eps))
-        return F.linear(_rms_norm(h, self.final_norm, self.eps), self.lm_head)
+            mask = masks[self._sliding[index]]
+            h = h + self._attention(index, layer, projections, x, plan, mask, upto, cos, sin)
+            h = h + self._mlp(projections, _rms_norm(h, layer.post_norm, self.eps))
+        return self.lm_head(_rms_norm(h, self.final_norm, self.eps))
+
+    def _mask(self, plan: ForwardPlan, sliding: bool, upto: int) -> torch.Tensor:
+        """The slots this step attends among the first `upto`: [upto] bool, or on a CPU a
+        float bias [1, 1, 1, upto] (0 = attend, -inf = not)."""
+        mask = plan.layer_mask(sliding).view(-1)[:upto]
+        if not self._cpu:
+            return mask
+        bias = torch.zeros(mask.shape, dtype=self.final_norm.dtype, device=mask.device)
+        return bias.masked_fill_(~mask, float("-inf")).view(1, 1, 1, -1)
 
     def _attention(
         self,
         index: int,
         layer: FusedLayer,
+        projections: LayerProjections,
         x: torch.Tensor,
         plan: ForwardPlan,
+        mask: torch.Tensor,
+        upto: int,
         cos: torch.Tensor,
         sin: torch.Tensor,
     ) -> torch.Tensor:
-        """x: [1, 1, hidden]; cos, sin: [D] -> [1, 1, hidden]; this token's K/V go into
-        the ring."""
-        qkv = F.linear(x, layer.qkv, layer.qkv_bias).view(-1)
+        """x: [1, 1, hidden]; mask: see _mask; cos, sin: [D] -> [1, 1, hidden]; this token's
+        K/V go into the ring."""
+        qkv = projections.qkv(x).view(-1)
         if layer.q_norm is not None and layer.k_norm is not None:
             self._norm_q_and_k(qkv, layer.q_norm, layer.k_norm)
         out = self._decode_attention(
@@ -195,13 +222,20 @@ class FusedDecodeStep:
             cos,
             sin,
             plan.write_slots,
-            plan.layer_mask(self._sliding[index]).view(-1),
-            self.ring.keys[index],
-            self.ring.values[index],
+            mask,
+            *self._kv(index, upto),
             self.heads,
             self.head_dim**-0.5,
         )  # [heads * D]
-        return F.linear(out.reshape(1, 1, self.q_dim), layer.o, layer.o_bias)
+        return projections.o(out.reshape(1, 1, self.q_dim))
+
+    def _kv(self, index: int, upto: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer `index`'s keys and values [1, kv_heads, slots, D]; on a CPU only the first
+        `upto` slots (views: the writes land in the ring)."""
+        keys, values = self.ring.keys[index], self.ring.values[index]
+        if self._cpu:
+            return keys[:, :, :upto], values[:, :, :upto]
+        return keys, values
 
     def _norm_q_and_k(self, qkv: torch.Tensor, q_norm: torch.Tensor, k_norm: torch.Tensor) -> None:
         """qkv: [(heads + 2 kv) * D]; each head of q and of k RMS-normed in place (no new
@@ -212,6 +246,6 @@ class FusedDecodeStep:
         q.copy_(_rms_norm(q, q_norm, self.eps))
         k.copy_(_rms_norm(k, k_norm, self.eps))
 
-    def _mlp(self, layer: FusedLayer, x: torch.Tensor) -> torch.Tensor:
-        gate, up = F.linear(x, layer.gate_up).split(self.intermediate, dim=-1)
-        return F.linear(F.silu(gate) * up, layer.down)
+    def _mlp(self, projections: LayerProjections, x: torch.Tensor) -> torch.Tensor:
+        gate, up = projections.gate_up(x).split(self.intermediate, dim=-1)
+        return projections.down(F.silu(gate) * up)

@@ -69,9 +69,16 @@ def single_query_attention(
     """One decode query: a few small kernels, K/V read once per KV head (no repeat).
 
     SDPA's masked path for a single query launches many more kernels, and a
-    decode step of a small model is launch-bound. Returns [1, 1, heads, D].
+    decode step of a small model is launch-bound. On a CPU it is the other way round:
+    SDPA's fused kernel takes 63 us a layer of the default model at 1,200 slots, these
+    matmuls 190 us (bf16). Returns [1, 1, heads, D].
     """
     _, heads, _, dim = query.shape
+    if query.device.type == "cpu":
+        out = F.scaled_dot_product_attention(
+            query, key, value, attn_mask=mask, scale=scaling, enable_gqa=heads != key.shape[1]
+        )  # [1, heads, 1, D]
+        return out.transpose(1, 2)
     kv_heads = key.shape[1]
     scale = scaling if scaling is not None else dim**-0.5
     grouped = query.view(kv_heads, heads // kv_heads, dim)  # [kv, group, D]

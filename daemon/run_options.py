@@ -45,8 +45,10 @@ RUN_OPTIONS = (
     RunOption("--model", "model.name", "'default' (SmolLM2-135M-Instruct, shipped with streamd), a "
               "local model directory, or a Hugging Face id in the local cache.", "NAME"),
     RunOption("--device", "model.device", "auto, cpu, cuda or cuda:N.", "DEVICE"),
-    RunOption("--dtype", "model.dtype", "auto (bfloat16 on a GPU and on a CPU with native "
-              "bf16, AVX512-BF16 or AMX; else float32), float32, float16 or bfloat16.", "DTYPE"),
+    RunOption("--dtype", "model.dtype", "auto (bfloat16 on a GPU; on a CPU with native bf16, "
+              "AVX512-BF16 or AMX, int4; else float32), int4 (bfloat16, and int4 copies of the "
+              "weights for writing summaries: a CPU decodes 2-3x faster), float32, float16 or "
+              "bfloat16.", "DTYPE"),
     RunOption("--threads", "model.threads", "CPU threads for the model's matmuls. 0: one per "
               "core. On a machine shared with other busy work, fewer leave it room: processes "
               "fighting over the same cores can each slow down several times.", "N"),

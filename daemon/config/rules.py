@@ -21,6 +21,8 @@ from streamd.facts.records import PROFILES
 
 REDACTED = "***"
 DEFAULT_MODEL = "default"  # the embedded SmolLM2 GGUF (model_loading.py)
+# --dtype: int4 is bf16 with int4 copies of the weights for the decode step (a CPU path).
+DTYPE_CHOICES = ("auto", "int4", "float32", "float16", "bfloat16")
 MIN_PINNED = 4  # StreamingLLM: 4 sink tokens are enough, fewer and window attention collapses
 
 

@@ -27,6 +27,7 @@ from .paths import default_client_id, default_control_socket, default_state_dir
 from .rules import (
     CHUNK,
     DEFAULT_MODEL,
+    DTYPE_CHOICES,
     MAX_CAPACITY,
     PROFILE,
     REFRESH,
@@ -81,9 +82,7 @@ class ModelConfig(Section):
             pattern=r"auto|cpu|cuda(:\d+)?", expect="'auto', 'cpu', 'cuda' or 'cuda:N'"
         ).meta,
     )
-    dtype: str = field(
-        default="auto", metadata=Rule(choices=("auto", "float32", "float16", "bfloat16")).meta
-    )
+    dtype: str = field(default="auto", metadata=Rule(choices=DTYPE_CHOICES).meta)
     # CPU threads for the model's matmuls (torch's intra-op pool); 0: torch's own, a core each.
     threads: int = field(
         default=0, metadata=Rule(at_least=0, at_most=4096, hint="0 is one per core").meta

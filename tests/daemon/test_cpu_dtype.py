@@ -11,7 +11,12 @@ import pytest
 import torch
 
 from streamd.daemon.engine.cpu_memory import bound_cpu_memory
-from streamd.daemon.engine.loading import ModelLoadError, cpu_has_native_bf16, resolve_dtype
+from streamd.daemon.engine.loading import (
+    ModelLoadError,
+    cpu_has_native_bf16,
+    resolve_decode_weights,
+    resolve_dtype,
+)
 
 ZEN4 = "flags\t\t: fpu vme sse2 avx2 avx512f avx512bw avx512_vnni avx512_bf16 vaes\n"
 SKYLAKE = "flags\t\t: fpu vme sse2 avx2 avx512f avx512bw avx512_vnni vaes\n"
@@ -38,8 +43,24 @@ def test_auto_follows_the_cpu_and_an_explicit_dtype_wins() -> None:
     assert resolve_dtype("auto", cpu) == expected
     assert resolve_dtype("float32", cpu) == torch.float32
     assert resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16
-    with pytest.raises(ModelLoadError, match="dtype 'fp8': use auto, bfloat16, float16, float32"):
+    with pytest.raises(
+        ModelLoadError, match="dtype 'fp8': use auto, int4, float32, float16, bfloat16"
+    ):
         resolve_dtype("fp8", cpu)
+
+
+def test_auto_on_a_cpu_with_native_bf16_decodes_with_int4_copies() -> None:
+    """int4 computes in bf16 and only the decode step reads int4 weights (ingest keeps
+    oneDNN's bf16 matmuls); it is a CPU path, refused on a GPU with the fix named."""
+    cpu = torch.device("cpu")
+    native = cpu_has_native_bf16()
+    assert resolve_decode_weights("auto", cpu) == ("int4" if native else "model")
+    assert resolve_decode_weights("float32", cpu) == "model"
+    assert resolve_decode_weights("bfloat16", cpu) == "model"
+    assert resolve_decode_weights("auto", torch.device("cuda")) == "model"
+    assert resolve_dtype("int4", cpu) == torch.bfloat16
+    with pytest.raises(ModelLoadError, match=r"int4 is a CPU path .* use auto or bfloat16"):
+        resolve_decode_weights("int4", torch.device("cuda"))
 
 
 def test_onednn_caches_few_primitives_unless_the_environment_says(

@@ -95,6 +95,11 @@ def test_bench_smoke_on_cpu(tmp_path: Path) -> None:
     assert report["scaling"][1]["streamd"]["ingest_tok_s"] > 0
     assert report["decode_equal"] is True
     assert "TPOT (ms)" in result.stderr  # the table for people
+    # On a CPU memory is the process's resident set: the rows' peak and each checkpoint's.
+    assert report["memory_unit"] == "peak RSS MB" and "RSS MB" in result.stderr
+    assert report["rows"]["memory_mb"]["baseline"] > 0
+    assert report["rows"]["memory_mb"]["streamd"] > 0
+    assert all(row["streamd"]["memory_mb"] > 0 for row in report["scaling"])
 
 
 def test_bench_needs_a_shape_or_a_model() -> None:

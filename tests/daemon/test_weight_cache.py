@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from streamd.cache.decode_weights import lowbit_state
 from streamd.daemon.engine import weight_cache
 from streamd.daemon.engine.loading import LoadedModel, load_model
 
@@ -23,9 +24,14 @@ def test_a_second_load_uses_the_converted_weights_and_gives_the_same_logits(
 ) -> None:
     monkeypatch.setenv(weight_cache.CACHE_ENV, str(tmp_path))
     first = load_model("default", device="cpu")
-    (entry,) = (tmp_path / "models").iterdir()
+    (entry,) = [e for e in (tmp_path / "models").iterdir() if not e.name.endswith("-int4")]
     assert (entry / weight_cache.MANIFEST).is_file() and (entry / "model.safetensors").is_file()
+    int4 = entry.with_name(f"{entry.name}-int4")  # the decode step's copies, where auto picks them
+    assert (int4 / weight_cache.TENSORS_FILE).is_file() == (first.decode_weights == "int4")
     second = load_model("default", device="cpu")
+    made, restored = lowbit_state(first.model), lowbit_state(second.model)
+    assert made.keys() == restored.keys()
+    assert all(torch.equal(made[name], restored[name]) for name in made)
     assert Path(second.model.config._name_or_path) == entry  # read from the entry, not the GGUF
     assert second.name == first.name and second.stop_ids() == first.stop_ids()
     text = "a line <|im_start|> with a special token"
@@ -66,3 +72,23 @@ def test_an_unwritable_cache_or_an_unsavable_model_costs_only_the_speed_up(
     layer.q_proj.weight.data = both[: layer.q_proj.weight.shape[0]]
     assert weight_cache.store("k3", model, fresh.tokenizer) is None
     assert weight_cache.usable_entry("k3") is None
+
+
+def test_saved_tensors_come_back_whole_or_not_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default model's int4 decode copies are kept this way: a damaged entry is
+    removed (the next start makes them anew), never loaded."""
+    monkeypatch.setenv(weight_cache.CACHE_ENV, str(tmp_path))
+    tensors = {"0.qkv.packed": torch.arange(64, dtype=torch.uint8), "head.scale": torch.ones(3)}
+    entry = weight_cache.store_tensors("k3", tensors)
+    assert entry is not None
+    loaded = weight_cache.load_tensors("k3")
+    assert loaded is not None and loaded.keys() == tensors.keys()
+    assert all(torch.equal(loaded[name], tensors[name]) for name in tensors)
+    data = entry / weight_cache.TENSORS_FILE
+    damaged = bytearray(data.read_bytes())
+    damaged[-5] ^= 0x10
+    data.write_bytes(bytes(damaged))
+    assert weight_cache.load_tensors("k3") is None
+    assert not entry.exists()

@@ -1,12 +1,14 @@
 """Models to bench: random weights of a named shape (bench/shapes.py) in its family's
-real model class: speed at real sizes, no download."""
+real model class: speed at real sizes, no download; BenchModels: what each side runs."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from ...engine.loading import LoadedModel
 from .shapes import SHAPES
 
 
@@ -34,3 +36,17 @@ def weights_bytes(model: Any) -> int:
             seen.add(p.data_ptr())
             total += p.numel() * p.element_size()
     return total
+
+
+@dataclass(frozen=True)
+class BenchModels:
+    """What each side runs. On a CPU the HF dense baseline is a float32 copy of the model
+    where streamd's is not float32; elsewhere both sides run the same model."""
+
+    streamd: LoadedModel
+    baseline: LoadedModel
+    real_weights: bool = True  # False for --shape (random: PPL not meaningful)
+
+    @property
+    def separate(self) -> bool:
+        return self.baseline.model is not self.streamd.model

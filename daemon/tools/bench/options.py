@@ -7,6 +7,10 @@ from dataclasses import dataclass
 
 Progress = Callable[[str], None]
 
+# --scaling when not given: a CPU stops at 100k (its 1M row would take hours).
+GPU_SCALING = "10000,100000,1000000"
+CPU_SCALING = "10000,100000"
+
 
 @dataclass(frozen=True)
 class BenchOptions:

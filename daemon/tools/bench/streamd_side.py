@@ -7,6 +7,7 @@ import statistics
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -42,16 +43,31 @@ def ingest_chunks(runner: RingModel, ids: torch.Tensor, chunk: int) -> torch.Ten
     return logits
 
 
+@dataclass(frozen=True)
+class Generated:
+    """streamd's rows: the prompt streamed through the ring, then the static decoder."""
+
+    ttft_s: float
+    tpot_s: float
+    # The prompt through the ring, to its last logits, on a CPU; None on a GPU, where
+    # waiting for it would hold back the decode step's launch.
+    prompt_s: float | None
+    tokens: list[int]
+    peak_mb: float
+    graph_pool_mb: float  # reserved by the CUDA graphs' pool
+
+
 @torch.inference_mode()
 def streamd_generate(
-    model: Any, prompt: torch.Tensor, options: BenchOptions, graph: bool
-) -> tuple[float, float, list[int], float, float]:
-    """Prompt streamed through the ring, then the static decoder:
-    (TTFT, TPOT, tokens, peak MB, MB reserved by the graphs' pool).
-
-    The prompt after the sinks is `rows_chunks` full chunks, so on a GPU every forward
+    model: Any,
+    prompt: torch.Tensor,
+    options: BenchOptions,
+    graph: bool,
+    decode_weights: str = "model",
+) -> Generated:
+    """The prompt after the sinks is `rows_chunks` full chunks, so on a GPU every forward
     is a replayed CUDA graph; the first of two runs captures them, the second is timed.
-    """
+    decode_weights: the decode step's weights (DecodeOptions.weights: "model" or "int4")."""
     device = prompt.device
     layout = rows_layout(options)
     ring = build_ring_cache(model, layout)
@@ -59,7 +75,12 @@ def streamd_generate(
     decoder = StaticDecoder(
         runner,
         model.config.vocab_size,
-        DecodeOptions(frozenset(), cuda_graph=graph, compile=graph and options.compile),
+        DecodeOptions(
+            frozenset(),
+            cuda_graph=graph,
+            compile=graph and options.compile,
+            weights=decode_weights,
+        ),
     )
     memory: dict[str, float] = {}
     for attempt in range(2):
@@ -68,13 +89,20 @@ def streamd_generate(
             began = now(device)
             runner.prefix(prompt[: options.sinks].unsqueeze(0))
             first = ingest_chunks(runner, prompt[options.sinks :], layout.chunk)
+            prompt_s = now(device) - began if device.type == "cpu" else None
             ring.begin_scratch()
             tokens = decoder.generate(first, options.new_tokens)
             total = now(device) - began
             ring.end_scratch()
     ttft = decoder.first_token_at - began
-    tpot = (total - ttft) / max(1, len(tokens) - 1)
-    return ttft, tpot, tokens, memory.get("peak", 0.0), graph_pools_mb(device)
+    return Generated(
+        ttft_s=ttft,
+        tpot_s=(total - ttft) / max(1, len(tokens) - 1),
+        prompt_s=prompt_s,
+        tokens=tokens,
+        peak_mb=memory.get("peak", 0.0),
+        graph_pool_mb=graph_pools_mb(device),
+    )
 
 
 def rows_layout(options: BenchOptions) -> CacheLayout:
