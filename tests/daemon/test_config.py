@@ -133,7 +133,10 @@ def test_unknown_environment_lists_typos() -> None:
             {"STREAMD_CACHE_REFRESH": "0"},
             "cache.refresh = '0': must be 'auto', 'off' or a number of stream tokens, like 128",
         ),
-        ({"STREAMD_MODEL_DTYPE": "fp8"}, "model.dtype = 'fp8': must be one of: auto, int4, float32"),
+        (
+            {"STREAMD_MODEL_DTYPE": "fp8"},
+            "model.dtype = 'fp8': must be one of: auto, int4, float32",
+        ),
         ({"STREAMD_MODEL_DEVICE": "gpu"}, "must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
         ({"STREAMD_SUMMARY_EVERY_SECONDS": "inf"}, "must be a number >= 0; 0 turns it off"),
         ({"STREAMD_OUTPUTS_STDOUT": "maybe"}, "outputs.stdout = 'maybe': must be true or false"),
