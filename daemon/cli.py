@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import click
 
 from .cli_options import DEFAULT_MODEL, or_exit
+from .logsetup import configure_logging
 from .run_options import run_options
 from .tools.cli import bench, demo, eval_command, keepup, soak
 from .tools.eval_summaries_cli import eval_summaries
@@ -35,6 +36,10 @@ def main() -> None:
     Time it:      streamd keepup --rate 5 --duration 600
     Pick a model: streamd models; streamd models --check /srv/models/NAME
     """
+    # Every command's events go to stderr: stdout is the summaries', a table's or the
+    # JSON of --json (structlog's default printed "model cache entry written" into
+    # `streamd eval --json` on a first start). `run` sets its own level and format.
+    configure_logging()
 
 
 # --- the daemon ----------------------------------------------------------------------------

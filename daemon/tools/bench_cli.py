@@ -27,7 +27,6 @@ from ..engine.loading import (
     resolve_device,
     resolve_dtype,
 )
-from ..logsetup import configure_logging
 from .bench.llama_cpp import llama_bench_command, run_llama_bench
 from .bench.models import BenchModels, random_model
 from .bench.options import CPU_SCALING, GPU_SCALING, BenchOptions, Progress
@@ -199,7 +198,6 @@ def run_bench_command(
 ) -> None:
     if (shape is None) == (model is None):
         fail("give exactly one of --shape NAME (random weights) or --model NAME (real weights)")
-    configure_logging()  # to stderr: stdout is the table's, or with --json the JSON's
     try:
         _check_llama_bench(llama_bench, shape, model, device, fail)
         cpu = resolve_device(device).type == "cpu"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -139,3 +140,17 @@ def test_a_missing_model_directory_is_named(tmp_path: Path) -> None:
     result = _run("eval", "--model", str(missing), "--tokens", "16")
     assert result.returncode == 2
     assert f"model directory '{missing}' does not exist" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_first_start_logs_to_stderr_and_leaves_json_whole(tmp_path: Path) -> None:
+    """The default model's first start writes its cache entries and logs that: on stderr,
+    so `streamd eval --json` still prints nothing but its JSON on stdout."""
+    env = {**os.environ, "STREAMD_CACHE_DIR": str(tmp_path / "cache")}
+    done = subprocess.run(
+        [*STREAMD, "eval", "--tokens", "128", "--max-capacity", "64", "--json"],
+        capture_output=True, text=True, timeout=600, check=False, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["tokens"] == 128
+    assert "model cache entry written" in done.stderr
