@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 from .hf import single_query_attention
 
@@ -64,17 +63,16 @@ def decode_attention_cpu(
     """decode_attention_reference's arithmetic in fewer ops, for a CPU, where each op costs
     a few microseconds whatever its size: q and k rotated together, and `bias`, the mask
     as a float [1, 1, 1, slots] (0 = attend, -inf = not) made once per step for all
-    layers, into SDPA's fused kernel. Returns [heads * D]."""
+    layers, into single_query_attention (SDPA's fused kernel on a CPU). Returns
+    [heads * D]."""
     kv_heads, dim = keys.shape[1], keys.shape[3]
     qk = qkv[: (heads + kv_heads) * dim].view(1, heads + kv_heads, 1, dim)
     qk = qk * cos + qk.view(1, heads + kv_heads, 2, dim // 2).flip(2).view_as(qk) * sin
     v = qkv[(heads + kv_heads) * dim :].view(1, kv_heads, 1, dim)
     keys.index_copy_(2, slot, qk[:, heads:].to(keys.dtype))
     values.index_copy_(2, slot, v.to(values.dtype))
-    out = F.scaled_dot_product_attention(
-        qk[:, :heads], keys, values, attn_mask=bias, scale=scale, enable_gqa=heads != kv_heads
-    )  # [1, heads, 1, D]
-    return out.view(heads * dim)
+    out = single_query_attention(qk[:, :heads], keys, values, bias, scale)
+    return out.reshape(heads * dim)
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

