@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from .hf import single_query_attention
+from .single_query import single_query_attention
 
 try:
     from .decode_attention_kernels import combine_kernel, partial_kernel
@@ -63,7 +63,7 @@ def decode_attention_cpu(
     """decode_attention_reference's arithmetic in fewer ops, for a CPU, where each op costs
     a few microseconds whatever its size: q and k rotated together, and `bias`, the mask
     as a float [1, 1, 1, slots] (0 = attend, -inf = not) made once per step for all
-    layers, into single_query_attention (SDPA's fused kernel on a CPU). Returns
+    layers, into single_query_attention. Returns
     [heads * D]."""
     kv_heads, dim = keys.shape[1], keys.shape[3]
     qk = qkv[: (heads + kv_heads) * dim].view(1, heads + kv_heads, 1, dim)

@@ -24,6 +24,7 @@ from .decode_weights import LayerProjections, decode_projections
 from .families import FAMILIES, layer_types
 from .plan import ForwardPlan
 from .ring import StreamCache
+from .single_query import sdpa_faster_on_cpu
 
 FUSABLE_MODEL_TYPES = frozenset(kind for kind, family in FAMILIES.items() if family.fused)
 
@@ -151,6 +152,9 @@ class FusedDecodeStep:
         # would cost about as much as the attention itself.
         # On a CPU, fewer ops (each costs microseconds) and the mask as a float bias.
         self._cpu = ring.device.type == "cpu"
+        kv_heads, dim = ring.shape.kv_heads, ring.shape.head_dim
+        heads = int(config.num_attention_heads)
+        self._slice_kv = self._cpu and sdpa_faster_on_cpu(ring.dtype, heads, kv_heads, dim)
         self._decode_attention: Any = decode_attention_reference
         if attention_op and triton_available(ring.device):
             self._decode_attention = decode_attention
@@ -179,9 +183,10 @@ class FusedDecodeStep:
         h = F.embedding(token, self.embed)  # [1, 1, hidden]
         cos, sin = self.rotary(h, plan.position_ids)  # [1, 1, D] each, model dtype
         cos, sin = cos.view(-1), (sin * self._rotate_sign).view(-1)  # [D] each
-        # On a CPU, attend over the slots up to this token's only: the scratch slots after
-        # it are empty (masked), and reading them costs as much as reading any.
-        upto = int(plan.write_slots[-1]) + 1 if self._cpu else self.ring.layout.slots
+        # Where SDPA runs on a CPU, attend over the slots up to this token's only: the
+        # scratch slots after it are empty (masked), and reading them costs as much as
+        # reading any. The grouped matmuls would copy such a slice: they read them all.
+        upto = int(plan.write_slots[-1]) + 1 if self._slice_kv else self.ring.layout.slots
         masks = {sliding: self._mask(plan, sliding, upto) for sliding in set(self._sliding)}
         pairs = zip(self.layers, self.projections, strict=True)
         for index, (layer, projections) in enumerate(pairs):
@@ -230,12 +235,10 @@ class FusedDecodeStep:
         return projections.o(out.reshape(1, 1, self.q_dim))
 
     def _kv(self, index: int, upto: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Layer `index`'s keys and values [1, kv_heads, slots, D]; on a CPU only the first
-        `upto` slots (views: the writes land in the ring)."""
+        """Layer `index`'s keys and values [1, kv_heads, upto, D] (views: the writes land
+        in the ring)."""
         keys, values = self.ring.keys[index], self.ring.values[index]
-        if self._cpu:
-            return keys[:, :, :upto], values[:, :, :upto]
-        return keys, values
+        return keys[:, :, :upto], values[:, :, :upto]
 
     def _norm_q_and_k(self, qkv: torch.Tensor, q_norm: torch.Tensor, k_norm: torch.Tensor) -> None:
         """qkv: [(heads + 2 kv) * D]; each head of q and of k RMS-normed in place (no new

@@ -23,6 +23,7 @@ from .families import check_supported, layer_inv_freq, layer_types, sliding_wind
 from .layout import CacheLayout, LayoutError, parse_refresh, refresh_every, refresh_floor
 from .plan import ForwardPlan, PlanKind
 from .ring import KVShape, SinkMode, StreamCache
+from .single_query import single_query_attention
 
 ATTENTION_NAME = "streamd_sdpa"
 
@@ -57,36 +58,6 @@ def streamd_sdpa(
         enable_gqa=query.shape[1] != key.shape[1],
     )
     return out.transpose(1, 2).contiguous(), None
-
-
-def single_query_attention(
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    mask: torch.Tensor,
-    scaling: float | None,
-) -> torch.Tensor:
-    """One decode query: a few small kernels, K/V read once per KV head (no repeat).
-
-    SDPA's masked path for a single query launches many more kernels, and a
-    decode step of a small model is launch-bound. On a CPU it is the other way round:
-    SDPA's fused kernel takes 63 us a layer of the default model at 1,200 slots, these
-    matmuls 190 us (bf16). Returns [1, 1, heads, D].
-    """
-    _, heads, _, dim = query.shape
-    if query.device.type == "cpu":
-        out = F.scaled_dot_product_attention(
-            query, key, value, attn_mask=mask, scale=scaling, enable_gqa=heads != key.shape[1]
-        )  # [1, heads, 1, D]
-        return out.transpose(1, 2)
-    kv_heads = key.shape[1]
-    scale = scaling if scaling is not None else dim**-0.5
-    grouped = query.view(kv_heads, heads // kv_heads, dim)  # [kv, group, D]
-    scores = torch.matmul(grouped, key[0].transpose(1, 2)).float() * scale  # [kv, group, slots]
-    scores = scores.masked_fill(~mask[0], float("-inf"))
-    weights = torch.softmax(scores, dim=-1).to(value.dtype)
-    out = torch.matmul(weights, value[0])  # [kv, group, D]
-    return out.reshape(1, 1, heads, dim)
 
 
 AttentionInterface.register(ATTENTION_NAME, streamd_sdpa)

@@ -29,7 +29,14 @@ from ..engine.loading import (
 )
 from .bench.llama_cpp import llama_bench_command, run_llama_bench
 from .bench.models import BenchModels, random_model
-from .bench.options import CPU_SCALING, GPU_SCALING, BenchOptions, Progress
+from .bench.options import (
+    CPU_SCALING,
+    CPU_STREAM_CAPACITY,
+    GPU_SCALING,
+    GPU_STREAM_CAPACITY,
+    BenchOptions,
+    Progress,
+)
 from .bench.report import BenchReport, render
 from .bench.runner import run_bench
 from .eval_text import EvalError, read_text_tokens
@@ -201,6 +208,8 @@ def run_bench_command(
     try:
         _check_llama_bench(llama_bench, shape, model, device, fail)
         cpu = resolve_device(device).type == "cpu"
+        if numbers["stream_capacity"] is None:
+            numbers["stream_capacity"] = CPU_STREAM_CAPACITY if cpu else GPU_STREAM_CAPACITY
         options = _options(numbers, scaling or (CPU_SCALING if cpu else GPU_SCALING), fail)
         progress(f"loading {model or shape}...")
         settings = _Load(device, dtype, threads, options.prompt_tokens)

@@ -123,3 +123,17 @@ def test_a_failing_llama_bench_leaves_the_rest_of_the_report(tmp_path: Path) -> 
     assert args[args.index("-t") + 1] == "1"
     assert args[args.index("-p") + 1] == "64" and args[args.index("-n") + 1] == "4"
     assert args[args.index("-m") + 1].endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def test_a_cpu_scaling_table_streams_at_the_daemons_default_capacity(
+    tiny_model_dir: Path,
+) -> None:
+    """What `streamd run` on a CPU streams through (max_capacity 1024), not the GPU
+    experiment's 2048, unless --stream-capacity says otherwise; the table says which."""
+    at = SMALL.index("--stream-capacity")
+    without = SMALL[:at] + SMALL[at + 2 :]
+    result = _run("bench", "--model", str(tiny_model_dir), *without)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["stream_capacity"], report["chunk"]) == (1024, 32)
+    assert "scaling: streamd at max_capacity 1,024, chunks of 32 tokens" in result.stderr

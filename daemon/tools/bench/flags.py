@@ -15,7 +15,7 @@ from ...cli_options import (
     refresh_option,
 )
 from ...config.rules import DTYPE_CHOICES
-from .options import CPU_SCALING, GPU_SCALING
+from .options import CPU_SCALING, CPU_STREAM_CAPACITY, GPU_SCALING, GPU_STREAM_CAPACITY
 from .shapes import SHAPES
 
 _OPTIONS = (
@@ -65,8 +65,10 @@ _OPTIONS = (
     click.option(
         "--stream-capacity",
         type=click.IntRange(*CAPACITY_RANGE),
-        default=2048,
-        help="streamd's max_capacity for the scaling table.",
+        default=None,
+        help="streamd's max_capacity for the scaling table. Default: "
+        f"{GPU_STREAM_CAPACITY} on a GPU (the experiment's), {CPU_STREAM_CAPACITY} on a CPU "
+        "(the daemon's own default there).",
     ),
     chunk_option,
     refresh_option,

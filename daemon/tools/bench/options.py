@@ -10,6 +10,10 @@ Progress = Callable[[str], None]
 # --scaling when not given: a CPU stops at 100k (its 1M row would take hours).
 GPU_SCALING = "10000,100000,1000000"
 CPU_SCALING = "10000,100000"
+# --stream-capacity when not given: the experiment's 2048 on a GPU; on a CPU the daemon's
+# own default max_capacity, what `streamd run` there streams through.
+GPU_STREAM_CAPACITY = 2048
+CPU_STREAM_CAPACITY = 1024
 
 
 @dataclass(frozen=True)

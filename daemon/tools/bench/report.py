@@ -30,6 +30,8 @@ class BenchReport:
     # The rows' prompt through streamd's ring, tokens/s (CPU only: see Generated.prompt_s).
     streamd_prompt_tok_s: float | None = None
     max_capacity: int = 0  # the rows' ring
+    stream_capacity: int = 0  # the scaling table's ring
+    chunk: int = 0  # its prefill chunk
     # Memory the rows' CUDA graphs reserve for their intermediates. A replay does not go
     # through the allocator, so the Memory row (peak allocated, as in the experiment)
     # does not see it; the baseline's intermediates are in its peak.
@@ -97,7 +99,9 @@ def _rows(report: BenchReport) -> list[str]:
 def _scaling(report: BenchReport) -> list[str]:
     unit = report.scaling_memory_unit
     lines = [
-        f"{'stream tokens':<14}{'baseline tok/s':>16}{unit:>10}{'streamd tok/s':>16}{unit:>10}"
+        f"scaling: streamd at max_capacity {report.stream_capacity:,}, chunks of "
+        f"{report.chunk:,} tokens",
+        f"{'stream tokens':<14}{'baseline tok/s':>16}{unit:>10}{'streamd tok/s':>16}{unit:>10}",
     ]
     for entry in report.scaling:
         base: dict[str, Any] | None = entry["baseline"]

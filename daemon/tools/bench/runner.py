@@ -26,6 +26,7 @@ def run_bench(
     """ids: [T] real text tokens (or random ones) on the models' device, T >= prompt_tokens."""
     report = _new_report(models, ids.device)
     report.max_capacity = options.max_capacity
+    report.stream_capacity, report.chunk = options.stream_capacity, options.chunk
     _measure_rows(report, models, ids[: options.prompt_tokens], options, progress)
     _measure_scaling(report, models, ids, options, progress)
     return report
