@@ -17,6 +17,8 @@ from transformers import (
     Qwen3ForCausalLM,
 )
 
+from streamd.cache import fused as fused_module
+from streamd.cache import single_query
 from streamd.cache.decode import DecodeOptions, StaticDecoder
 from streamd.cache.fused import FusedDecodeStep, fusion_unsupported
 from streamd.cache.hf import RingModel, build_ring_cache
@@ -66,9 +68,21 @@ def _streamed(model: Any) -> tuple[RingModel, torch.Tensor]:
     return runner, logits
 
 
+@pytest.fixture(params=["sdpa", "grouped"])
+def cpu_attention(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Either of the two kernels one decode query can take on a CPU, whichever this CPU
+    would time faster (cache/single_query.py): the step must agree with both."""
+    sdpa = request.param == "sdpa"
+    for module in (single_query, fused_module):
+        monkeypatch.setattr(module, "sdpa_faster_on_cpu", lambda *_: sdpa)
+    return str(request.param)
+
+
 @pytest.mark.parametrize("kind", ["llama", "mistral", "qwen2", "qwen3"])
 @torch.inference_mode()
-def test_fused_step_gives_the_logits_of_the_models_own_forward(kind: str) -> None:
+def test_fused_step_gives_the_logits_of_the_models_own_forward(
+    kind: str, cpu_attention: str
+) -> None:
     model = _model(kind)
     runner, _ = _streamed(model)
     fused = FusedDecodeStep(model, runner.ring)
