@@ -91,9 +91,16 @@ def test_llama_bench_must_be_executable(tmp_path: Path) -> None:
 
 
 def test_a_cpu_baseline_runs_a_float32_copy(tiny_model_dir: Path) -> None:
-    result = _run("bench", "--model", str(tiny_model_dir), "--dtype", "bfloat16", *SMALL)
+    """Also: without --stream-capacity a CPU's scaling table streams at what `streamd run`
+    there streams through (max_capacity 1024), not the GPU experiment's 2048; it says so."""
+    at = SMALL.index("--stream-capacity")
+    without_capacity = SMALL[:at] + SMALL[at + 2 :]
+    args = ("--model", str(tiny_model_dir), "--dtype", "bfloat16", *without_capacity)
+    result = _run("bench", *args)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
+    assert (report["stream_capacity"], report["chunk"]) == (1024, 32)
+    assert "scaling: streamd at max_capacity 1,024, chunks of 32 tokens" in result.stderr
     assert (report["baseline_dtype"], report["dtype"]) == ("float32", "bfloat16")
     assert report["baseline_weights_bytes"] == 2 * report["weights_bytes"]
     assert report["threads"] >= 1
@@ -123,17 +130,3 @@ def test_a_failing_llama_bench_leaves_the_rest_of_the_report(tmp_path: Path) -> 
     assert args[args.index("-t") + 1] == "1"
     assert args[args.index("-p") + 1] == "64" and args[args.index("-n") + 1] == "4"
     assert args[args.index("-m") + 1].endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
-
-
-def test_a_cpu_scaling_table_streams_at_the_daemons_default_capacity(
-    tiny_model_dir: Path,
-) -> None:
-    """What `streamd run` on a CPU streams through (max_capacity 1024), not the GPU
-    experiment's 2048, unless --stream-capacity says otherwise; the table says which."""
-    at = SMALL.index("--stream-capacity")
-    without = SMALL[:at] + SMALL[at + 2 :]
-    result = _run("bench", "--model", str(tiny_model_dir), *without)
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
-    assert (report["stream_capacity"], report["chunk"]) == (1024, 32)
-    assert "scaling: streamd at max_capacity 1,024, chunks of 32 tokens" in result.stderr
