@@ -235,10 +235,12 @@ class FusedDecodeStep:
         return projections.o(out.reshape(1, 1, self.q_dim))
 
     def _kv(self, index: int, upto: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Layer `index`'s keys and values [1, kv_heads, upto, D] (views: the writes land
-        in the ring)."""
+        """Layer `index`'s keys and values [1, kv_heads, slots, D]; where SDPA runs on a
+        CPU only the first `upto` slots (views: the writes land in the ring)."""
         keys, values = self.ring.keys[index], self.ring.values[index]
-        return keys[:, :, :upto], values[:, :, :upto]
+        if self._slice_kv:
+            return keys[:, :, :upto], values[:, :, :upto]
+        return keys, values
 
     def _norm_q_and_k(self, qkv: torch.Tensor, q_norm: torch.Tensor, k_norm: torch.Tensor) -> None:
         """qkv: [(heads + 2 kv) * D]; each head of q and of k RMS-normed in place (no new
