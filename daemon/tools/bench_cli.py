@@ -169,17 +169,21 @@ def write_plot(report: BenchReport, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def _options(numbers: dict[str, Any], scaling: str, fail: Fail) -> BenchOptions:
+def _options(numbers: dict[str, Any], scaling: str | None, cpu: bool, fail: Fail) -> BenchOptions:
+    """The options, with --scaling and --stream-capacity defaulting to the device's."""
     try:
         parse_refresh(numbers["refresh"])
     except LayoutError as error:
         fail(f"--refresh: {error}")
+    stream_capacity = numbers["stream_capacity"]
+    if stream_capacity is None:
+        stream_capacity = CPU_STREAM_CAPACITY if cpu else GPU_STREAM_CAPACITY
     return BenchOptions(
-        scaling=_scaling(scaling, fail),
+        scaling=_scaling(scaling or (CPU_SCALING if cpu else GPU_SCALING), fail),
         prompt_tokens=numbers["prompt_tokens"],
         new_tokens=numbers["new_tokens"],
         max_capacity=numbers["max_capacity"],
-        stream_capacity=numbers["stream_capacity"],
+        stream_capacity=stream_capacity,
         chunk=numbers["chunk"],
         baseline_budget_s=numbers["baseline_budget"],
         compile=numbers["compile"],
@@ -208,9 +212,7 @@ def run_bench_command(
     try:
         _check_llama_bench(llama_bench, shape, model, device, fail)
         cpu = resolve_device(device).type == "cpu"
-        if numbers["stream_capacity"] is None:
-            numbers["stream_capacity"] = CPU_STREAM_CAPACITY if cpu else GPU_STREAM_CAPACITY
-        options = _options(numbers, scaling or (CPU_SCALING if cpu else GPU_SCALING), fail)
+        options = _options(numbers, scaling, cpu, fail)
         progress(f"loading {model or shape}...")
         settings = _Load(device, dtype, threads, options.prompt_tokens)
         models, ids = (
