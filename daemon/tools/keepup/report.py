@@ -36,7 +36,7 @@ class Daemon:
     ready_after_s: float
     exit_code: int
     rss_max_bytes: int | None  # the largest VmRSS sampled
-    rss_peak_bytes: int | None  # VmHWM at the end of the run: catches spikes between samples
+    rss_peak_bytes: int | None  # VmHWM at the end (or the largest sample): spikes between samples
 
 
 @dataclass(frozen=True)
